@@ -1,0 +1,208 @@
+/*
+ * Fused binarize + bit-pack of neuron activations.
+ *
+ * A state is one row of neuron values; neuron i of a row becomes bit (i % 8),
+ * least significant first, of byte (i / 8).  A neuron fires when its value is
+ * > 0: NaN, 0, -0.0 and negative values do not fire, +inf does.
+ *
+ * The input is a 3-D strided view (outer, states, neurons) given as a base
+ * pointer and byte strides, so any memory layout (C, Fortran, channels-first,
+ * channels-last, sliced) is read in place without a copy.  Rows are numbered
+ * row = outer_index * n_states + state_index and written to out[row * n_bytes].
+ * Each call packs rows [row_begin, row_end), so callers can split the work
+ * across threads.
+ *
+ * Two loops, picked by layout:
+ *  - neurons contiguous (channels-last, dense layers): one row at a time,
+ *    eight neurons per output byte;
+ *  - neurons strided (channels-first): a block of rows at a time, one neuron
+ *    across the whole block (contiguous reads when states are contiguous),
+ *    then a small transpose of the block into row-major packed bytes.
+ */
+#ifndef TS_PACK_H
+#define TS_PACK_H
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+#define TS_BLOCK_ROWS 256
+
+typedef struct {
+    const char *base;
+    int64_t n_outer, n_states, n_neurons;
+    int64_t stride_outer, stride_state, stride_neuron; /* bytes */
+} ts_view;
+
+/* Firing predicates.  float16 and bfloat16 arrive as their int16 bit
+ * patterns: a value fires iff its bits, read as a signed integer, are in
+ * (0, +inf bits], which excludes -0, negatives and NaN. */
+#define TS_FIRES_GT0(v) ((v) > 0)
+#define TS_FIRES_F16(v) ((v) > 0 && (v) <= 0x7c00)
+#define TS_FIRES_BF16(v) ((v) > 0 && (v) <= 0x7f80)
+
+#define TS_DEFINE_PACK(SUFFIX, T, FIRES)                                        \
+static void ts_pack_rows_##SUFFIX(const ts_view *v, uint8_t *out,               \
+                                  int64_t row_begin, int64_t row_end)           \
+{                                                                               \
+    const int64_t n = v->n_neurons, nb = (n + 7) / 8, full = n / 8;             \
+    int64_t a = row_begin / v->n_states, s = row_begin % v->n_states;           \
+    for (int64_t row = row_begin; row < row_end; ++row, ++s) {                  \
+        if (s == v->n_states) { s = 0; ++a; }                                   \
+        const T *x = (const T *)(v->base + a * v->stride_outer                  \
+                                 + s * v->stride_state);                        \
+        uint8_t *o = out + row * nb;                                            \
+        for (int64_t byte = 0; byte < full; ++byte) {                           \
+            const T *xb = x + byte * 8;                                         \
+            uint8_t bits = 0;                                                   \
+            for (int k = 0; k < 8; ++k)                                         \
+                bits |= (uint8_t)(FIRES(xb[k]) << k);                           \
+            o[byte] = bits;                                                     \
+        }                                                                       \
+        if (full < nb) {                                                        \
+            uint8_t bits = 0;                                                   \
+            for (int64_t k = 0; k < n - full * 8; ++k)                          \
+                bits |= (uint8_t)(FIRES(x[full * 8 + k]) << k);                 \
+            o[full] = bits;                                                     \
+        }                                                                       \
+    }                                                                           \
+}                                                                               \
+                                                                                \
+static int ts_pack_blocks_##SUFFIX(const ts_view *v, uint8_t *out,              \
+                                   int64_t row_begin, int64_t row_end)          \
+{                                                                               \
+    const int64_t n = v->n_neurons, nb = (n + 7) / 8;                           \
+    const int contiguous = v->stride_state == (int64_t)sizeof(T);               \
+    uint8_t *block = (uint8_t *)malloc((size_t)nb * TS_BLOCK_ROWS);             \
+    if (block == NULL) return -1;                                               \
+    int64_t row = row_begin;                                                    \
+    while (row < row_end) {                                                     \
+        const int64_t a = row / v->n_states, s0 = row % v->n_states;            \
+        int64_t m = v->n_states - s0;                                           \
+        if (m > row_end - row) m = row_end - row;                               \
+        if (m > TS_BLOCK_ROWS) m = TS_BLOCK_ROWS;                               \
+        memset(block, 0, (size_t)nb * TS_BLOCK_ROWS);                           \
+        const char *first = v->base + a * v->stride_outer                       \
+                            + s0 * v->stride_state;                             \
+        for (int64_t c = 0; c < n; ++c) {                                       \
+            uint8_t *acc = block + (c >> 3) * TS_BLOCK_ROWS;                    \
+            const int bit = (int)(c & 7);                                       \
+            const char *col = first + c * v->stride_neuron;                     \
+            if (contiguous) {                                                   \
+                const T *x = (const T *)col;                                    \
+                for (int64_t i = 0; i < m; ++i)                                 \
+                    acc[i] |= (uint8_t)(FIRES(x[i]) << bit);                    \
+            } else {                                                            \
+                for (int64_t i = 0; i < m; ++i) {                               \
+                    const T value = *(const T *)(col + i * v->stride_state);    \
+                    acc[i] |= (uint8_t)(FIRES(value) << bit);                   \
+                }                                                               \
+            }                                                                   \
+        }                                                                       \
+        uint8_t *o = out + row * nb;                                            \
+        for (int64_t i = 0; i < m; ++i)                                         \
+            for (int64_t byte = 0; byte < nb; ++byte)                           \
+                o[i * nb + byte] = block[byte * TS_BLOCK_ROWS + i];             \
+        row += m;                                                               \
+    }                                                                           \
+    free(block);                                                                \
+    return 0;                                                                   \
+}
+
+TS_DEFINE_PACK(f32, float, TS_FIRES_GT0)
+TS_DEFINE_PACK(f64, double, TS_FIRES_GT0)
+TS_DEFINE_PACK(i8, int8_t, TS_FIRES_GT0)
+TS_DEFINE_PACK(i16, int16_t, TS_FIRES_GT0)
+TS_DEFINE_PACK(i32, int32_t, TS_FIRES_GT0)
+TS_DEFINE_PACK(i64, int64_t, TS_FIRES_GT0)
+TS_DEFINE_PACK(u8, uint8_t, TS_FIRES_GT0)
+TS_DEFINE_PACK(u16, uint16_t, TS_FIRES_GT0)
+TS_DEFINE_PACK(u32, uint32_t, TS_FIRES_GT0)
+TS_DEFINE_PACK(u64, uint64_t, TS_FIRES_GT0)
+TS_DEFINE_PACK(f16, int16_t, TS_FIRES_F16)
+TS_DEFINE_PACK(bf16, int16_t, TS_FIRES_BF16)
+
+#if defined(__SSE2__)
+/* float32 with contiguous neurons: four compares per movemask; the mask's
+ * bit order (lane 0 = bit 0) is exactly the package's bit order. */
+static void ts_pack_rows_f32_sse2(const ts_view *v, uint8_t *out,
+                                  int64_t row_begin, int64_t row_end)
+{
+    const int64_t n = v->n_neurons, nb = (n + 7) / 8, full = n / 8;
+    const __m128 zero = _mm_setzero_ps();
+    int64_t a = row_begin / v->n_states, s = row_begin % v->n_states;
+    for (int64_t row = row_begin; row < row_end; ++row, ++s) {
+        if (s == v->n_states) { s = 0; ++a; }
+        const float *x = (const float *)(v->base + a * v->stride_outer
+                                         + s * v->stride_state);
+        uint8_t *o = out + row * nb;
+        for (int64_t byte = 0; byte < full; ++byte) {
+            const __m128 lo = _mm_loadu_ps(x + byte * 8);
+            const __m128 hi = _mm_loadu_ps(x + byte * 8 + 4);
+            o[byte] = (uint8_t)(_mm_movemask_ps(_mm_cmpgt_ps(lo, zero))
+                                | (_mm_movemask_ps(_mm_cmpgt_ps(hi, zero)) << 4));
+        }
+        if (full < nb) {
+            uint8_t bits = 0;
+            for (int64_t k = 0; k < n - full * 8; ++k)
+                bits |= (uint8_t)((x[full * 8 + k] > 0) << k);
+            o[full] = bits;
+        }
+    }
+}
+#endif
+
+enum ts_kind {
+    TS_F32, TS_F64, TS_I8, TS_I16, TS_I32, TS_I64,
+    TS_U8, TS_U16, TS_U32, TS_U64, TS_F16, TS_BF16
+};
+
+/* Pack rows [row_begin, row_end) of the view.  Returns 0, -1 when out of
+ * memory, -2 for an unknown kind. */
+static int ts_pack(int kind, const ts_view *v, uint8_t *out,
+                   int64_t row_begin, int64_t row_end)
+{
+    static const int64_t item_size[] = {4, 8, 1, 2, 4, 8, 1, 2, 4, 8, 2, 2};
+    if (kind < TS_F32 || kind > TS_BF16) return -2;
+    if (v->stride_neuron != item_size[kind]) {
+        switch (kind) {
+        case TS_F32: return ts_pack_blocks_f32(v, out, row_begin, row_end);
+        case TS_F64: return ts_pack_blocks_f64(v, out, row_begin, row_end);
+        case TS_I8: return ts_pack_blocks_i8(v, out, row_begin, row_end);
+        case TS_I16: return ts_pack_blocks_i16(v, out, row_begin, row_end);
+        case TS_I32: return ts_pack_blocks_i32(v, out, row_begin, row_end);
+        case TS_I64: return ts_pack_blocks_i64(v, out, row_begin, row_end);
+        case TS_U8: return ts_pack_blocks_u8(v, out, row_begin, row_end);
+        case TS_U16: return ts_pack_blocks_u16(v, out, row_begin, row_end);
+        case TS_U32: return ts_pack_blocks_u32(v, out, row_begin, row_end);
+        case TS_U64: return ts_pack_blocks_u64(v, out, row_begin, row_end);
+        case TS_F16: return ts_pack_blocks_f16(v, out, row_begin, row_end);
+        default: return ts_pack_blocks_bf16(v, out, row_begin, row_end);
+        }
+    }
+    switch (kind) {
+#if defined(__SSE2__)
+    case TS_F32: ts_pack_rows_f32_sse2(v, out, row_begin, row_end); break;
+#else
+    case TS_F32: ts_pack_rows_f32(v, out, row_begin, row_end); break;
+#endif
+    case TS_F64: ts_pack_rows_f64(v, out, row_begin, row_end); break;
+    case TS_I8: ts_pack_rows_i8(v, out, row_begin, row_end); break;
+    case TS_I16: ts_pack_rows_i16(v, out, row_begin, row_end); break;
+    case TS_I32: ts_pack_rows_i32(v, out, row_begin, row_end); break;
+    case TS_I64: ts_pack_rows_i64(v, out, row_begin, row_end); break;
+    case TS_U8: ts_pack_rows_u8(v, out, row_begin, row_end); break;
+    case TS_U16: ts_pack_rows_u16(v, out, row_begin, row_end); break;
+    case TS_U32: ts_pack_rows_u32(v, out, row_begin, row_end); break;
+    case TS_U64: ts_pack_rows_u64(v, out, row_begin, row_end); break;
+    case TS_F16: ts_pack_rows_f16(v, out, row_begin, row_end); break;
+    default: ts_pack_rows_bf16(v, out, row_begin, row_end); break;
+    }
+    return 0;
+}
+
+#endif /* TS_PACK_H */
