@@ -1,0 +1,269 @@
+"""The framework-free engine of every probe: pack, count and measure states."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+
+import numpy as np
+
+from . import _table, metrics, states
+from ._parallel import num_threads, run_parallel
+from .spill import SpillFiles
+from .storage import RawStateStore, check_writable
+
+DEFAULT_MEMORY_LIMIT = 1 << 30  # bytes of count tables per counter
+# Below this many rows a batch is counted on one thread.
+_PARALLEL_MIN_ROWS = 1 << 16
+
+
+class StateSpaceMemoryWarning(RuntimeWarning):
+    """A counter outgrew its memory cap and now keeps its counts on disk."""
+
+
+def _default_memory_limit() -> int:
+    return int(os.environ.get("TENSORSTATE_MEMORY_LIMIT", DEFAULT_MEMORY_LIMIT))
+
+
+def _is_cuda_array(array) -> bool:
+    if hasattr(array, "__cuda_array_interface__"):
+        return True
+    device = getattr(array, "__dlpack_device__", None)
+    return callable(device) and device()[0] == 2  # kDLCUDA
+
+
+class StateCounter:
+    """Streaming, exact counter of the states of one layer.
+
+    ``add(array, neuron_axis)`` packs a batch (each position along the other
+    axes is one state of ``array.shape[neuron_axis]`` neurons) and counts it.
+    Memory grows with the number of *distinct* states.  Past ``memory_limit``
+    bytes of tables the counter warns once (:class:`StateSpaceMemoryWarning`)
+    and spills its counts to disk (``spill_dir``, default the temp directory):
+    every result stays exact.  Raw packed states are kept only when asked
+    (``store_states=True`` in memory, or ``storage_path`` on disk, as zarr).
+
+    >>> counter = StateCounter("conv")
+    >>> counter.add(np.array([[1.0, -2.0], [3.0, -1.0], [-1.0, 5.0]]), neuron_axis=-1)
+    >>> counter.state_count, sorted(counter.counts().tolist()), counter.max_entropy()
+    (3, [1, 2], 2)
+    >>> round(counter.efficiency(), 4)
+    0.4591
+    """
+
+    def __init__(self, name: str = "states", *, store_states: bool = False,
+                 storage_path=None, memory_limit: int | None = None, spill_dir=None):
+        limit = _default_memory_limit() if memory_limit is None else memory_limit
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+            raise ValueError(f"memory_limit must be a positive number of bytes, got {limit!r}")
+        self.name = name
+        self.memory_limit = limit
+        self.spill_dir = None if spill_dir is None else check_writable(spill_dir)
+        self._store = (
+            RawStateStore(storage_path) if store_states or storage_path is not None else None
+        )
+        self._num_shards = 1 << max(0, (min(num_threads(), 8) - 1).bit_length())
+        self._spill: SpillFiles | None = None
+        self._warned = False
+        self.reset_states()
+
+    # -- feeding ---------------------------------------------------------------
+    def reset_states(self) -> None:
+        """Forget every state seen so far."""
+        self._num_neurons: int | None = None
+        self._shards: list | None = None
+        self._state_count = 0
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
+        if self._store is not None:
+            self._store.clear()
+
+    def add(self, array, neuron_axis: int = -1) -> None:
+        """Pack and count one batch of activations.
+
+        NumPy arrays of any float/int/bool dtype and layout are read in place;
+        CUDA arrays (CuPy, DLPack) are packed on the GPU when CuPy is installed.
+        """
+        if _is_cuda_array(array):
+            from .gpu import pack_cuda
+
+            packed, num_neurons = pack_cuda(array, neuron_axis)
+        else:
+            packed = states.pack(array, neuron_axis)
+            num_neurons = np.shape(array)[neuron_axis]
+        self.add_packed(packed, num_neurons)
+
+    def add_packed(self, packed: np.ndarray, num_neurons: int) -> None:
+        """Count states that are already packed: ``uint8[n, ceil(num_neurons / 8)]``."""
+        packed = np.ascontiguousarray(packed)
+        if packed.ndim != 2 or packed.dtype != np.uint8 or packed.shape[1] != (num_neurons + 7) // 8:
+            raise ValueError(
+                f"packed states of {num_neurons} neurons must be uint8 with shape "
+                f"(n, {(num_neurons + 7) // 8}), got {packed.dtype} {packed.shape}"
+            )
+        self._check_neurons(num_neurons)
+        self._count(packed, None)
+        self._state_count += packed.shape[0]
+        if self._store is not None:
+            self._store.append(packed)
+
+    def merge(self, other: StateCounter) -> None:
+        """Add every count of ``other`` (same layer width) to this counter, exactly."""
+        if other._num_neurons is None:
+            return
+        self._check_neurons(other._num_neurons)
+        for keys, counts in other.count_chunks():
+            self._count(keys, counts)
+        self._state_count += other._state_count
+
+    def add_counts(self, state_ids: np.ndarray, counts: np.ndarray, num_neurons: int) -> None:
+        """Add distinct packed states with their counts (e.g. from another process)."""
+        self._check_neurons(num_neurons)
+        counts = np.ascontiguousarray(counts, dtype=np.uint64)
+        self._count(np.ascontiguousarray(state_ids, dtype=np.uint8), counts)
+        self._state_count += int(counts.sum())
+
+    def _check_neurons(self, num_neurons: int) -> None:
+        if self._num_neurons is None:
+            self._num_neurons = int(num_neurons)
+            key_bytes = (self._num_neurons + 7) // 8
+            self._shards = [_table.CountTable(key_bytes) for _ in range(self._num_shards)]
+        elif num_neurons != self._num_neurons:
+            raise ValueError(
+                f"{self.name}: got states of {num_neurons} neurons, but this counter holds "
+                f"states of {self._num_neurons}; call reset_states() before changing layers "
+                "or check neuron_axis"
+            )
+
+    def _count(self, keys: np.ndarray, weights: np.ndarray | None) -> None:
+        bits = self._num_shards.bit_length() - 1
+        threads = min(num_threads(), self._num_shards) if len(keys) >= _PARALLEL_MIN_ROWS else 1
+        run_parallel(
+            [
+                lambda first=first: _table.count_rows(self._shards, bits, first, threads, keys,
+                                                      weights)
+                for first in range(threads)
+            ]
+        )
+        if sum(shard.memory for shard in self._shards) > self.memory_limit:
+            self._spill_to_disk()
+
+    def _spill_to_disk(self) -> None:
+        if self._spill is None:
+            self._spill = SpillFiles(self._shards[0].key_bytes, directory=self.spill_dir)
+        if not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"{self.name}: {self.distinct_count:,} distinct states need more than "
+                f"memory_limit={self.memory_limit:,} bytes; counts now spill to "
+                f"{self._spill.path} and stay exact, but metrics get slower. Raise "
+                "memory_limit (or TENSORSTATE_MEMORY_LIMIT) to keep them in memory.",
+                StateSpaceMemoryWarning,
+                stacklevel=4,
+            )
+        for shard in self._shards:
+            self._spill.write(*shard.items())
+        self._shards = [_table.CountTable(self._shards[0].key_bytes) for _ in self._shards]
+
+    # -- reading ---------------------------------------------------------------
+    def count_chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (state_ids, counts) chunks; each distinct state is in exactly one."""
+        if self._shards is None:
+            return
+        if self._spill is None:
+            for shard in self._shards:
+                if shard.distinct:
+                    yield shard.items()
+            return
+        in_memory = [shard.items() for shard in self._shards]
+        yield from self._spill.partitions(
+            np.concatenate([keys for keys, _ in in_memory]),
+            np.concatenate([counts for _, counts in in_memory]),
+        )
+
+    @property
+    def state_count(self) -> int:
+        """Number of states seen, repeats included."""
+        return self._state_count
+
+    @property
+    def num_neurons(self) -> int | None:
+        """Width of the layer's states (None until the first batch)."""
+        return self._num_neurons
+
+    @property
+    def distinct_count(self) -> int:
+        """Number of distinct states seen."""
+        if self._spill is None:
+            return sum(shard.distinct for shard in self._shards or ())
+        return sum(len(counts) for _, counts in self.count_chunks())
+
+    @property
+    def is_spilled(self) -> bool:
+        """True once the counts outgrew ``memory_limit`` and went to disk."""
+        return self._spill is not None
+
+    def _items(self) -> tuple[np.ndarray, np.ndarray]:
+        self._require_states()
+        chunks = list(self.count_chunks())
+        return np.concatenate([k for k, _ in chunks]), np.concatenate([c for _, c in chunks])
+
+    def counts(self) -> np.ndarray:
+        """How often each distinct state occurred (aligned with :meth:`state_ids`)."""
+        return self._items()[1].astype(np.int64)
+
+    def state_ids(self) -> np.ndarray:
+        """The distinct packed states, one row each (aligned with :meth:`counts`)."""
+        return self._items()[0]
+
+    def max_entropy(self) -> int:
+        """Largest possible entropy: the number of neurons."""
+        self._require_states()
+        return self._num_neurons
+
+    def entropy(self, alpha=1) -> float:
+        """Renyi entropy of order ``alpha`` of the states (``None``: max entropy)."""
+        self._require_states()
+        if alpha is None:
+            return float(self.max_entropy())
+        return metrics.entropy_of_chunks(
+            (counts for _, counts in self.count_chunks()), self._state_count, alpha
+        )
+
+    def efficiency(self, alpha1=1, alpha2=None) -> float:
+        """``entropy(alpha1)`` over ``max_entropy()`` (or over ``entropy(alpha2)``)."""
+        denominator = self.max_entropy() if alpha2 is None else self.entropy(alpha2)
+        return self.entropy(alpha1) / denominator
+
+    @property
+    def raw_states(self) -> np.ndarray:
+        """Every packed state in arrival order (needs ``store_states`` or ``storage_path``)."""
+        if self._store is None:
+            raise ValueError(
+                f"{self.name}: raw states are not stored; create the counter with "
+                "store_states=True or storage_path=... to keep them"
+            )
+        return self._store.read()
+
+    @property
+    def states(self) -> np.ndarray:
+        """Every state as ``bool[state_count, num_neurons]`` (needs stored raw states)."""
+        raw = self.raw_states
+        if self._num_neurons is None:
+            return np.empty((0, 0), dtype=bool)
+        return states.decompress_states(raw, self._num_neurons)
+
+    def _require_states(self) -> None:
+        if self._state_count == 0:
+            raise ValueError(
+                f"{self.name}: no states counted yet; run data through the model (or "
+                "add() arrays) before asking for metrics"
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"StateCounter(name={self.name!r}, num_neurons={self._num_neurons}, "
+            f"state_count={self._state_count})"
+        )

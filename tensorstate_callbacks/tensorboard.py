@@ -1,0 +1,123 @@
+"""One TensorBoard writer interface for both callbacks.
+
+Every function takes a ``writer`` with the ``SummaryWriter`` API shared by
+``tensorboardX`` and ``torch.utils.tensorboard`` (``add_scalar``,
+``add_custom_scalars``, ``add_histogram``, ``add_image``, ``file_writer``).
+The Lightning callback passes its TensorBoardLogger's writer; the Keras
+callback opens :func:`open_writer` at ``log_dir/validation``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from .report import TAG_PREFIX, EpochReport
+
+IMAGE_TAG = f"{TAG_PREFIX}/efficiency_over_epochs"
+HISTOGRAM_PREFIX = f"{TAG_PREFIX}/state_frequency"
+
+
+def open_writer(log_dir):
+    """A tensorboardX ``SummaryWriter`` at ``log_dir`` (created lazily by callers)."""
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError as error:
+        raise ImportError(
+            "writing TensorBoard logs needs tensorboardX: pip install "
+            "'tensorstate-callbacks[tensorboard]'"
+        ) from error
+    return SummaryWriter(str(log_dir))
+
+
+def custom_scalars_layout() -> dict:
+    """Layout for TensorBoard's custom-scalars plugin: every layer's efficiency
+    on one chart; network efficiency and aIQ on another.
+
+    >>> sorted(custom_scalars_layout()["State space"])
+    ['Layer efficiency', 'Network efficiency and aIQ', 'Unique states per layer']
+    """
+    return {
+        "State space": {
+            "Layer efficiency": ["Multiline", [rf"{TAG_PREFIX}/efficiency/.*"]],
+            "Network efficiency and aIQ": [
+                "Multiline",
+                [rf"{TAG_PREFIX}/network_efficiency", rf"{TAG_PREFIX}/aIQ",
+                 rf"{TAG_PREFIX}/accuracy"],
+            ],
+            "Unique states per layer": ["Multiline", [rf"{TAG_PREFIX}/unique_states/.*"]],
+        }
+    }
+
+
+def write_layout(writer) -> None:
+    """Write the custom-scalars layout (once per run is enough)."""
+    writer.add_custom_scalars(custom_scalars_layout())
+
+
+def write_scalars(writer, report: EpochReport) -> None:
+    """Write every scalar of ``report`` at step = its epoch."""
+    for tag, value in report.scalars().items():
+        writer.add_scalar(tag, value, report.epoch)
+
+
+def write_state_histograms(writer, counts_by_probe: Mapping[str, np.ndarray], step: int) -> None:
+    """Histogram of log2(occurrences) of each distinct state, per probe."""
+    for probe, counts in counts_by_probe.items():
+        if len(counts):
+            values = np.log2(np.asarray(counts, dtype=np.float64))
+            writer.add_histogram(f"{HISTOGRAM_PREFIX}/{probe}", values, step)
+
+
+def efficiency_image(history: Sequence[EpochReport]) -> np.ndarray:
+    """Heat map of layer efficiency (rows) over epochs (columns), as uint8 RGB (H, W, 3).
+
+    >>> report = EpochReport.from_values(0, {"a": (0.5, 2, 4)}, accuracy=None, beta=2)
+    >>> image = efficiency_image([report])
+    >>> image.dtype, image.ndim, image.shape[2]
+    (dtype('uint8'), 3, 3)
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    names = list(dict.fromkeys(layer.name for report in history for layer in report.layers))
+    grid = np.full((len(names), len(history)), np.nan)
+    for column, report in enumerate(history):
+        for layer in report.layers:
+            grid[names.index(layer.name), column] = layer.efficiency
+    figure = Figure(figsize=(max(4.0, 1.0 + 0.5 * len(history)), 1.2 + 0.45 * len(names)), dpi=100)
+    axes = figure.add_subplot()
+    shown = axes.imshow(grid, aspect="auto", cmap="viridis", vmin=0.0,
+                        vmax=max(1e-9, float(np.nanmax(grid))))
+    axes.set_yticks(range(len(names)), names, fontsize=8)
+    axes.set_xticks(range(len(history)), [str(report.epoch) for report in history], fontsize=8)
+    axes.set_xlabel("epoch")
+    axes.set_title("layer efficiency")
+    figure.colorbar(shown, ax=axes)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="raw", dpi=100)
+    width, height = (int(v) for v in figure.canvas.get_width_height())
+    rgba = np.frombuffer(buffer.getvalue(), dtype=np.uint8).reshape(height, width, 4)
+    return np.ascontiguousarray(rgba[..., :3])
+
+
+def write_efficiency_image(writer, history: Sequence[EpochReport]) -> None:
+    """Write the heat map of ``history`` at the step of its last epoch."""
+    writer.add_image(IMAGE_TAG, efficiency_image(history), history[-1].epoch, dataformats="HWC")
+
+
+def write_hparams(writer, hparams: Mapping[str, object]) -> None:
+    """Register ``hparams`` in this run, with aIQ and network efficiency as the
+    metrics the HParams dashboard compares runs by."""
+    from tensorboardX.summary import hparams as hparams_summary
+
+    clean = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in hparams.items()}
+    metrics = {f"{TAG_PREFIX}/aIQ": 0.0, f"{TAG_PREFIX}/network_efficiency": 0.0}
+    experiment, start, end = hparams_summary(clean, metrics)
+    for summary in (experiment, start, end):
+        writer.file_writer.add_summary(summary)
