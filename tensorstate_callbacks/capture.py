@@ -80,18 +80,19 @@ class StateCounter:
         if self._store is not None:
             self._store.clear()
 
-    def add(self, array, neuron_axis: int = -1) -> None:
+    def add(self, array, neuron_axis: int = -1, dtype: str | None = None) -> None:
         """Pack and count one batch of activations.
 
         NumPy arrays of any float/int/bool dtype and layout are read in place;
         CUDA arrays (CuPy, DLPack) are packed on the GPU when CuPy is installed.
+        ``dtype="bfloat16"`` reads an int16 array as bfloat16 bits.
         """
         if _is_cuda_array(array):
             from .gpu import pack_cuda
 
             packed, num_neurons = pack_cuda(array, neuron_axis)
         else:
-            packed = states.pack(array, neuron_axis)
+            packed = states.pack(array, neuron_axis, dtype)
             num_neurons = np.shape(array)[neuron_axis]
         self.add_packed(packed, num_neurons)
 

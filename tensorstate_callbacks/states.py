@@ -48,6 +48,14 @@ def _kind(dtype: np.dtype) -> int:
     )
 
 
+def _reinterpreted_kind(dtype: np.dtype, name: str) -> int:
+    if name != "bfloat16":
+        raise ValueError(f"dtype={name!r} is not supported; the only reinterpretation is 'bfloat16'")
+    if dtype.kind not in "iu" or dtype.itemsize != 2:
+        raise TypeError(f"dtype='bfloat16' needs the bits as an int16/uint16 array, got {dtype}")
+    return _pack.KINDS["bfloat16"]
+
+
 def _native(array: np.ndarray) -> np.ndarray:
     if array.dtype.byteorder not in "=|" and array.dtype.itemsize > 1:
         return array.astype(array.dtype.newbyteorder("="))
@@ -83,17 +91,19 @@ def merge_state_axes(shape, strides):
     return merged
 
 
-def state_views(array, neuron_axis: int = -1) -> list[StateView]:
+def state_views(array, neuron_axis: int = -1, dtype: str | None = None) -> list[StateView]:
     """Describe ``array`` as 3-D strided views, in C order of its state axes.
 
     Usually one view; more only when the state axes cannot be merged into two.
+    ``dtype="bfloat16"`` reads a 16-bit integer array as the bits of bfloat16
+    values (how frameworks hand over bfloat16 tensors, which NumPy lacks).
 
     >>> x = np.zeros((2, 20, 6, 6), dtype=np.float32)
     >>> [(v.shape, v.num_states) for v in state_views(x, neuron_axis=1)]
     [((2, 36, 20), 72)]
     """
     array = _native(np.asarray(array))
-    kind = _kind(array.dtype)
+    kind = _kind(array.dtype) if dtype is None else _reinterpreted_kind(array.dtype, dtype)
     axis = neuron_axis_index(array.ndim, neuron_axis)
     num_neurons = array.shape[axis]
     if num_neurons == 0:
@@ -116,7 +126,7 @@ def state_views(array, neuron_axis: int = -1) -> list[StateView]:
     return [
         view
         for index in np.ndindex(moved.shape[:-3])
-        for view in state_views(moved[index], -1)
+        for view in state_views(moved[index], -1, dtype)
     ]
 
 
@@ -142,18 +152,18 @@ def pack_view(view: StateView, out: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
-def pack(array, neuron_axis: int = -1) -> np.ndarray:
+def pack(array, neuron_axis: int = -1, dtype: str | None = None) -> np.ndarray:
     """Binarize (``> 0``) and bit-pack ``array`` along ``neuron_axis``.
 
     Returns ``uint8[num_states, ceil(num_neurons / 8)]`` with states in C order
-    of the remaining axes.
+    of the remaining axes.  ``dtype="bfloat16"``: see :func:`state_views`.
 
     >>> x = np.array([[[1.0, -1.0], [0.5, 2.0]]])   # (batch, H=2, C=2)
     >>> pack(x, neuron_axis=-1)
     array([[1],
            [3]], dtype=uint8)
     """
-    views = state_views(array, neuron_axis)
+    views = state_views(array, neuron_axis, dtype)
     if len(views) == 1:
         return pack_view(views[0])
     return np.concatenate([pack_view(view) for view in views])
