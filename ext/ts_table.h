@@ -9,6 +9,8 @@
  *     slot.word = 64-bit hash, slot.value = arena index + 1,
  *     arena row = key bytes, counts[index] = count.
  * In both cases slot.value == 0 marks an empty slot.
+ * Dense tables (states of <= TS_DENSE_MAX_BITS neurons, chosen by the
+ * caller) skip hashing: dense[state as integer] = count, at most 8 MiB.
  *
  * Every key has one 64-bit hash.  Its top bits choose a shard (so threads can
  * count disjoint parts of one batch into separate tables without locks), its
@@ -20,6 +22,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 typedef struct {
     uint64_t word;
@@ -35,7 +40,11 @@ typedef struct {
     uint8_t *arena;       /* wide keys only */
     uint64_t *counts;     /* wide keys only */
     int64_t arena_capacity;
+    int dense_bits;       /* > 0: a dense table of 2**dense_bits counts */
+    uint64_t *dense;
 } ts_table;
+
+#define TS_DENSE_MAX_BITS 20
 
 static inline uint64_t ts_mix(uint64_t h)
 {
@@ -47,10 +56,31 @@ static inline uint64_t ts_mix(uint64_t h)
     return h;
 }
 
+/* The first n <= 8 bytes of key as a little-endian integer (byte i -> bits
+ * 8i), in fixed-size loads: a memcpy of variable length is a function call. */
 static inline uint64_t ts_load_word(const uint8_t *key, int64_t n)
 {
     uint64_t word = 0;
-    memcpy(&word, key, (size_t)n); /* little-endian hosts: byte i -> bits 8i */
+    if (n == 8) {
+        memcpy(&word, key, 8);
+        return word;
+    }
+    int shift = 0;
+    if (n & 4) {
+        uint32_t part;
+        memcpy(&part, key, 4);
+        word = part;
+        key += 4;
+        shift = 32;
+    }
+    if (n & 2) {
+        uint16_t part;
+        memcpy(&part, key, 2);
+        word |= (uint64_t)part << shift;
+        key += 2;
+        shift += 16;
+    }
+    if (n & 1) word |= (uint64_t)key[0] << shift;
     return word;
 }
 
@@ -69,12 +99,38 @@ static inline uint64_t ts_hash_key(const uint8_t *key, int64_t nb)
     return ts_mix(h);
 }
 
-static int ts_table_init(ts_table *t, int64_t key_bytes)
+/* Zeroed slots.  Large tables are aligned to 2 MiB and marked for huge
+ * pages: every insert lands on a random slot, and 4 KiB pages would make
+ * most of them a TLB miss on top of the cache miss. */
+static ts_slot *ts_alloc_slots(int64_t capacity)
+{
+    const size_t bytes = (size_t)capacity * sizeof(ts_slot);
+    const size_t huge = (size_t)1 << 21;
+    if (bytes < huge) return (ts_slot *)calloc((size_t)capacity, sizeof(ts_slot));
+    void *memory = NULL;
+    if (posix_memalign(&memory, huge, bytes) != 0) return NULL;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    madvise(memory, bytes, MADV_HUGEPAGE);
+#endif
+    memset(memory, 0, bytes);
+    return (ts_slot *)memory;
+}
+
+/* dense_bits > 0 (and <= TS_DENSE_MAX_BITS) makes a dense table for
+ * states of that many neurons; 0 makes a hash table. */
+static int ts_table_init(ts_table *t, int64_t key_bytes, int dense_bits)
 {
     memset(t, 0, sizeof(*t));
     t->key_bytes = key_bytes;
-    t->capacity = 1024;
-    t->slots = (ts_slot *)calloc((size_t)t->capacity, sizeof(ts_slot));
+    if (dense_bits > 0) {
+        if (dense_bits > TS_DENSE_MAX_BITS || (dense_bits + 7) / 8 != key_bytes) return -2;
+        t->dense_bits = dense_bits;
+        /* two counts per slot-sized cell: reuse the slot allocator */
+        t->dense = (uint64_t *)ts_alloc_slots(((int64_t)1 << dense_bits) / 2 + 1);
+        return t->dense == NULL ? -1 : 0;
+    }
+    t->capacity = 16;
+    t->slots = ts_alloc_slots(t->capacity);
     return t->slots == NULL ? -1 : 0;
 }
 
@@ -83,11 +139,13 @@ static void ts_table_free(ts_table *t)
     free(t->slots);
     free(t->arena);
     free(t->counts);
+    free(t->dense);
     memset(t, 0, sizeof(*t));
 }
 
 static int64_t ts_table_memory(const ts_table *t)
 {
+    if (t->dense != NULL) return ((int64_t)1 << t->dense_bits) * (int64_t)sizeof(uint64_t);
     return t->capacity * (int64_t)sizeof(ts_slot)
            + t->arena_capacity * (t->key_bytes + (int64_t)sizeof(uint64_t));
 }
@@ -100,7 +158,7 @@ static inline uint64_t ts_slot_hash(const ts_table *t, const ts_slot *s)
 static int ts_table_grow(ts_table *t)
 {
     const int64_t capacity = t->capacity * 2;
-    ts_slot *slots = (ts_slot *)calloc((size_t)capacity, sizeof(ts_slot));
+    ts_slot *slots = ts_alloc_slots(capacity);
     if (slots == NULL) return -1;
     const uint64_t mask = (uint64_t)capacity - 1;
     for (int64_t i = 0; i < t->capacity; ++i) {
@@ -134,6 +192,14 @@ static int ts_arena_reserve(ts_table *t)
 static inline int ts_table_add(ts_table *t, const uint8_t *key, uint64_t h,
                                uint64_t count)
 {
+    if (t->dense != NULL) {
+        const uint64_t mask = ((uint64_t)1 << t->dense_bits) - 1;
+        uint64_t *cell = &t->dense[ts_load_word(key, t->key_bytes) & mask];
+        t->size += *cell == 0;
+        *cell += count;
+        t->total += count;
+        return 0;
+    }
     if (2 * (t->size + 1) > t->capacity && ts_table_grow(t) != 0) return -1;
     const uint64_t mask = (uint64_t)t->capacity - 1;
     uint64_t pos = h & mask;
@@ -182,27 +248,191 @@ static inline int ts_table_add(ts_table *t, const uint8_t *key, uint64_t h,
 /* Counts rows [0, n) of `keys` (n x key_bytes) into the shards
  * tables[k] for k = first, first + step, ...; a row belongs to shard
  * (hash >> (64 - shard_bits)).  With shard_bits == 0 there is one shard.
- * `weights` may be NULL (each row counts once).  Returns 0 or -1. */
+ * `weights` may be NULL (each row counts once).  Returns 0 or -1.
+ *
+ * Rows are first radix-partitioned by shard (hash, histogram, scatter of
+ * (hash, row) records), then each shard's records are inserted together:
+ * with many shards each table is small enough to stay in cache, where
+ * inserting row after row into one big table would miss on almost every
+ * row.  Inserts also prefetch the home slot a few records ahead. */
+#define TS_CHUNK_ROWS ((int64_t)1 << 18)
+#define TS_AHEAD 16
+
+typedef struct {
+    uint64_t hash;
+    int64_t row;
+} ts_record;
+
+static inline int ts_owned(int shard, int first, int step)
+{
+    return shard >= first && (shard - first) % step == 0;
+}
+
+/* Narrow keys (<= 8 bytes), the hot case, with the table's fields held in
+ * locals: stores into slots could alias them, and reloading them on every
+ * row costs more than the probe. */
+static int ts_insert_narrow(ts_table *t, const ts_record *records, int64_t m,
+                            const uint8_t *keys, const uint64_t *weights)
+{
+    const int64_t nb = t->key_bytes;
+    ts_slot *slots = t->slots;
+    uint64_t mask = (uint64_t)t->capacity - 1;
+    int64_t size = t->size;
+    uint64_t total = 0;
+    for (int64_t j = 0; j < m; ++j) {
+        if (j + TS_AHEAD < m) __builtin_prefetch(&slots[records[j + TS_AHEAD].hash & mask], 1);
+        const int64_t row = records[j].row;
+        const uint64_t word = ts_load_word(keys + row * nb, nb);
+        const uint64_t count = weights ? weights[row] : 1;
+        uint64_t pos = records[j].hash & mask;
+        total += count;
+        for (;;) {
+            ts_slot *slot = &slots[pos];
+            if (slot->word == word && slot->value != 0) {
+                slot->value += count;
+                break;
+            }
+            if (slot->value == 0) {
+                if (2 * (size + 1) > (int64_t)mask + 1) {
+                    t->size = size;
+                    if (ts_table_grow(t) != 0) {
+                        t->total += total - count;
+                        return -1;
+                    }
+                    slots = t->slots;
+                    mask = (uint64_t)t->capacity - 1;
+                    pos = records[j].hash & mask;
+                    continue;
+                }
+                slot->word = word;
+                slot->value = count;
+                ++size;
+                break;
+            }
+            pos = (pos + 1) & mask;
+        }
+    }
+    t->size = size;
+    t->total += total;
+    return 0;
+}
+
+static int ts_insert_records(ts_table *t, const ts_record *records, int64_t m,
+                             const uint8_t *keys, const uint64_t *weights)
+{
+    if (t->key_bytes <= 8) return ts_insert_narrow(t, records, m, keys, weights);
+    const int64_t nb = t->key_bytes;
+    for (int64_t j = 0; j < m; ++j) {
+        if (j + TS_AHEAD < m)
+            __builtin_prefetch(
+                &t->slots[records[j + TS_AHEAD].hash & (uint64_t)(t->capacity - 1)], 1);
+        const int64_t row = records[j].row;
+        if (ts_table_add(t, keys + row * nb, records[j].hash, weights ? weights[row] : 1) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Per-thread scratch for one chunk, kept between calls (at most
+ * TS_CHUNK_ROWS * 24 bytes per thread): fresh buffers on every call would
+ * cost more in page faults than the counting itself. */
+static _Thread_local ts_record *ts_scratch_records = NULL;
+static _Thread_local uint64_t *ts_scratch_hashes = NULL;
+
+static int ts_scratch_ready(void)
+{
+    if (ts_scratch_records == NULL)
+        ts_scratch_records = (ts_record *)malloc(TS_CHUNK_ROWS * sizeof(ts_record));
+    if (ts_scratch_hashes == NULL)
+        ts_scratch_hashes = (uint64_t *)malloc(TS_CHUNK_ROWS * sizeof(uint64_t));
+    return ts_scratch_records != NULL && ts_scratch_hashes != NULL;
+}
+
+/* One dense table: no hashing, no shards; counters kept in locals (the
+ * counts array could alias the table's fields) and cells prefetched ahead. */
+static void ts_count_dense(ts_table *t, const uint8_t *keys, const uint64_t *weights,
+                           int64_t n)
+{
+    const int64_t nb = t->key_bytes;
+    const uint64_t mask = ((uint64_t)1 << t->dense_bits) - 1;
+    uint64_t *const dense = t->dense;
+    int64_t size = t->size;
+    uint64_t total = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        if (i + TS_AHEAD < n)
+            __builtin_prefetch(&dense[ts_load_word(keys + (i + TS_AHEAD) * nb, nb) & mask], 1);
+        uint64_t *cell = &dense[ts_load_word(keys + i * nb, nb) & mask];
+        const uint64_t count = weights ? weights[i] : 1;
+        size += *cell == 0;
+        *cell += count;
+        total += count;
+    }
+    t->size = size;
+    t->total += total;
+}
+
 static int ts_count_rows(ts_table *const *tables, int shard_bits, int first,
                          int step, const uint8_t *keys, const uint64_t *weights,
                          int64_t n)
 {
     const int64_t nb = tables[0]->key_bytes;
-    for (int64_t i = 0; i < n; ++i) {
-        const uint8_t *key = keys + i * nb;
-        const uint64_t h = ts_hash_key(key, nb);
-        const int shard = shard_bits ? (int)(h >> (64 - shard_bits)) : 0;
-        if (shard < first || (shard - first) % step != 0) continue;
-        if (ts_table_add(tables[shard], key, h, weights ? weights[i] : 1) != 0)
-            return -1;
+    if (tables[0]->dense != NULL) {
+        ts_count_dense(tables[0], keys, weights, n);
+        return 0;
     }
-    return 0;
+    const int n_shards = 1 << shard_bits;
+    const int64_t chunk = n < TS_CHUNK_ROWS ? n : TS_CHUNK_ROWS;
+    int status = -1;
+    int64_t *start = (int64_t *)malloc((size_t)(n_shards + 1) * sizeof(int64_t));
+    int64_t *fill = (int64_t *)malloc((size_t)n_shards * sizeof(int64_t));
+    if (start == NULL || fill == NULL || !ts_scratch_ready()) goto done;
+    ts_record *records = ts_scratch_records;
+    uint64_t *hashes = ts_scratch_hashes;
+    for (int64_t base = 0; base < n; base += chunk) {
+        const int64_t m = n - base < chunk ? n - base : chunk;
+        memset(fill, 0, (size_t)n_shards * sizeof(int64_t));
+        for (int64_t i = 0; i < m; ++i) {
+            const uint64_t h = ts_hash_key(keys + (base + i) * nb, nb);
+            hashes[i] = h;
+            ++fill[shard_bits ? (int)(h >> (64 - shard_bits)) : 0];
+        }
+        start[0] = 0;
+        for (int s = 0; s < n_shards; ++s) {
+            start[s + 1] = start[s] + (ts_owned(s, first, step) ? fill[s] : 0);
+            fill[s] = start[s];
+        }
+        for (int64_t i = 0; i < m; ++i) {
+            const int s = shard_bits ? (int)(hashes[i] >> (64 - shard_bits)) : 0;
+            if (!ts_owned(s, first, step)) continue;
+            ts_record *r = &records[fill[s]++];
+            r->hash = hashes[i];
+            r->row = base + i;
+        }
+        for (int s = first; s < n_shards; s += step)
+            if (ts_insert_records(tables[s], records + start[s], start[s + 1] - start[s],
+                                  keys, weights) != 0)
+                goto done;
+    }
+    status = 0;
+done:
+    free(start);
+    free(fill);
+    return status;
 }
 
 /* Writes the distinct keys (size x key_bytes) and their counts. */
 static void ts_table_items(const ts_table *t, uint8_t *keys, uint64_t *counts)
 {
     const int64_t nb = t->key_bytes;
+    if (t->dense != NULL) {
+        int64_t k = 0;
+        for (uint64_t state = 0; state < ((uint64_t)1 << t->dense_bits); ++state) {
+            if (t->dense[state] == 0) continue;
+            memcpy(keys + k * nb, &state, (size_t)nb); /* little-endian hosts */
+            counts[k++] = t->dense[state];
+        }
+        return;
+    }
     if (nb > 8) {
         memcpy(keys, t->arena, (size_t)(t->size * nb));
         memcpy(counts, t->counts, (size_t)t->size * sizeof(uint64_t));

@@ -16,6 +16,20 @@ from .storage import RawStateStore, check_writable
 DEFAULT_MEMORY_LIMIT = 1 << 30  # bytes of count tables per counter
 # Below this many rows a batch is counted on one thread.
 _PARALLEL_MIN_ROWS = 1 << 16
+# Count tables per counter: rows are radix-partitioned among them so each
+# table stays small enough for the cache (see ext/ts_table.h).
+_NUM_SHARDS = 256
+
+
+def _check_padding(packed: np.ndarray, num_neurons: int) -> None:
+    """Padding bits past the last neuron must be 0, as the packer writes them."""
+    spare = -num_neurons % 8
+    if spare and len(packed) and np.any(packed[:, -1] >> (8 - spare)):
+        raise ValueError(
+            f"packed states of {num_neurons} neurons have non-zero padding bits in their last "
+            "byte; pack with tensorstate_callbacks.compress_states (or np.packbits(..., "
+            "bitorder='little')) so bits past the last neuron are 0"
+        )
 
 
 class StateSpaceMemoryWarning(RuntimeWarning):
@@ -63,7 +77,6 @@ class StateCounter:
         self._store = (
             RawStateStore(storage_path) if store_states or storage_path is not None else None
         )
-        self._num_shards = 1 << max(0, (min(num_threads(), 8) - 1).bit_length())
         self._spill: SpillFiles | None = None
         self._warned = False
         self.reset_states()
@@ -105,6 +118,7 @@ class StateCounter:
                 f"(n, {(num_neurons + 7) // 8}), got {packed.dtype} {packed.shape}"
             )
         self._check_neurons(num_neurons)
+        _check_padding(packed, num_neurons)
         self._count(packed, None)
         self._state_count += packed.shape[0]
         if self._store is not None:
@@ -122,15 +136,16 @@ class StateCounter:
     def add_counts(self, state_ids: np.ndarray, counts: np.ndarray, num_neurons: int) -> None:
         """Add distinct packed states with their counts (e.g. from another process)."""
         self._check_neurons(num_neurons)
+        state_ids = np.ascontiguousarray(state_ids, dtype=np.uint8)
         counts = np.ascontiguousarray(counts, dtype=np.uint64)
-        self._count(np.ascontiguousarray(state_ids, dtype=np.uint8), counts)
+        _check_padding(state_ids, num_neurons)
+        self._count(state_ids, counts)
         self._state_count += int(counts.sum())
 
     def _check_neurons(self, num_neurons: int) -> None:
         if self._num_neurons is None:
             self._num_neurons = int(num_neurons)
-            key_bytes = (self._num_neurons + 7) // 8
-            self._shards = [_table.CountTable(key_bytes) for _ in range(self._num_shards)]
+            self._shards = self._new_tables()
         elif num_neurons != self._num_neurons:
             raise ValueError(
                 f"{self.name}: got states of {num_neurons} neurons, but this counter holds "
@@ -138,9 +153,19 @@ class StateCounter:
                 "or check neuron_axis"
             )
 
+    def _new_tables(self) -> list:
+        """One dense table for narrow layers (fastest; at most 8 MiB), else
+        _NUM_SHARDS hash tables that rows are radix-partitioned among."""
+        key_bytes = (self._num_neurons + 7) // 8
+        dense_bytes = 8 << self._num_neurons
+        if self._num_neurons <= _table.DENSE_MAX_BITS and dense_bytes <= self.memory_limit // 4:
+            return [_table.CountTable(key_bytes, self._num_neurons)]
+        return [_table.CountTable(key_bytes) for _ in range(_NUM_SHARDS)]
+
     def _count(self, keys: np.ndarray, weights: np.ndarray | None) -> None:
-        bits = self._num_shards.bit_length() - 1
-        threads = min(num_threads(), self._num_shards) if len(keys) >= _PARALLEL_MIN_ROWS else 1
+        shards = len(self._shards)
+        bits = shards.bit_length() - 1
+        threads = min(num_threads(), shards) if len(keys) >= _PARALLEL_MIN_ROWS else 1
         run_parallel(
             [
                 lambda first=first: _table.count_rows(self._shards, bits, first, threads, keys,
@@ -166,7 +191,7 @@ class StateCounter:
             )
         for shard in self._shards:
             self._spill.write(*shard.items())
-        self._shards = [_table.CountTable(self._shards[0].key_bytes) for _ in self._shards]
+        self._shards = self._new_tables()
 
     # -- reading ---------------------------------------------------------------
     def count_chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
