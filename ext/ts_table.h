@@ -177,7 +177,7 @@ static int ts_table_grow(ts_table *t)
 static int ts_arena_reserve(ts_table *t)
 {
     if (t->size < t->arena_capacity) return 0;
-    const int64_t capacity = t->arena_capacity ? t->arena_capacity * 2 : 1024;
+    const int64_t capacity = t->arena_capacity ? t->arena_capacity * 2 : 16;
     uint8_t *arena = (uint8_t *)realloc(t->arena, (size_t)(capacity * t->key_bytes));
     if (arena == NULL) return -1;
     t->arena = arena;
@@ -258,9 +258,11 @@ static inline int ts_table_add(ts_table *t, const uint8_t *key, uint64_t h,
 #define TS_CHUNK_ROWS ((int64_t)1 << 18)
 #define TS_AHEAD 16
 
+/* A row routed to its shard: its hash and either its row index or, for
+ * unweighted narrow keys, the key itself (saving a random read per insert). */
 typedef struct {
     uint64_t hash;
-    int64_t row;
+    uint64_t payload;
 } ts_record;
 
 static inline int ts_owned(int shard, int first, int step)
@@ -281,9 +283,9 @@ static int ts_insert_narrow(ts_table *t, const ts_record *records, int64_t m,
     uint64_t total = 0;
     for (int64_t j = 0; j < m; ++j) {
         if (j + TS_AHEAD < m) __builtin_prefetch(&slots[records[j + TS_AHEAD].hash & mask], 1);
-        const int64_t row = records[j].row;
-        const uint64_t word = ts_load_word(keys + row * nb, nb);
-        const uint64_t count = weights ? weights[row] : 1;
+        const uint64_t payload = records[j].payload;
+        const uint64_t word = weights ? ts_load_word(keys + payload * nb, nb) : payload;
+        const uint64_t count = weights ? weights[payload] : 1;
         uint64_t pos = records[j].hash & mask;
         total += count;
         for (;;) {
@@ -326,7 +328,7 @@ static int ts_insert_records(ts_table *t, const ts_record *records, int64_t m,
         if (j + TS_AHEAD < m)
             __builtin_prefetch(
                 &t->slots[records[j + TS_AHEAD].hash & (uint64_t)(t->capacity - 1)], 1);
-        const int64_t row = records[j].row;
+        const uint64_t row = records[j].payload;
         if (ts_table_add(t, keys + row * nb, records[j].hash, weights ? weights[row] : 1) != 0)
             return -1;
     }
@@ -381,6 +383,7 @@ static int ts_count_rows(ts_table *const *tables, int shard_bits, int first,
         return 0;
     }
     const int n_shards = 1 << shard_bits;
+    const int key_in_record = nb <= 8 && weights == NULL;
     const int64_t chunk = n < TS_CHUNK_ROWS ? n : TS_CHUNK_ROWS;
     int status = -1;
     int64_t *start = (int64_t *)malloc((size_t)(n_shards + 1) * sizeof(int64_t));
@@ -406,7 +409,8 @@ static int ts_count_rows(ts_table *const *tables, int shard_bits, int first,
             if (!ts_owned(s, first, step)) continue;
             ts_record *r = &records[fill[s]++];
             r->hash = hashes[i];
-            r->row = base + i;
+            r->payload = key_in_record ? ts_load_word(keys + (base + i) * nb, nb)
+                                       : (uint64_t)(base + i);
         }
         for (int s = first; s < n_shards; s += step)
             if (ts_insert_records(tables[s], records + start[s], start[s + 1] - start[s],
