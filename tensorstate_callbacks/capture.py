@@ -126,6 +126,8 @@ class StateCounter:
 
     def merge(self, other: StateCounter) -> None:
         """Add every count of ``other`` (same layer width) to this counter, exactly."""
+        if other is self:
+            raise ValueError(f"{self.name}: cannot merge a counter into itself")
         if other._num_neurons is None:
             return
         self._check_neurons(other._num_neurons)
