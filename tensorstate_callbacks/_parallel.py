@@ -25,7 +25,13 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 
 def run_parallel(tasks: list) -> None:
-    """Run zero-argument callables, on the pool when there is more than one."""
+    """Run zero-argument callables, on the pool when there is more than one.
+
+    >>> results = []
+    >>> run_parallel([lambda: results.append(1), lambda: results.append(2)])
+    >>> sorted(results)
+    [1, 2]
+    """
     if len(tasks) <= 1:
         for task in tasks:
             task()

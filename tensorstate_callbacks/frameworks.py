@@ -17,7 +17,13 @@ def _is_keras_model(obj) -> bool:
 
 
 def integration_for(model):
-    """The integration module (``.torch`` or ``.keras``) that handles ``model``."""
+    """The integration module (``.torch`` or ``.keras``) that handles ``model``.
+
+    >>> integration_for([1, 2])
+    Traceback (most recent call last):
+    ...
+    TypeError: expected a torch.nn.Module or a keras.Model, got list
+    """
     if _is_torch_module(model):
         from . import torch as integration
     elif _is_keras_model(model):
@@ -30,7 +36,11 @@ def integration_for(model):
 
 
 def efficiency_layers_of(obj):
-    """The probes of a model made by ``build_efficiency_model``, else None."""
+    """The probes of a model made by ``build_efficiency_model``, else None.
+
+    >>> efficiency_layers_of([0.5, 0.25]) is None     # a list of efficiencies
+    True
+    """
     if _is_torch_module(obj) or _is_keras_model(obj):
         layers = getattr(obj, "efficiency_layers", None)
         if not layers:

@@ -131,7 +131,14 @@ def state_views(array, neuron_axis: int = -1, dtype: str | None = None) -> list[
 
 
 def pack_view(view: StateView, out: np.ndarray | None = None) -> np.ndarray:
-    """Pack one :class:`StateView` into ``uint8[num_states, ceil(neurons / 8)]``."""
+    """Pack one :class:`StateView` into ``uint8[num_states, ceil(neurons / 8)]``.
+
+    Large views are split into row ranges packed on several threads.
+
+    >>> view, = state_views(np.array([[1.0, 0.0, 2.0]]))
+    >>> pack_view(view)
+    array([[5]], dtype=uint8)
+    """
     num_bytes = (view.num_neurons + 7) // 8
     if out is None:
         out = np.empty((view.num_states, num_bytes), dtype=np.uint8)

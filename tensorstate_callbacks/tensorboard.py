@@ -21,7 +21,17 @@ HISTOGRAM_PREFIX = f"{TAG_PREFIX}/state_frequency"
 
 
 def open_writer(log_dir):
-    """A tensorboardX ``SummaryWriter`` at ``log_dir`` (created lazily by callers)."""
+    """A tensorboardX ``SummaryWriter`` at ``log_dir`` (created lazily by callers).
+
+    >>> import tempfile
+    >>> from tensorstate_callbacks.report import EpochReport
+    >>> writer = open_writer(tempfile.mkdtemp())
+    >>> report = EpochReport.from_values(0, {"conv": (0.5, 3, 8)}, accuracy=0.9, beta=2)
+    >>> write_layout(writer); write_scalars(writer, report)
+    >>> write_state_histograms(writer, {"conv": np.array([5, 2, 1])}, step=0)
+    >>> write_efficiency_image(writer, [report]); write_hparams(writer, {"beta": 2})
+    >>> writer.close()
+    """
     try:
         from tensorboardX import SummaryWriter
     except ImportError as error:
