@@ -12,6 +12,7 @@ cdef extern from "ts_table.h" nogil:
         int64_t key_bytes
         int64_t size
         uint64_t total
+        int dense_bits
     int ts_table_init(ts_table *t, int64_t key_bytes, int dense_bits)
     int TS_DENSE_MAX_BITS
     void ts_table_free(ts_table *t)
@@ -50,6 +51,11 @@ cdef class CountTable:
     @property
     def key_bytes(self):
         return self.table.key_bytes
+
+    @property
+    def is_dense(self):
+        """True for a dense table (a count per possible state)."""
+        return self.table.dense_bits > 0
 
     @property
     def distinct(self):

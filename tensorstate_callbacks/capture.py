@@ -16,9 +16,11 @@ from .storage import RawStateStore, check_writable
 DEFAULT_MEMORY_LIMIT = 1 << 30  # bytes of count tables per counter
 # Below this many rows a batch is counted on one thread.
 _PARALLEL_MIN_ROWS = 1 << 16
-# Count tables per counter: rows are radix-partitioned among them so each
-# table stays small enough for the cache (see ext/ts_table.h).
+# A counter starts with one hash table; once it could outgrow the cache it
+# splits into _NUM_SHARDS tables that rows are radix-partitioned among, so
+# each stays small enough for the cache (see ext/ts_table.h).
 _NUM_SHARDS = 256
+_SHARD_AT_DISTINCT = 1 << 14
 
 
 def _check_padding(packed: np.ndarray, num_neurons: int) -> None:
@@ -156,15 +158,26 @@ class StateCounter:
             )
 
     def _new_tables(self) -> list:
-        """One dense table for narrow layers (fastest; at most 8 MiB), else
-        _NUM_SHARDS hash tables that rows are radix-partitioned among."""
+        """A dense table for narrow layers (fastest; at most 8 MiB), else one
+        hash table (split later by :meth:`_split_tables`)."""
         key_bytes = (self._num_neurons + 7) // 8
         dense_bytes = 8 << self._num_neurons
         if self._num_neurons <= _table.DENSE_MAX_BITS and dense_bytes <= self.memory_limit // 4:
             return [_table.CountTable(key_bytes, self._num_neurons)]
-        return [_table.CountTable(key_bytes) for _ in range(_NUM_SHARDS)]
+        return [_table.CountTable(key_bytes)]
+
+    def _split_tables(self) -> None:
+        """Move the counts of the single hash table into _NUM_SHARDS tables."""
+        keys, counts = self._shards[0].items()
+        self._shards = [_table.CountTable(keys.shape[1]) for _ in range(_NUM_SHARDS)]
+        _table.count_rows(self._shards, _NUM_SHARDS.bit_length() - 1, 0, 1, keys, counts)
 
     def _count(self, keys: np.ndarray, weights: np.ndarray | None) -> None:
+        single = self._shards[0]
+        if len(self._shards) == 1 and not single.is_dense and (
+            single.distinct + len(keys) > _SHARD_AT_DISTINCT
+        ):
+            self._split_tables()
         shards = len(self._shards)
         bits = shards.bit_length() - 1
         threads = min(num_threads(), shards) if len(keys) >= _PARALLEL_MIN_ROWS else 1
