@@ -157,7 +157,8 @@ static inline uint64_t ts_slot_hash(const ts_table *t, const ts_slot *s)
 
 static int ts_table_grow(ts_table *t)
 {
-    const int64_t capacity = t->capacity * 2;
+    /* quadruple while small (fewer rehashes), then double (less memory) */
+    const int64_t capacity = t->capacity * (t->capacity < ((int64_t)1 << 16) ? 4 : 2);
     ts_slot *slots = ts_alloc_slots(capacity);
     if (slots == NULL) return -1;
     const uint64_t mask = (uint64_t)capacity - 1;
