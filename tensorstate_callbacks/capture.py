@@ -114,10 +114,11 @@ class StateCounter:
     def add_packed(self, packed: np.ndarray, num_neurons: int) -> None:
         """Count states that are already packed: ``uint8[n, ceil(num_neurons / 8)]``."""
         packed = np.ascontiguousarray(packed)
-        if packed.ndim != 2 or packed.dtype != np.uint8 or packed.shape[1] != (num_neurons + 7) // 8:
+        num_bytes = (num_neurons + 7) // 8
+        if packed.ndim != 2 or packed.dtype != np.uint8 or packed.shape[1] != num_bytes:
             raise ValueError(
                 f"packed states of {num_neurons} neurons must be uint8 with shape "
-                f"(n, {(num_neurons + 7) // 8}), got {packed.dtype} {packed.shape}"
+                f"(n, {num_bytes}), got {packed.dtype} {packed.shape}"
             )
         self._check_neurons(num_neurons)
         _check_padding(packed, num_neurons)

