@@ -1,0 +1,193 @@
+"""StateCounter: exact streaming counts, merging, the memory cap, raw storage."""
+
+import math
+import subprocess
+import sys
+import threading
+import warnings
+
+import numpy as np
+import pytest
+from reference import packed_states, renyi_entropy, sorted_rows, unique_counts
+
+import tensorstate_callbacks as ts
+from tensorstate_callbacks import StateCounter, StateSpaceMemoryWarning
+
+ALPHAS = [0, 1, 2, math.inf]
+
+
+def low_diversity(rng, rows, width, patterns=300):
+    table = rng.standard_normal((patterns, width)).astype(np.float32)
+    return table[rng.integers(0, patterns, size=rows)]
+
+
+def assert_matches_reference(counter, x, neuron_axis=-1):
+    keys, counts = unique_counts(packed_states(x, neuron_axis))
+    got_keys, got_counts = sorted_rows(counter.state_ids(), counter.counts())
+    np.testing.assert_array_equal(got_keys, keys)
+    np.testing.assert_array_equal(got_counts, counts)
+    assert counter.state_count == counts.sum()
+    assert counter.distinct_count == len(counts)
+    width = np.shape(x)[neuron_axis]
+    for alpha in ALPHAS:
+        assert counter.entropy(alpha) == pytest.approx(renyi_entropy(counts, alpha), abs=1e-9)
+    assert counter.efficiency() == pytest.approx(renyi_entropy(counts, 1) / width, abs=1e-12)
+    assert counter.max_entropy() == width
+
+
+@pytest.mark.parametrize("width", [5, 20, 21, 50, 64, 65, 300, 4096])
+@pytest.mark.parametrize("diverse", [True, False])
+def test_counts_over_many_batches(width, diverse):
+    rng = np.random.default_rng(width)
+    rows = 90_000 if width <= 64 else 3_000
+    x = rng.standard_normal((rows, width)).astype(np.float32) if diverse else \
+        low_diversity(rng, rows, width)
+    counter = StateCounter("layer")
+    cuts = np.sort(rng.integers(0, rows, size=6))
+    for part in np.split(x, cuts):  # includes empty and one-row-ish batches
+        counter.add(part)
+    counter.add(x[:1])
+    assert_matches_reference(counter, np.concatenate([x, x[:1]]))
+
+
+def test_threaded_path_and_channels_first():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 24, 40, 40)).astype(np.float32)  # 64,000 states per batch
+    counter = StateCounter("conv")
+    counter.add(x, neuron_axis=1)
+    counter.add(x[:5], neuron_axis=1)
+    assert_matches_reference(counter, np.concatenate([x, x[:5]]), neuron_axis=1)
+
+
+def test_merge_and_add_counts_are_exact():
+    rng = np.random.default_rng(1)
+    a, b = low_diversity(rng, 5000, 70), low_diversity(rng, 3000, 70)
+    left, right = StateCounter("a"), StateCounter("b")
+    left.add(a)
+    right.add(b)
+    left.merge(right)
+    assert_matches_reference(left, np.concatenate([a, b]))
+    rebuilt = StateCounter("c")
+    rebuilt.add_counts(left.state_ids(), left.counts(), 70)
+    assert_matches_reference(rebuilt, np.concatenate([a, b]))
+    left.merge(StateCounter("empty"))
+    assert left.state_count == 8000
+    with pytest.raises(ValueError, match="neurons"):
+        left.merge(_counter_of(np.ones((3, 8))))
+    with pytest.raises(ValueError, match="itself"):
+        left.merge(left)
+
+
+def _counter_of(x, **options):
+    counter = StateCounter("x", **options)
+    counter.add(x)
+    return counter
+
+
+def test_reset_and_errors_on_empty():
+    counter = _counter_of(np.ones((3, 4)))
+    counter.reset_states()
+    assert counter.state_count == 0 and counter.num_neurons is None
+    for call in (counter.entropy, counter.efficiency, counter.counts, counter.max_entropy):
+        with pytest.raises(ValueError, match="no states"):
+            call()
+    counter.add(np.ones((2, 9)))  # a new width is fine after a reset
+    assert counter.max_entropy() == 9
+
+
+def test_width_change_and_bad_packed_input():
+    counter = _counter_of(np.ones((3, 4)))
+    with pytest.raises(ValueError, match="4"):
+        counter.add(np.ones((3, 5)))
+    with pytest.raises(ValueError, match="padding"):
+        counter.add_packed(np.array([[0xFF]], dtype=np.uint8), 4)
+    with pytest.raises(ValueError, match="shape"):
+        counter.add_packed(np.zeros((2, 2), dtype=np.uint8), 4)
+
+
+@pytest.mark.parametrize("width", [12, 40, 200])
+def test_memory_cap_spills_and_stays_exact(width, tmp_path):
+    rng = np.random.default_rng(width)
+    x = rng.standard_normal((60_000, width)).astype(np.float32)
+    reference = _counter_of(x)
+    counter = StateCounter("big", memory_limit=64 * 1024, spill_dir=tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for part in np.array_split(x, 7):
+            counter.add(part)
+    spills = [w for w in caught if issubclass(w.category, StateSpaceMemoryWarning)]
+    assert len(spills) == 1 and "memory_limit" in str(spills[0].message)
+    assert counter.is_spilled
+    assert_matches_reference(counter, x)
+    merged = StateCounter("merged", memory_limit=64 * 1024, spill_dir=tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StateSpaceMemoryWarning)
+        merged.merge(counter)
+        merged.merge(reference)
+    assert_matches_reference(merged, np.concatenate([x, x]))
+    assert any(tmp_path.iterdir())
+    counter.reset_states()
+    merged.reset_states()
+    assert not any(tmp_path.iterdir())
+
+
+def test_memory_limit_validation():
+    for bad in (0, -5, 1.5, True):
+        with pytest.raises(ValueError, match="memory_limit"):
+            StateCounter(memory_limit=bad)
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_raw_storage_keeps_order(on_disk, tmp_path):
+    zarr = pytest.importorskip("zarr")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((100_003, 21)).astype(np.float32)
+    path = tmp_path / "conv_states" if on_disk else None
+    counter = StateCounter("conv", store_states=not on_disk, storage_path=path)
+    for part in np.array_split(x, 9):
+        counter.add(part)
+    np.testing.assert_array_equal(counter.raw_states, packed_states(x))
+    np.testing.assert_array_equal(counter.states, x > 0)
+    if on_disk:
+        np.testing.assert_array_equal(zarr.open_array(str(path))[:], packed_states(x))
+    counter.reset_states()
+    assert counter.raw_states.shape[0] == 0
+
+
+def test_storage_errors(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ValueError, match="storage path"):
+        StateCounter(storage_path=blocker / "states")
+    with pytest.raises(ValueError, match="store_states"):
+        _ = _counter_of(np.ones((2, 3))).raw_states
+
+
+def test_concurrent_counters_lose_nothing():
+    rng = np.random.default_rng(6)
+    batches = [rng.standard_normal((rng.integers(1, 400), 30)) for _ in range(300)]
+    counters = [StateCounter(f"t{i}") for i in range(4)]
+
+    def feed(counter):
+        for batch in batches:
+            counter.add(batch)
+
+    threads = [threading.Thread(target=feed, args=(c,)) for c in counters]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for counter in counters:
+        assert_matches_reference(counter, np.concatenate(batches))
+
+
+def test_import_is_framework_free():
+    code = "import sys, tensorstate_callbacks; print('torch' in sys.modules, 'tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_public_api_names():
+    for name in ("compress_states", "decompress_states", "sort_states", "entropy", "aIQ",
+                 "network_efficiency", "build_efficiency_model", "reset_efficiency_model"):
+        assert callable(getattr(ts, name))

@@ -1,0 +1,153 @@
+"""Packing, unpacking and sorting states against a plain-NumPy reference."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from reference import packed_states, unique_counts
+
+import tensorstate_callbacks as ts
+from tensorstate_callbacks.states import pack
+
+DTYPES = ["float16", "float32", "float64", "int8", "int16", "int32", "int64",
+          "uint8", "uint16", "uint32", "uint64", "bool"]
+SPECIALS = [np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-45, -1e-45, 5e-324, 1.0, -1.0]
+
+
+def random_array(rng, shape, dtype):
+    if dtype == "bool":
+        return rng.random(shape) < 0.4
+    if np.dtype(dtype).kind in "iu":
+        info = np.iinfo(dtype)
+        return rng.integers(max(info.min, -3), min(info.max, 3), size=shape, endpoint=True).astype(dtype)
+    values = rng.standard_normal(shape)
+    values.flat[:: 7] = rng.choice(SPECIALS, size=values.flat[:: 7].shape)
+    return values.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("width", [1, 7, 8, 9, 63, 64, 65, 100, 4096])
+def test_compress_matches_packbits_every_dtype_and_width(dtype, width):
+    rng = np.random.default_rng(width)
+    x = random_array(rng, (37, width), dtype)
+    np.testing.assert_array_equal(ts.compress_states(x), packed_states(x))
+
+
+def test_fifty_thousand_neurons():
+    x = np.random.default_rng(0).standard_normal((5, 50_000)).astype(np.float32)
+    np.testing.assert_array_equal(ts.compress_states(x), packed_states(x))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int16", "bool", "float16"])
+def test_layouts_give_identical_states(dtype):
+    rng = np.random.default_rng(1)
+    x = random_array(rng, (6, 20, 9, 11), dtype)
+    expected = packed_states(x, neuron_axis=1)
+    for variant in (x, np.asfortranarray(x), np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)):
+        np.testing.assert_array_equal(pack(variant, neuron_axis=1), expected)
+    strided = np.repeat(x, 2, axis=2)[:, :, ::2]
+    np.testing.assert_array_equal(pack(strided, neuron_axis=1), expected)
+    np.testing.assert_array_equal(pack(x[::-1, :, ::-1], 1), packed_states(x[::-1, :, ::-1], 1))
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2, 3, -1])
+def test_every_neuron_axis(axis):
+    x = np.random.default_rng(2).standard_normal((3, 4, 5, 6))
+    np.testing.assert_array_equal(pack(x, axis), packed_states(x, axis))
+
+
+def test_unmergeable_state_axes():
+    base = np.random.default_rng(3).standard_normal((4, 6, 8, 10, 12))
+    x = base[:, ::2, 1:, ::3]  # three state axes that cannot be merged
+    np.testing.assert_array_equal(pack(x, neuron_axis=-1), packed_states(x, -1))
+    np.testing.assert_array_equal(pack(x, neuron_axis=1), packed_states(x, 1))
+
+
+def test_bfloat16_bits():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    x = random_array(np.random.default_rng(4), (50, 33), "float32").astype(ml_dtypes.bfloat16)
+    expected = packed_states(x.astype(np.float32))
+    np.testing.assert_array_equal(pack(x), expected)
+    np.testing.assert_array_equal(pack(x.view(np.int16), dtype="bfloat16"), expected)
+
+
+@settings(max_examples=80, deadline=None)
+@given(hnp.arrays(
+    dtype=st.sampled_from([np.float32, np.float64, np.float16, np.int32, np.uint8, np.bool_]),
+    shape=hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=12),
+), st.data())
+def test_pack_property(x, data):
+    axis = data.draw(st.integers(-x.ndim, x.ndim - 1))
+    if x.shape[axis] == 0:
+        with pytest.raises(ValueError, match="0 neurons"):
+            pack(x, axis)
+        return
+    order = data.draw(st.sampled_from(["C", "F"]))
+    x = np.asarray(x, order=order)
+    np.testing.assert_array_equal(pack(x, axis), packed_states(x, axis))
+
+
+@settings(max_examples=60, deadline=None)
+@given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=70)))
+def test_roundtrip(x):
+    restored = ts.decompress_states(ts.compress_states(x), x.shape[1])
+    np.testing.assert_array_equal(restored, x > 0)
+
+
+def test_zero_rows():
+    out = ts.compress_states(np.zeros((0, 13), dtype=np.float32))
+    assert out.shape == (0, 2) and out.dtype == np.uint8
+
+
+def test_decompress_docs_example():
+    np.testing.assert_array_equal(
+        ts.decompress_states(np.array([[0b00011110]], dtype=np.uint8), 5),
+        [[False, True, True, True, True]],
+    )
+
+
+@pytest.mark.parametrize("width", [3, 200, 4096 * 8, 8192 * 8])
+def test_sort_states_groups_identical_rows(width):
+    rng = np.random.default_rng(width)
+    patterns = rng.standard_normal((5, width))
+    x = patterns[rng.integers(0, 5, size=300)]
+    states = ts.compress_states(x)
+    edges, index = ts.sort_states(states, len(states))
+    grouped = states[index]
+    keys, counts = unique_counts(states)
+    np.testing.assert_array_equal(np.diff(edges), counts)
+    for group, key in enumerate(keys):
+        assert (grouped[edges[group]:edges[group + 1]] == key).all()
+
+
+def test_sort_states_uses_first_state_count_rows():
+    states = np.array([[2], [1], [2], [9]], dtype=np.uint8)
+    edges, index = ts.sort_states(states, 3)
+    assert edges.tolist() == [0, 1, 3] and sorted(index.tolist()) == [0, 1, 2]
+    with pytest.raises(ValueError, match="state_count"):
+        ts.sort_states(states, 5)
+
+
+@pytest.mark.parametrize("bad", [np.ones((3, 4), dtype=complex), np.array([[object()]]),
+                                 np.array([["a", "b"]])])
+def test_unsupported_dtypes_raise_type_error(bad):
+    with pytest.raises(TypeError, match="dtype"):
+        ts.compress_states(bad)
+
+
+def test_shape_errors_name_the_problem():
+    with pytest.raises(ValueError, match="0 neurons"):
+        pack(np.zeros((4, 0)))
+    with pytest.raises(ValueError, match="out of range"):
+        pack(np.zeros((4, 3)), neuron_axis=2)
+    with pytest.raises(ValueError, match="0-d"):
+        pack(np.float32(1.0))
+    with pytest.raises(ValueError, match="2-D"):
+        ts.compress_states(np.zeros(5))
+    with pytest.raises(ValueError, match="num_neurons"):
+        ts.decompress_states(np.zeros((2, 1), dtype=np.uint8), 9)
+    with pytest.raises(ValueError, match="bfloat16"):
+        pack(np.zeros((2, 2), dtype=np.int16), dtype="float8")
+    with pytest.raises(TypeError, match="int16"):
+        pack(np.zeros((2, 2), dtype=np.float32), dtype="bfloat16")
