@@ -182,7 +182,8 @@ def test_concurrent_counters_lose_nothing():
 
 
 def test_import_is_framework_free():
-    code = "import sys, tensorstate_callbacks; print('torch' in sys.modules, 'tensorflow' in sys.modules)"
+    code = ("import sys, tensorstate_callbacks; "
+            "print('torch' in sys.modules, 'tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 

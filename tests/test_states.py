@@ -20,7 +20,8 @@ def random_array(rng, shape, dtype):
         return rng.random(shape) < 0.4
     if np.dtype(dtype).kind in "iu":
         info = np.iinfo(dtype)
-        return rng.integers(max(info.min, -3), min(info.max, 3), size=shape, endpoint=True).astype(dtype)
+        low, high = max(info.min, -3), min(info.max, 3)
+        return rng.integers(low, high, size=shape, endpoint=True).astype(dtype)
     values = rng.standard_normal(shape)
     values.flat[:: 7] = rng.choice(SPECIALS, size=values.flat[:: 7].shape)
     return values.astype(dtype)
@@ -44,7 +45,8 @@ def test_layouts_give_identical_states(dtype):
     rng = np.random.default_rng(1)
     x = random_array(rng, (6, 20, 9, 11), dtype)
     expected = packed_states(x, neuron_axis=1)
-    for variant in (x, np.asfortranarray(x), np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)):
+    channels_last = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    for variant in (x, np.asfortranarray(x), channels_last):
         np.testing.assert_array_equal(pack(variant, neuron_axis=1), expected)
     strided = np.repeat(x, 2, axis=2)[:, :, ::2]
     np.testing.assert_array_equal(pack(strided, neuron_axis=1), expected)
