@@ -124,8 +124,10 @@ def write_efficiency_image(writer, history: Sequence[EpochReport]) -> None:
 def write_hparams(writer, hparams: Mapping[str, object]) -> None:
     """Register ``hparams`` in this run, with aIQ and network efficiency as the
     metrics the HParams dashboard compares runs by."""
-    from tensorboardX.summary import hparams as hparams_summary
-
+    if type(writer).__module__.startswith("torch."):  # torch.utils.tensorboard's writer
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
+    else:
+        from tensorboardX.summary import hparams as hparams_summary
     clean = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in hparams.items()}
     metrics = {f"{TAG_PREFIX}/aIQ": 0.0, f"{TAG_PREFIX}/network_efficiency": 0.0}
     experiment, start, end = hparams_summary(clean, metrics)
