@@ -139,10 +139,14 @@ class StateCaptureHook(StateCounter):
         """True while the hook is registered."""
         return self._handle is not None
 
+    # Hooks run eagerly even inside torch.compile: the compiler must not trace
+    # into the kernel call (it would hand over symbolic tensors).
+    @torch.compiler.disable
     def _after_hook(self, module, inputs, output) -> None:
         if self.enabled:
             self.capture(module, output)
 
+    @torch.compiler.disable
     def _before_hook(self, module, inputs) -> None:
         if self.enabled:
             self.capture(module, inputs)

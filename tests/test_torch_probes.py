@@ -1,0 +1,201 @@
+"""PyTorch probes against states computed independently from the layer outputs."""
+
+import numpy as np
+import pytest
+from reference import packed_states, renyi_entropy, sorted_rows, unique_counts
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+import tensorstate_callbacks as ts  # noqa: E402
+from tensorstate_callbacks.lenet5_torch import LeNet5  # noqa: E402
+from tensorstate_callbacks.torch import remove_efficiency_probes  # noqa: E402
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(12, 30)
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        return self.act(self.fc(x))
+
+
+class MyConv(nn.Conv2d):  # a subclass must match attach_to=['Conv2d']
+    pass
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = MyConv(3, 11, 3)
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.blocks = nn.Sequential(Block(), Block())
+        self.head = nn.Linear(30, 4)
+
+    def forward(self, x):
+        x = self.pool(self.conv(x)).flatten(1)[:, :12]
+        x = self.blocks[0](x)
+        return self.head(x)
+
+
+def outputs_of(model, module, x):
+    """The module's outputs, recorded by a plain hook of this test."""
+    seen = []
+    handle = module.register_forward_hook(lambda m, i, o: seen.append(o.detach().clone()))
+    model(x)
+    handle.remove()
+    return torch.cat(seen)
+
+
+def check_probe(probe, values, neuron_axis):
+    keys, counts = unique_counts(packed_states(values.float().numpy(), neuron_axis))
+    got = sorted_rows(probe.state_ids(), probe.counts())
+    np.testing.assert_array_equal(got[0], keys)
+    np.testing.assert_array_equal(got[1], counts)
+    assert probe.efficiency() == pytest.approx(renyi_entropy(counts, 1) / values.shape[neuron_axis])
+
+
+def test_probes_match_layer_outputs_and_names():
+    torch.manual_seed(0)
+    model, x = Net(), torch.randn(40, 3, 9, 9)
+    conv_out = outputs_of(model, model.conv, x)
+    fc_out = outputs_of(model, model.blocks[0].fc, x)
+    ts.build_efficiency_model(model, attach_to=["Conv2d", "blocks.0.fc"], method="after")
+    model(x)
+    probes = {p.name: p for p in model.efficiency_layers}
+    assert list(probes) == ["conv_post_states", "blocks_0_fc_post_states"]
+    check_probe(probes["conv_post_states"], conv_out, 1)
+    check_probe(probes["blocks_0_fc_post_states"], fc_out, -1)
+    assert probes["conv_post_states"].state_count == 40 * 7 * 7
+    assert ts.network_efficiency(model) == pytest.approx(
+        np.sqrt(probes["conv_post_states"].efficiency() * probes["blocks_0_fc_post_states"].efficiency()))
+    ts.reset_efficiency_model(model)
+    assert all(p.state_count == 0 for p in model.efficiency_layers)
+    remove_efficiency_probes(model)
+
+
+def test_before_both_and_exclude():
+    model, x = Net(), torch.randn(8, 3, 9, 9)
+    ts.build_efficiency_model(model, attach_to=["Linear"], exclude=["head"], method="both")
+    model(x)
+    names = [p.name for p in model.efficiency_layers]
+    assert names == ["blocks_0_fc_pre_states", "blocks_0_fc_post_states",
+                     "blocks_1_fc_pre_states", "blocks_1_fc_post_states"]
+    pre = model.efficiency_layers[0]
+    assert pre.max_entropy() == 12 and pre.state_count == 8
+    assert model.efficiency_layers[2].state_count == 0  # blocks[1] never runs
+    remove_efficiency_probes(model)
+
+
+def test_outputs_gradients_and_hooks_unchanged():
+    torch.manual_seed(1)
+    model, x = Net(), torch.randn(6, 3, 9, 9)
+    foreign = model.conv.register_forward_hook(lambda m, i, o: None)
+    before_hooks = len(model.conv._forward_hooks)
+    reference_out = model(x)
+    reference_out.sum().backward()
+    reference_grad = model.conv.weight.grad.clone()
+    model.zero_grad()
+    ts.build_efficiency_model(model, attach_to=["Conv2d", "Linear"], method="both")
+    assert len(model.conv._forward_hooks) == before_hooks + 1
+    out = model(x)
+    out.sum().backward()
+    assert torch.equal(out, reference_out)
+    assert torch.equal(model.conv.weight.grad, reference_grad)
+    ts.build_efficiency_model(model, attach_to=["Conv2d"])  # rebuilding replaces, never stacks
+    assert len(model.conv._forward_hooks) == before_hooks + 1
+    remove_efficiency_probes(model)
+    assert len(model.conv._forward_hooks) == before_hooks
+    assert foreign.id in model.conv._forward_hooks
+    assert all(len(m._forward_pre_hooks) == 0 for m in model.modules())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_low_precision_and_channels_last(dtype):
+    torch.manual_seed(2)
+    conv = nn.Conv2d(3, 13, 3).to(dtype)
+    model = nn.Sequential(conv)
+    x = torch.randn(5, 3, 10, 10, dtype=dtype).to(memory_format=torch.channels_last)
+    expected = model(x).detach()
+    assert not expected.is_contiguous()  # the probe reads channels-last memory in place
+    ts.build_efficiency_model(model, attach_to=["Conv2d"])
+    model(x)
+    check_probe(model.efficiency_layers[0], expected, 1)
+    remove_efficiency_probes(model)
+
+
+def test_torch_ops_packer_matches_kernel():
+    from tensorstate_callbacks.torch import pack_with_torch
+
+    x = torch.randn(4, 19, 5, 6)
+    x[0, 0, 0, 0] = float("nan")
+    np.testing.assert_array_equal(pack_with_torch(x, 1), packed_states(x.numpy(), 1))
+
+
+def test_tuple_outputs_and_selector():
+    class TwoOut(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(5, 9, batch_first=True)
+
+        def forward(self, x):
+            return self.lstm(x)[0]
+
+    model, x = TwoOut(), torch.randn(3, 4, 5)
+    seq_out = model(x).detach()
+    ts.build_efficiency_model(model, attach_to=["LSTM"])
+    model(x)
+    check_probe(model.efficiency_layers[0], seq_out, -1)  # first tensor of (out, (h, c))
+    ts.build_efficiency_model(model, attach_to=["LSTM"], output_selector=lambda o: o[1][0])
+    model(x)
+    assert model.efficiency_layers[0].state_count == 3  # h_n: (1, batch, 9)
+    remove_efficiency_probes(model)
+
+
+def test_torch_compile_still_captures():
+    torch.manual_seed(3)
+    model, x = Net(), torch.randn(4, 3, 9, 9)
+    conv_out = outputs_of(model, model.conv, x)
+    ts.build_efficiency_model(model, attach_to=["Conv2d"])
+    compiled = torch.compile(model, backend="eager")
+    out = compiled(x)
+    assert torch.allclose(out, model(x))
+    probe = model.efficiency_layers[0]
+    assert probe.state_count == 2 * 4 * 7 * 7
+    ts.reset_efficiency_model(model)
+    compiled(x)
+    check_probe(probe, conv_out, 1)
+    remove_efficiency_probes(model)
+
+
+def test_bad_arguments_list_what_the_model_has():
+    model = Net()
+    with pytest.raises(ValueError, match=r"Conv3d.*contains the classes.*MyConv"):
+        ts.build_efficiency_model(model, attach_to=["Conv3d"])
+    with pytest.raises(ValueError, match="method"):
+        ts.build_efficiency_model(model, attach_to=["Conv2d"], method="around")
+    with pytest.raises(ValueError, match="excluded"):
+        ts.build_efficiency_model(model, attach_to=["Conv2d"], exclude=["conv"])
+    with pytest.raises(ValueError, match="empty"):
+        ts.build_efficiency_model(model, attach_to=[])
+    assert not hasattr(model, "efficiency_layers")
+
+
+def test_tutorial_state_counts_on_10000_images():
+    from tensorstate_callbacks.datasets import load_mnist
+
+    torch.manual_seed(0)
+    _, (x_valid, _) = load_mnist()
+    model = ts.build_efficiency_model(LeNet5(), attach_to=["Conv2d"], method="after")
+    model.eval()
+    with torch.no_grad():
+        for batch in torch.from_numpy(x_valid).split(200):
+            model(batch)
+    counts = {layer.name: layer.state_count for layer in model.efficiency_layers}
+    assert counts == {"conv_1_post_states": 5_760_000, "conv_2_post_states": 640_000,
+                      "conv_3_post_states": 10_000}
+    for layer in model.efficiency_layers:
+        assert 0 < layer.efficiency() < 1
+    remove_efficiency_probes(model)
