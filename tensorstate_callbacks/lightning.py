@@ -66,6 +66,7 @@ class StateSpaceCallback(L.Callback):
         self.log_hparams = log_hparams
         self.memory_limit = memory_limit
         self.history: list[EpochReport] = []
+        self.validation_epochs = 0  # index (step) of the next validation epoch
         self._probes: list = []
         self._module = None
         self._warned_accuracy = False
@@ -110,9 +111,18 @@ class StateSpaceCallback(L.Callback):
         if trainer.sanity_checking or not self._probes:
             return
         self._set_capturing(False)
+        epoch = self.validation_epochs
+        self.validation_epochs += 1
         merge_across_ranks(self._probes)
+        if not any(probe.state_count for probe in self._probes):
+            warnings.warn(
+                f"StateSpaceCallback: validation epoch {epoch} ran no data through "
+                f"{[probe.name for probe in self._probes]}; nothing logged for it",
+                stacklevel=2,
+            )
+            return
         report = EpochReport.from_counters(
-            len(self.history), {probe.name: probe for probe in self._probes},
+            epoch, {probe.name: probe for probe in self._probes},
             self._accuracy(trainer), self.beta,
         )
         self.history.append(report)
@@ -161,7 +171,9 @@ class StateSpaceCallback(L.Callback):
 
     # -- checkpointing ---------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"history": [report.to_dict() for report in self.history]}
+        return {"history": [report.to_dict() for report in self.history],
+                "validation_epochs": self.validation_epochs}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.history = [EpochReport.from_dict(item) for item in state_dict.get("history", [])]
+        self.validation_epochs = state_dict.get("validation_epochs", len(self.history))

@@ -1,0 +1,147 @@
+"""Real Lightning fits with the StateSpaceCallback, read back from TensorBoard."""
+
+import copy
+import math
+import warnings
+
+import numpy as np
+import pytest
+from reference import renyi_entropy, unique_counts
+
+L = pytest.importorskip("lightning")
+import torch  # noqa: E402
+from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger  # noqa: E402
+from lightning_helpers import SmallConvNet, loaders, packed, read_scalars  # noqa: E402
+
+from tensorstate_callbacks.lightning import StateSpaceCallback  # noqa: E402
+
+PROBES = ["conv_a_post_states", "conv_b_post_states"]
+
+
+class WeightRecorder(L.Callback):
+    """Keeps the weights each validation epoch ran with (sanity check excluded)."""
+
+    def __init__(self):
+        self.snapshots = []
+
+    def on_validation_epoch_start(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self.snapshots.append(copy.deepcopy(pl_module.state_dict()))
+
+
+def independent_metrics(state_dict, valid_loader, beta=2.0):
+    """Efficiencies, accuracy and aIQ recomputed with plain hooks and NumPy."""
+    model = SmallConvNet()
+    model.load_state_dict(state_dict)
+    model.eval()
+    outputs = {"conv_a": [], "conv_b": []}
+    for name in outputs:
+        getattr(model, name).register_forward_hook(
+            lambda m, i, o, name=name: outputs[name].append(o.detach().numpy()))
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in valid_loader:
+            correct += (model(x).argmax(1) == y).sum().item()
+            total += len(y)
+    result = {}
+    for name, chunks in outputs.items():
+        values = np.moveaxis(np.concatenate(chunks), 1, -1)
+        _, counts = unique_counts(packed(values.reshape(-1, values.shape[-1])))
+        result[f"{name}_post_states"] = (renyi_entropy(counts, 1) / values.shape[-1],
+                                         len(counts), counts.sum())
+    network = math.exp(np.mean([math.log(e) for e, _, _ in result.values()]))
+    accuracy = correct / total
+    return result, network, accuracy, (network * accuracy**beta) ** (1 / (beta + 1))
+
+
+def fit(tmp_path, callback, epochs=3, extra_callbacks=(), model=None, **trainer_options):
+    train, valid = loaders()
+    logger = [TensorBoardLogger(tmp_path, name="tb", version=0),
+              CSVLogger(tmp_path, name="csv", version=0)]
+    trainer = L.Trainer(max_epochs=epochs, callbacks=[callback, *extra_callbacks],
+                        logger=logger, enable_progress_bar=False, enable_model_summary=False,
+                        accelerator="cpu", devices=1, enable_checkpointing=False,
+                        **trainer_options)
+    trainer.fit(model or SmallConvNet(), train, valid)
+    return trainer, valid
+
+
+def test_logged_values_match_independent_computation(tmp_path):
+    recorder = WeightRecorder()
+    callback = StateSpaceCallback(attach_to=["Conv2d"], accuracy_key="val_acc", beta=2)
+    trainer, valid = fit(tmp_path, callback, extra_callbacks=[recorder], num_sanity_val_steps=2)
+    scalars, tags = read_scalars(tmp_path / "tb" / "version_0")
+    assert len(recorder.snapshots) == 3
+    for epoch, snapshot in enumerate(recorder.snapshots):
+        layers, network, accuracy, aiq = independent_metrics(snapshot, valid)
+        for probe, (efficiency, unique, states) in layers.items():
+            assert scalars[f"state_space/efficiency/{probe}"][epoch] == (epoch, pytest.approx(
+                efficiency, rel=1e-6))
+            assert scalars[f"state_space/unique_states/{probe}"][epoch] == (epoch, unique)
+            # exactly the validation set: nothing from training batches or the sanity check
+            assert scalars[f"state_space/states/{probe}"][epoch] == (epoch, states)
+        assert scalars["state_space/network_efficiency"][epoch] == (epoch, pytest.approx(
+            network, rel=1e-6))
+        assert scalars["state_space/accuracy"][epoch] == (epoch, pytest.approx(accuracy, abs=1e-6))
+        assert scalars["state_space/aIQ"][epoch] == (epoch, pytest.approx(aiq, rel=1e-5))
+    assert [r.epoch for r in callback.history] == [0, 1, 2]
+    assert "state_space/efficiency_over_epochs" in tags["images"]
+    assert {f"state_space/state_frequency/{p}" for p in PROBES} <= set(tags["histograms"])
+    csv_text = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text()
+    assert "state_space/aIQ" in csv_text and "state_space/efficiency/conv_a_post_states" in csv_text
+
+
+def test_hooks_removed_after_fit_and_after_a_crash(tmp_path):
+    model = SmallConvNet()
+    fit(tmp_path, StateSpaceCallback(attach_to=["Conv2d"]), epochs=1, model=model)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    assert not hasattr(model, "efficiency_layers")
+
+    class Crashes(SmallConvNet):
+        def training_step(self, batch, batch_idx):
+            if self.current_epoch == 1:
+                raise RuntimeError("boom")
+            return super().training_step(batch, batch_idx)
+
+    crashing = Crashes()
+    with pytest.raises(RuntimeError, match="boom"):
+        fit(tmp_path / "crash", StateSpaceCallback(attach_to=["Conv2d"]), model=crashing)
+    assert all(not m._forward_hooks for m in crashing.modules())
+
+
+def test_missing_accuracy_warns_once_and_skips_aiq(tmp_path):
+    callback = StateSpaceCallback(attach_to=["conv_b"], accuracy_key="val_acc")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path, callback, epochs=3, model=SmallConvNet(log_accuracy=False))
+    ours = [w for w in caught if "val_acc" in str(w.message)]
+    assert len(ours) == 1 and "aIQ" in str(ours[0].message)
+    scalars, _ = read_scalars(tmp_path / "tb" / "version_0")
+    assert "state_space/aIQ" not in scalars
+    assert [step for step, _ in scalars["state_space/network_efficiency"]] == [0, 1, 2]
+
+
+def test_resume_continues_history(tmp_path):
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    callback = StateSpaceCallback(attach_to=["Conv2d"])
+    train, valid = loaders()
+    L.Trainer(max_epochs=2, callbacks=[callback, checkpoints], logger=False,
+              enable_progress_bar=False, accelerator="cpu").fit(SmallConvNet(), train, valid)
+    resumed = StateSpaceCallback(attach_to=["Conv2d"])
+    L.Trainer(max_epochs=3, callbacks=[resumed], logger=TensorBoardLogger(tmp_path, name="r"),
+              enable_progress_bar=False, accelerator="cpu", enable_checkpointing=False).fit(
+        SmallConvNet(), train, valid, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    assert [r.epoch for r in resumed.history] == [0, 1, 2]
+    assert resumed.history[0].network_efficiency == callback.history[0].network_efficiency
+    scalars, _ = read_scalars(tmp_path / "r" / "version_0")
+    assert [step for step, _ in scalars["state_space/network_efficiency"]] == [2]
+
+
+def test_argument_and_setup_errors(tmp_path):
+    for kwargs, match in [({"method": "inside"}, "method"), ({"beta": 0}, "beta"),
+                          ({"attach_to": []}, "attach_to"), ({"accuracy_key": 3}, "accuracy_key")]:
+        with pytest.raises(ValueError, match=match):
+            StateSpaceCallback(**kwargs)
+    with pytest.raises(ValueError, match="Linear"):
+        fit(tmp_path, StateSpaceCallback(attach_to=["Conv3d"]), epochs=1)
