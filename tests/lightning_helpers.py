@@ -57,7 +57,8 @@ def read_scalars(log_dir):
                                                                 "histograms": 0})
     accumulator.Reload()
     tags = accumulator.Tags()
-    scalars = {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in tags["scalars"]}
+    scalars = {tag: [(event.step, event.value) for event in accumulator.Scalars(tag)]
+               for tag in tags["scalars"]}
     return scalars, tags
 
 
