@@ -1,0 +1,346 @@
+"""State probes for Keras 3 models: identity layers that count states.
+
+``build_efficiency_model(model, attach_to=["Conv2D"])`` returns a new Keras
+model that shares every layer (and so every weight) of ``model`` and has a
+:class:`StateCapture` probe after (``<layer>_states``) and/or before
+(``<layer>_pre_states``) each chosen layer.  A probe passes its input through
+unchanged, so the new model predicts exactly what ``model`` predicts;
+``predict``/``evaluate``/calls on it count the states of the probed tensors.
+The neuron axis is the last one (channels_last), as DESIGN.md fixes.
+
+How the values reach the counters.  With the TensorFlow backend Keras runs
+``predict`` inside a ``tf.function``, so a probe adds a ``tf.numpy_function``
+op to the graph.  The op is stateful, and TensorFlow's automatic control
+dependencies run every stateful op of a function before it returns, so the op
+runs once per batch without a data dependency on the layers that follow: the
+next layers compute while the probe counts (on the CPU the op hands the
+tensor's own buffer to the compiled kernel, no copy).  We chose this over a
+multi-output model whose extra outputs are the probed activations: Keras would
+first copy every batch's activations to NumPy and concatenate them (on LeNet-5
+that is 460 MB for ``conv_1`` alone on 10,000 images), ``predict`` would have
+to be rewritten to strip the extra outputs, and nothing could overlap.
+When TensorFlow sees a GPU the probe packs the states on the device with
+TensorFlow's own ops (the same bit order as the compiled kernel) and only the
+packed bytes go to the host: this works inside the graph with no extra
+dependency, whereas handing the tensor to CuPy would need an eager
+``tf.py_function`` per batch.  A probe declares ``supports_jit = False``, so
+Keras does not XLA-compile a model holding one (XLA cannot run Python ops).
+
+With the torch backend Keras runs layers eagerly: a probe hands the torch
+tensor to :meth:`tensorstate_callbacks.torch.StateCaptureHook.capture` (no
+copy on the CPU; packed on the GPU with CuPy or torch ops).
+
+Only models whose layers have symbolic outputs can be rewired: Functional
+models and built Sequential models.  A subclassed model (``call()`` written in
+Python) gets a ValueError that says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from .capture import StateCounter
+
+METHODS = ("before", "after", "both")
+_SUFFIX = {"after": "_states", "before": "_pre_states"}
+
+
+@cache
+def _tensorflow_sees_gpu() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
+def pack_with_tensorflow(tensor, neuron_axis: int = -1):
+    """Pack states with TensorFlow ops on the tensor's device (the GPU path):
+    ``uint8[states, ceil(neurons / 8)]``, the same bits as the compiled kernel.
+
+    >>> import tensorflow as tf
+    >>> pack_with_tensorflow(tf.constant([[1.0, -1.0, 2.0], [0.0, 0.0, 5.0]])).numpy()
+    array([[5],
+           [4]], dtype=uint8)
+    """
+    import tensorflow as tf
+
+    num_neurons = tensor.shape[neuron_axis]
+    fired = tf.experimental.numpy.moveaxis(tensor > 0, neuron_axis, -1)
+    fired = tf.reshape(tf.cast(fired, tf.int32), (-1, num_neurons))
+    fired = tf.pad(fired, [[0, 0], [0, -num_neurons % 8]])
+    fired = tf.reshape(fired, (tf.shape(fired)[0], -1, 8))
+    weights = tf.constant([1 << bit for bit in range(8)], dtype=tf.int32)
+    return tf.cast(tf.reduce_sum(fired * weights, axis=-1), tf.uint8)
+
+
+class StateCapture(keras.layers.Layer):
+    """An identity Keras layer that counts the states of what passes through it.
+
+    It wraps a :class:`~tensorstate_callbacks.StateCounter` (``self.counter``)
+    and exposes the probe API of the reference TensorState: ``state_count``,
+    ``distinct_count``, ``efficiency()``, ``entropy()``, ``counts()``,
+    ``state_ids()``, ``max_entropy()``, ``reset_states()``, ``raw_states``,
+    ``states``.  ``neuron_axis`` defaults to the last axis; ``storage_path``
+    keeps the raw packed states as zarr.
+
+    >>> probe = StateCapture("dense_states")
+    >>> out = probe(np.array([[1.0, -1.0], [2.0, 3.0], [4.0, -5.0]], dtype="float32"))
+    >>> probe.state_count, probe.distinct_count, round(probe.efficiency(), 4)
+    (3, 2, 0.4591)
+    """
+
+    def __init__(self, name: str, *, neuron_axis: int = -1, storage_path=None,
+                 memory_limit: int | None = None, **kwargs):
+        # autocast=False: tensors pass through in their own dtype, never cast
+        super().__init__(name=name, autocast=False, **kwargs)
+        if isinstance(neuron_axis, bool) or not isinstance(neuron_axis, int):
+            raise TypeError(f"neuron_axis must be an int, got {neuron_axis!r}")
+        self.neuron_axis = neuron_axis
+        self.supports_jit = False  # the probe runs Python code on every batch
+        self.built = True
+        options = {"storage_path": storage_path, "memory_limit": memory_limit}
+        if keras.backend.backend() == "torch":
+            from .torch import StateCaptureHook
+
+            self.counter = StateCaptureHook(name, neuron_axis=neuron_axis, **options)
+        else:
+            self.counter = StateCounter(name, **options)
+
+    def compute_output_spec(self, inputs):
+        return keras.KerasTensor(inputs.shape, dtype=inputs.dtype)
+
+    def call(self, inputs):
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            self._capture_tensorflow(inputs)
+        elif backend == "torch":
+            self.counter.capture(None, inputs)
+        else:
+            raise NotImplementedError(
+                f"StateCapture works with the tensorflow and torch Keras backends, not {backend!r}"
+            )
+        return inputs
+
+    def _capture_tensorflow(self, tensor) -> None:
+        import tensorflow as tf
+
+        axis = self.neuron_axis
+        if _tensorflow_sees_gpu():
+            num_neurons = tensor.shape[axis]
+            tf.numpy_function(lambda packed: self.counter.add_packed(packed, num_neurons) or 0,
+                              [pack_with_tensorflow(tensor, axis)], tf.int64, stateful=True)
+        elif tensor.dtype == tf.bfloat16:
+            tf.numpy_function(lambda bits: self.counter.add(bits, axis, dtype="bfloat16") or 0,
+                              [tf.bitcast(tensor, tf.int16)], tf.int64, stateful=True)
+        else:
+            tf.numpy_function(lambda array: self.counter.add(array, axis) or 0,
+                              [tensor], tf.int64, stateful=True)
+
+    def get_config(self):
+        return {**super().get_config(), "neuron_axis": self.neuron_axis}
+
+    # -- the probe API, read from the counter --------------------------------------
+    @property
+    def state_count(self) -> int:
+        """Number of states seen, repeats included."""
+        return self.counter.state_count
+
+    @property
+    def distinct_count(self) -> int:
+        """Number of distinct states seen."""
+        return self.counter.distinct_count
+
+    @property
+    def num_neurons(self) -> int | None:
+        """Width of the states (None before the first batch)."""
+        return self.counter.num_neurons
+
+    @property
+    def raw_states(self) -> np.ndarray:
+        """Every packed state in arrival order (needs ``storage_path``)."""
+        return self.counter.raw_states
+
+    @property
+    def states(self) -> np.ndarray:
+        """Every state as ``bool[state_count, num_neurons]`` (needs ``storage_path``)."""
+        return self.counter.states
+
+    def counts(self) -> np.ndarray:
+        """How often each distinct state occurred (aligned with :meth:`state_ids`)."""
+        return self.counter.counts()
+
+    def state_ids(self) -> np.ndarray:
+        """The distinct packed states, one row each."""
+        return self.counter.state_ids()
+
+    def entropy(self, alpha=1) -> float:
+        """Renyi entropy of order ``alpha`` of the states (base 2)."""
+        return self.counter.entropy(alpha)
+
+    def efficiency(self, alpha1=1, alpha2=None) -> float:
+        """``entropy(alpha1)`` over ``max_entropy()`` (or over ``entropy(alpha2)``)."""
+        return self.counter.efficiency(alpha1, alpha2)
+
+    def max_entropy(self) -> int:
+        """The number of neurons."""
+        return self.counter.max_entropy()
+
+    def reset_states(self) -> None:
+        """Forget every state seen so far."""
+        self.counter.reset_states()
+
+
+def probe_name(layer_name: str, method: str) -> str:
+    """DESIGN.md name of the probe after (``'after'``) or before a layer.
+
+    >>> probe_name("conv_1", "after"), probe_name("conv_1", "before")
+    ('conv_1_states', 'conv_1_pre_states')
+    """
+    return layer_name + _SUFFIX[method]
+
+
+def _as_names(value, argument: str) -> list[str]:
+    names = [value] if isinstance(value, str) else list(value)
+    if not all(isinstance(name, str) for name in names):
+        raise ValueError(f"{argument} must be a list of layer class names or layer names, "
+                         f"got {value!r}")
+    return names
+
+
+def _functional_view(model):
+    """``model`` as a Functional model sharing its layers, or a ValueError."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"expected a keras.Model, got {type(model).__name__}")
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except (AttributeError, ValueError):
+        inputs = outputs = None
+    if not inputs or not outputs:
+        raise ValueError(
+            f"cannot attach state probes to {type(model).__name__} {model.name!r}: its layers "
+            "have no symbolic outputs. build_efficiency_model supports Functional models "
+            "(keras.Model(inputs, outputs)) and Sequential models that start with keras.Input "
+            "(or were built on data); a subclassed model with its own call() cannot be "
+            "rewired. Rebuild it functionally, or put StateCapture layers in its call()."
+        )
+    if isinstance(model, keras.Sequential):
+        return keras.Model(inputs, outputs, name=model.name)
+    return model
+
+
+def find_layers(model, attach_to: Sequence[str], exclude: Sequence[str] = ()) -> list:
+    """The layers of ``model`` whose class (or a base class) or name is in
+    ``attach_to`` and whose name or class is not in ``exclude``.
+
+    >>> net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="fc")])
+    >>> [layer.name for layer in find_layers(net, ["Dense"])]
+    ['fc']
+    """
+    attach_to = _as_names(attach_to, "attach_to")
+    exclude = set(_as_names(exclude, "exclude"))
+    if not attach_to:
+        raise ValueError("attach_to is empty: name at least one layer class or layer name")
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    found, used = [], set()
+    for layer in layers:
+        classes = [cls.__name__ for cls in type(layer).__mro__]
+        hits = [key for key in attach_to if key == layer.name or key in classes]
+        used.update(hits)
+        if hits and layer.name not in exclude and not exclude.intersection(classes):
+            found.append(layer)
+    unknown = [key for key in attach_to if key not in used]
+    if unknown:
+        raise ValueError(
+            f"attach_to entries {unknown} match no layer of model {model.name!r}; it contains "
+            f"the layer classes {sorted({type(layer).__name__ for layer in layers})} and the "
+            f"layers {[layer.name for layer in layers]}"
+        )
+    if not found:
+        raise ValueError(f"every layer matching attach_to={attach_to} is excluded by "
+                         f"{sorted(exclude)}")
+    return found
+
+
+def build_efficiency_model(model, attach_to=("Conv2D",), exclude=(), method: str = "after",
+                           storage_path=None, *, neuron_axis: int = -1,
+                           memory_limit: int | None = None):
+    """A model that shares ``model``'s layers, with :class:`StateCapture` probes.
+
+    ``attach_to`` holds layer class names (subclasses match too) or layer
+    names; ``exclude`` names layers (or classes) to skip.  ``method`` is
+    ``'after'`` (probe ``<layer>_states`` on the output), ``'before'``
+    (``<layer>_pre_states`` on the input) or ``'both'``.  With ``storage_path``
+    each probe stores its raw states as zarr at ``storage_path/<probe name>``.
+    The result predicts exactly what ``model`` predicts (same layers, same
+    weights, compiled like ``model`` when it is compiled); its probes are in
+    ``efficiency_layers``.
+
+    >>> inputs = keras.Input((3,))
+    >>> net = keras.Model(inputs, keras.layers.Dense(2, name="fc")(inputs))
+    >>> probed = build_efficiency_model(net, attach_to=["Dense"], method="both")
+    >>> _ = probed.predict(np.ones((5, 3), dtype="float32"), verbose=0)
+    >>> [(probe.name, probe.state_count) for probe in probed.efficiency_layers]
+    [('fc_pre_states', 5), ('fc_states', 5)]
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    functional = _functional_view(model)
+    chosen = find_layers(functional, attach_to, exclude)
+    methods = ("before", "after") if method == "both" else (method,)
+    probes = {}
+    for layer in chosen:
+        for where in methods:
+            name = probe_name(layer.name, where)
+            probes[id(layer), where] = StateCapture(
+                name, neuron_axis=neuron_axis, memory_limit=memory_limit,
+                storage_path=None if storage_path is None else Path(storage_path) / name,
+            )
+
+    def call_with_probes(layer, *args, **kwargs):
+        before, after = probes.get((id(layer), "before")), probes.get((id(layer), "after"))
+        if before is not None:
+            if not args or not isinstance(args[0], keras.KerasTensor):
+                raise ValueError(f"method='before' needs layer {layer.name!r} to take one "
+                                 "tensor as its first input; probe it with method='after'")
+            args = (before(args[0]), *args[1:])
+        outputs = layer(*args, **kwargs)
+        if after is not None:
+            if not isinstance(outputs, keras.KerasTensor):
+                raise ValueError(f"method='after' needs layer {layer.name!r} to return one "
+                                 "tensor; probe the layer that consumes its outputs instead")
+            outputs = after(outputs)
+        return outputs
+
+    probed = keras.models.clone_model(functional, clone_function=lambda layer: layer,
+                                      call_function=call_with_probes)
+    if model.compiled and not probed.compiled:
+        probed.compile_from_config(model.get_compile_config())
+    # Not a tracked attribute: the probes are already layers of the model.
+    object.__setattr__(probed, "efficiency_layers", list(probes.values()))
+    return probed
+
+
+def reset_efficiency_model(model) -> None:
+    """Reset every probe of ``model`` (``state_count`` back to 0).
+
+    >>> inputs = keras.Input((2,))
+    >>> net = keras.Model(inputs, keras.layers.Dense(3)(inputs))
+    >>> probed = build_efficiency_model(net, attach_to=["Dense"])
+    >>> _ = probed.predict(np.ones((4, 2), dtype="float32"), verbose=0)
+    >>> reset_efficiency_model(probed); probed.efficiency_layers[0].state_count
+    0
+    """
+    for probe in getattr(model, "efficiency_layers", ()):
+        probe.reset_states()
+
+
+def __getattr__(name):
+    if name == "StateSpaceCallback":
+        from .keras_callback import StateSpaceCallback
+
+        return StateSpaceCallback
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
