@@ -109,7 +109,7 @@ class StateCounter:
         else:
             packed = states.pack(array, neuron_axis, dtype)
             num_neurons = np.shape(array)[neuron_axis]
-        self.add_packed(packed, num_neurons)
+        self._add_own_packing(packed, num_neurons)
 
     def add_packed(self, packed: np.ndarray, num_neurons: int) -> None:
         """Count states that are already packed: ``uint8[n, ceil(num_neurons / 8)]``."""
@@ -120,8 +120,12 @@ class StateCounter:
                 f"packed states of {num_neurons} neurons must be uint8 with shape "
                 f"(n, {num_bytes}), got {packed.dtype} {packed.shape}"
             )
-        self._check_neurons(num_neurons)
         _check_padding(packed, num_neurons)
+        self._add_own_packing(packed, num_neurons)
+
+    def _add_own_packing(self, packed: np.ndarray, num_neurons: int) -> None:
+        """Count packed states whose shape and padding are known to be right."""
+        self._check_neurons(num_neurons)
         self._count(packed, None)
         self._state_count += packed.shape[0]
         if self._store is not None:
