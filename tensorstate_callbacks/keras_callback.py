@@ -1,0 +1,194 @@
+"""The Keras ``StateSpaceCallback``: layer efficiency and aIQ after every epoch.
+
+Why the validation data is passed to the callback: a Keras callback sees only
+the model and the ``logs`` dict.  ``fit()`` keeps its validation data to
+itself and its evaluation never exposes intermediate activations, so the
+callback runs its own forward pass over the data you hand it, through a model
+that shares the trained layers and carries state probes
+(:func:`tensorstate_callbacks.keras.build_efficiency_model`).  That pass runs
+in inference mode and never touches weights, outputs or the training loop.
+
+The scalars use the tags of DESIGN.md (the same as the Lightning callback) and
+go to ``log_dir/validation`` at step = epoch, beside what Keras' own
+``TensorBoard(log_dir)`` callback writes there.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from . import tensorboard
+from .keras import METHODS, build_efficiency_model, reset_efficiency_model
+from .report import EpochReport
+
+
+def _names(value, argument: str) -> list[str]:
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, Sequence) or not all(isinstance(name, str) for name in names):
+        raise TypeError(f"{argument} must be a list of layer class names or layer names, "
+                        f"got {value!r}")
+    return list(names)
+
+
+def _inputs_of(validation_data):
+    """The inputs ``x`` of ``validation_data``: an array, a dataset, or ``(x, y[, w])``."""
+    if validation_data is None:
+        raise ValueError("validation_data is required: pass the data fit() validates on, "
+                         "e.g. StateSpaceCallback((x_valid, y_valid))")
+    if isinstance(validation_data, (tuple, list)):
+        if not 1 <= len(validation_data) <= 3:
+            raise ValueError("validation_data must be x, (x, y) or (x, y, sample_weight); got a "
+                             f"{type(validation_data).__name__} of {len(validation_data)} items")
+        return validation_data[0]
+    return validation_data
+
+
+class StateSpaceCallback(keras.callbacks.Callback):
+    """Measure the state space of chosen layers on validation data after every epoch.
+
+    Arguments:
+        validation_data: the data to measure on: ``x``, ``(x, y)`` or
+            ``(x, y, sample_weight)`` (only ``x`` is used), or a ``tf.data.Dataset``
+            / ``keras.utils.PyDataset``; usually the ``validation_data`` of ``fit()``.
+        attach_to, exclude, method: which layers to probe, as in
+            :func:`~tensorstate_callbacks.keras.build_efficiency_model`.
+        log_dir: TensorBoard directory; the callback writes to ``log_dir/validation``.
+        accuracy_key: the ``logs`` entry holding the validation accuracy for aIQ.
+            When it is missing the efficiencies are still logged and aIQ is
+            skipped (with one warning).
+        beta: the aIQ weight of accuracy (``> 0``).
+        batch_size: batch size of the measuring pass (``None``: Keras' default).
+        log_histograms, log_images: also write per-probe histograms of
+            log2(state occurrences) and a heat map of efficiency over epochs.
+
+    ``history`` holds one :class:`~tensorstate_callbacks.report.EpochReport` per epoch.
+
+    >>> import tempfile
+    >>> inputs = keras.Input((4,))
+    >>> model = keras.Model(inputs, keras.layers.Dense(3, name="fc")(inputs))
+    >>> model.compile(loss="mse", optimizer="sgd")
+    >>> x, y = np.random.rand(32, 4).astype("float32"), np.zeros((32, 3), "float32")
+    >>> callback = StateSpaceCallback((x, y), attach_to=["Dense"], log_dir=tempfile.mkdtemp(),
+    ...                               accuracy_key=None, log_images=False)
+    >>> _ = model.fit(x, y, epochs=2, verbose=0, callbacks=[callback])
+    >>> [(report.epoch, report.layers[0].states) for report in callback.history]
+    [(0, 32), (1, 32)]
+    """
+
+    def __init__(self, validation_data, attach_to=("Conv2D",), exclude=(), method="after",
+                 log_dir="logs", accuracy_key="val_accuracy", beta=2, batch_size=None,
+                 log_histograms=True, log_images=True):
+        super().__init__()
+        self.validation_inputs = _inputs_of(validation_data)
+        if isinstance(self.validation_inputs, np.ndarray) and len(self.validation_inputs) == 0:
+            raise ValueError("validation_data holds no samples")
+        self.attach_to = _names(attach_to, "attach_to")
+        if not self.attach_to:
+            raise ValueError("attach_to is empty: name at least one layer class or layer name")
+        self.exclude = _names(exclude, "exclude")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+        self.method = method
+        if not isinstance(log_dir, (str, Path)):
+            raise TypeError(f"log_dir must be a str or Path, got {type(log_dir).__name__}")
+        self.log_dir = Path(log_dir)
+        if accuracy_key is not None and not isinstance(accuracy_key, str):
+            raise TypeError(f"accuracy_key must be a logs key (str) or None, got {accuracy_key!r}")
+        self.accuracy_key = accuracy_key
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta > 0:
+            raise ValueError(f"beta must be a number > 0, got {beta!r}")
+        self.beta = beta
+        if batch_size is not None and (isinstance(batch_size, bool) or not
+                                       isinstance(batch_size, int) or batch_size <= 0):
+            raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+        self.batch_size = batch_size
+        self.log_histograms = bool(log_histograms)
+        self.log_images = bool(log_images)
+        self.history: list[EpochReport] = []
+        self.efficiency_model = None
+        self._probed_model = None
+        self._writer = None
+        self._warned_no_accuracy = False
+
+    @property
+    def validation_dir(self) -> Path:
+        """Where the event files go: ``log_dir/validation``."""
+        return self.log_dir / "validation"
+
+    def on_train_begin(self, logs=None):
+        if self.efficiency_model is None or self._probed_model is not self.model:
+            self.efficiency_model = build_efficiency_model(
+                self.model, attach_to=self.attach_to, exclude=self.exclude, method=self.method
+            )
+            self._probed_model = self.model
+        self._check_input_shape()
+
+    def _check_input_shape(self) -> None:
+        x, inputs = self.validation_inputs, self.efficiency_model.inputs
+        if not isinstance(x, np.ndarray) or len(inputs) != 1:
+            return
+        expected = tuple(inputs[0].shape[1:])
+        if len(expected) != x.ndim - 1 or any(
+            want not in (None, got) for want, got in zip(expected, x.shape[1:], strict=True)
+        ):
+            raise ValueError(f"validation inputs have sample shape {x.shape[1:]}, but the model "
+                             f"expects {expected}; reshape them as fit()'s inputs")
+
+    def on_epoch_end(self, epoch, logs=None):
+        report = self.measure(epoch, self._accuracy(logs or {}))
+        self.history.append(report)
+        self._write(report)
+        reset_efficiency_model(self.efficiency_model)
+
+    def measure(self, epoch: int, accuracy: float | None) -> EpochReport:
+        """Count the probes' states on the validation data and build the epoch's report."""
+        if self.efficiency_model is None:
+            raise RuntimeError("the callback has no model yet: use it in model.fit(callbacks=...)")
+        reset_efficiency_model(self.efficiency_model)
+        self.efficiency_model.predict(self.validation_inputs, batch_size=self.batch_size,
+                                      verbose=0)
+        probes = {probe.name: probe for probe in self.efficiency_model.efficiency_layers}
+        return EpochReport.from_counters(epoch, probes, accuracy, self.beta)
+
+    def _accuracy(self, logs) -> float | None:
+        value = None if self.accuracy_key is None else logs.get(self.accuracy_key)
+        if value is None or not math.isfinite(float(value)):
+            if self.accuracy_key is not None and not self._warned_no_accuracy:
+                self._warned_no_accuracy = True
+                warnings.warn(
+                    f"StateSpaceCallback: logs have no finite {self.accuracy_key!r} (keys: "
+                    f"{sorted(logs)}); logging efficiency without aIQ. Pass validation_data to "
+                    "fit() with metrics=['accuracy'], or set accuracy_key.", stacklevel=3)
+            return None
+        return float(value)
+
+    def _write(self, report: EpochReport) -> None:
+        if self._writer is None:
+            self._writer = tensorboard.open_writer(self.validation_dir)
+            tensorboard.write_layout(self._writer)
+            tensorboard.write_hparams(self._writer, self.hparams())
+        tensorboard.write_scalars(self._writer, report)
+        if self.log_histograms:
+            counts = {probe.name: probe.counts() for probe in self.efficiency_model.efficiency_layers
+                      if probe.state_count}
+            tensorboard.write_state_histograms(self._writer, counts, report.epoch)
+        if self.log_images:
+            tensorboard.write_efficiency_image(self._writer, self.history)
+        self._writer.flush()
+
+    def hparams(self) -> dict:
+        """The settings registered with TensorBoard's HParams dashboard."""
+        return {"attach_to": ",".join(self.attach_to), "exclude": ",".join(self.exclude),
+                "method": self.method, "beta": self.beta, "batch_size": self.batch_size or 0,
+                "model": self.model.name}
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
