@@ -85,15 +85,19 @@ class StateCounter:
 
     # -- feeding ---------------------------------------------------------------
     def reset_states(self) -> None:
-        """Forget every state seen so far."""
+        """Forget every state seen so far, stored raw states included."""
+        self.reset_counts()
+        if self._store is not None:
+            self._store.clear()
+
+    def reset_counts(self) -> None:
+        """Forget the counts (and the layer width) but keep stored raw states."""
         self._num_neurons: int | None = None
         self._shards: list | None = None
         self._state_count = 0
         if self._spill is not None:
             self._spill.close()
             self._spill = None
-        if self._store is not None:
-            self._store.clear()
 
     def add(self, array, neuron_axis: int = -1, dtype: str | None = None) -> None:
         """Pack and count one batch of activations.

@@ -65,7 +65,7 @@ def merge_across_ranks(counters: Sequence[StateCounter]) -> None:
             keys[:distinct] = torch.from_numpy(items[0])
             counts[:distinct] = torch.from_numpy(items[1])
         all_keys, all_counts = _gather(keys), _gather(counts)
-        counter.reset_states()
+        counter.reset_counts()  # raw states stored on this rank stay
         for (n, _), rank_keys, rank_counts in zip(metas, all_keys, all_counts):
             if n:
                 counter.add_counts(rank_keys[:n].cpu().numpy(), rank_counts[:n].cpu().numpy(),
