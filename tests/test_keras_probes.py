@@ -1,0 +1,239 @@
+"""Keras StateCapture probes and build_efficiency_model, against NumPy references."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from reference import packed_states, renyi_entropy, sorted_rows, unique_counts  # noqa: E402
+
+import tensorstate_callbacks as ts  # noqa: E402
+from tensorstate_callbacks.keras import (  # noqa: E402
+    StateCapture,
+    build_efficiency_model,
+    pack_with_tensorflow,
+    reset_efficiency_model,
+)
+
+RNG = np.random.default_rng(7)
+IMAGES = RNG.normal(size=(96, 12, 12, 2)).astype("float32")
+
+
+def functional_net():
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((12, 12, 2), name="images")
+    x = keras.layers.Conv2D(5, 3, activation="elu", name="conv_a")(inputs)
+    x = keras.layers.BatchNormalization(name="norm_a")(x)
+    x = keras.layers.MaxPool2D(name="pool_a")(x)
+    x = keras.layers.Conv2D(11, 3, name="conv_b")(x)
+    x = keras.layers.Activation("relu", name="relu_b")(x)
+    x = keras.layers.Flatten(name="flat")(x)
+    outputs = keras.layers.Dense(13, name="fc")(x)
+    return keras.Model(inputs, outputs, name="small")
+
+
+def sequential_net():
+    keras.utils.set_random_seed(2)
+    return keras.Sequential([
+        keras.Input((12, 12, 2)),
+        keras.layers.Conv2D(4, 3, name="conv_a"),
+        keras.layers.Activation("tanh", name="act"),
+        keras.layers.Conv2D(9, 3, name="conv_b"),
+        keras.layers.GlobalAveragePooling2D(name="gap"),
+        keras.layers.Dense(3, name="fc"),
+    ], name="seq")
+
+
+def layer_tensor(model, layer_name, where="after"):
+    """The NumPy values a probe should see, from a plain Keras model on the layer."""
+    layer = model.get_layer(layer_name)
+    return keras.Model(model.inputs, layer.output if where == "after" else layer.input).predict(
+        IMAGES, verbose=0)
+
+
+def assert_probe_matches(probe, values):
+    packed = packed_states(values, neuron_axis=-1)
+    keys, counts = unique_counts(packed)
+    assert probe.state_count == len(packed)
+    assert probe.distinct_count == len(keys)
+    assert probe.max_entropy() == values.shape[-1]
+    got_keys, got_counts = sorted_rows(probe.state_ids(), probe.counts())
+    np.testing.assert_array_equal(got_keys, keys)
+    np.testing.assert_array_equal(got_counts, counts)
+    for alpha in (0, 1, 2, np.inf):
+        assert probe.entropy(alpha) == pytest.approx(renyi_entropy(counts, alpha), rel=1e-12)
+    assert probe.efficiency() == pytest.approx(renyi_entropy(counts, 1) / values.shape[-1],
+                                               rel=1e-12)
+
+
+@pytest.mark.parametrize("make", [functional_net, sequential_net])
+def test_efficiency_model_predicts_exactly_what_the_model_predicts(make):
+    model = make()
+    probed = build_efficiency_model(model, attach_to=["Conv2D", "Dense"], method="both")
+    expected = model.predict(IMAGES, batch_size=32, verbose=0)
+    np.testing.assert_array_equal(probed.predict(IMAGES, batch_size=32, verbose=0), expected)
+    assert probed.get_layer("conv_a") is model.get_layer("conv_a")  # shared, same weights
+    assert all(probe.state_count > 0 for probe in probed.efficiency_layers)
+
+
+@pytest.mark.parametrize("make", [functional_net, sequential_net])
+@pytest.mark.parametrize("method", ["after", "before"])
+def test_probe_counts_equal_numpy(make, method):
+    model = make()
+    probed = build_efficiency_model(model, attach_to=["Conv2D", "fc"], method=method)
+    probed.predict(IMAGES, batch_size=40, verbose=0)  # 96 images: a short last batch
+    names = ["conv_a", "conv_b", "fc"]
+    suffix = "_states" if method == "after" else "_pre_states"
+    assert [probe.name for probe in probed.efficiency_layers] == [n + suffix for n in names]
+    for name, probe in zip(names, probed.efficiency_layers, strict=True):
+        assert_probe_matches(probe, layer_tensor(model, name, method))
+
+
+def test_both_names_order_and_network_efficiency():
+    model = functional_net()
+    probed = ts.build_efficiency_model(model, attach_to=["conv_b", "Dense"], method="both")
+    assert [probe.name for probe in probed.efficiency_layers] == [
+        "conv_b_pre_states", "conv_b_states", "fc_pre_states", "fc_states"]
+    probed.predict(IMAGES, verbose=0)
+    efficiencies = [probe.efficiency() for probe in probed.efficiency_layers]
+    expected = float(np.exp(np.mean(np.log(efficiencies))))
+    assert ts.network_efficiency(probed) == pytest.approx(expected, rel=1e-12)
+
+
+def test_exclude_by_name_and_class():
+    model = functional_net()
+    by_name = build_efficiency_model(model, attach_to=["Conv2D", "Dense"], exclude=["conv_a"])
+    assert [probe.name for probe in by_name.efficiency_layers] == ["conv_b_states", "fc_states"]
+    by_class = build_efficiency_model(model, attach_to=["Conv2D", "Dense"], exclude=["Dense"])
+    assert [probe.name for probe in by_class.efficiency_layers] == ["conv_a_states",
+                                                                    "conv_b_states"]
+
+
+def test_evaluate_fills_probes_and_reset_empties_them():
+    model = functional_net()
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    probed = build_efficiency_model(model, attach_to=["conv_b"])
+    labels = RNG.integers(0, 13, size=len(IMAGES))
+    assert probed.evaluate(IMAGES, labels, batch_size=32, verbose=0, return_dict=True) == \
+        pytest.approx(model.evaluate(IMAGES, labels, batch_size=32, verbose=0,
+                                     return_dict=True))
+    assert_probe_matches(probed.efficiency_layers[0], layer_tensor(model, "conv_b"))
+    reset_efficiency_model(probed)
+    assert probed.efficiency_layers[0].state_count == 0
+    probed.predict(IMAGES[:10], verbose=0)
+    assert probed.efficiency_layers[0].state_count == 10 * 3 * 3
+
+
+def test_storage_path_keeps_raw_states_in_order(tmp_path):
+    model = sequential_net()
+    probed = build_efficiency_model(model, attach_to=["conv_b"], storage_path=tmp_path)
+    probed.predict(IMAGES, batch_size=25, verbose=0)
+    probe = probed.efficiency_layers[0]
+    values = layer_tensor(model, "conv_b")
+    np.testing.assert_array_equal(probe.raw_states, packed_states(values))
+    np.testing.assert_array_equal(probe.states, values.reshape(-1, 9) > 0)
+    assert (tmp_path / "conv_b_states").exists()
+
+
+def test_probe_passes_any_dtype_through_and_counts_it():
+    import tensorflow as tf
+
+    probe = StateCapture("half_states")
+    values = RNG.normal(size=(50, 19)).astype("float16")
+    out = probe(tf.constant(values))
+    assert out.dtype == tf.float16
+    np.testing.assert_array_equal(out.numpy(), values)
+    assert_probe_matches(probe, values)
+
+
+@pytest.mark.parametrize("neurons", [1, 8, 13, 20])
+def test_tensorflow_packer_matches_numpy(neurons):
+    import tensorflow as tf
+
+    values = RNG.normal(size=(6, 5, neurons)).astype("float32")
+    values[0, 0] = 0.0
+    values[1, 1, 0] = np.nan
+    np.testing.assert_array_equal(pack_with_tensorflow(tf.constant(values)).numpy(),
+                                  packed_states(values))
+
+
+def test_subclassed_model_gets_a_clear_error():
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.conv = keras.layers.Conv2D(3, 3)
+
+        def call(self, x):
+            return self.conv(x)
+
+    model = Subclassed()
+    model(IMAGES[:2])
+    with pytest.raises(ValueError, match="no symbolic outputs.*supports Functional models.*subclassed model"):
+        build_efficiency_model(model, attach_to=["Conv2D"])
+
+
+def test_unbuilt_sequential_gets_a_clear_error():
+    with pytest.raises(ValueError, match="no symbolic outputs.*Sequential models that start"):
+        build_efficiency_model(keras.Sequential([keras.layers.Dense(2)]), attach_to=["Dense"])
+
+
+def test_bad_arguments_list_what_the_model_contains():
+    model = functional_net()
+    with pytest.raises(ValueError, match=r"\['Conv3D'\] match no layer.*'Conv2D'.*'pool_a'"):
+        build_efficiency_model(model, attach_to=["Conv3D", "Conv2D"])
+    with pytest.raises(ValueError, match="method must be one of"):
+        build_efficiency_model(model, attach_to=["Conv2D"], method="around")
+    with pytest.raises(ValueError, match="excluded"):
+        build_efficiency_model(model, attach_to=["Conv2D"], exclude=["Conv2D"])
+    with pytest.raises(ValueError, match="attach_to is empty"):
+        build_efficiency_model(model, attach_to=[])
+    with pytest.raises(ValueError, match="attach_to must be a list"):
+        build_efficiency_model(model, attach_to=[2])
+    with pytest.raises(TypeError, match="expected a keras.Model"):
+        build_efficiency_model(object(), attach_to=["Conv2D"])
+    with pytest.raises(TypeError, match="neuron_axis must be an int"):
+        StateCapture("x", neuron_axis="last")
+
+
+def test_metrics_before_any_state_raise():
+    probed = build_efficiency_model(functional_net(), attach_to=["conv_a"])
+    with pytest.raises(ValueError, match="no states counted yet"):
+        probed.efficiency_layers[0].efficiency()
+
+
+TORCH_BACKEND_SCRIPT = textwrap.dedent("""
+    import numpy as np, keras
+    from tensorstate_callbacks.keras import build_efficiency_model
+    assert keras.backend.backend() == "torch"
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((10, 10, 3))
+    x = keras.layers.Conv2D(12, 3, name="conv")(inputs)
+    outputs = keras.layers.Dense(4, name="fc")(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, outputs)
+    images = np.random.default_rng(0).normal(size=(20, 10, 10, 3)).astype("float32")
+    probed = build_efficiency_model(model, attach_to=["Conv2D", "Dense"])
+    assert np.array_equal(probed.predict(images, batch_size=8, verbose=0),
+                          model.predict(images, batch_size=8, verbose=0))
+    conv = keras.Model(inputs, model.get_layer("conv").output).predict(images, verbose=0)
+    packed = np.packbits(conv.reshape(-1, 12) > 0, axis=-1, bitorder="little")
+    _, counts = np.unique(packed, axis=0, return_counts=True)
+    probe = probed.efficiency_layers[0]
+    assert probe.state_count == 20 * 8 * 8 and sorted(probe.counts()) == sorted(counts)
+    print("torch backend ok", probe.name, probe.distinct_count)
+""")
+
+
+def test_torch_backend():
+    pytest.importorskip("torch")
+    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    result = subprocess.run([sys.executable, "-c", TORCH_BACKEND_SCRIPT], env=env,
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "torch backend ok conv_states" in result.stdout
