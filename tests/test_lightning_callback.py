@@ -87,6 +87,7 @@ def test_logged_values_match_independent_computation(tmp_path):
         assert scalars["state_space/aIQ"][epoch] == (epoch, pytest.approx(aiq, rel=1e-5))
     assert [r.epoch for r in callback.history] == [0, 1, 2]
     assert "state_space/efficiency_over_epochs" in tags["images"]
+    assert "custom_scalars__config__" in tags["tensors"]
     assert {f"state_space/state_frequency/{p}" for p in PROBES} <= set(tags["histograms"])
     csv_text = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text()
     assert "state_space/aIQ" in csv_text and "state_space/efficiency/conv_a_post_states" in csv_text
