@@ -374,6 +374,27 @@ static void ts_count_dense(ts_table *t, const uint8_t *keys, const uint64_t *wei
     t->total += total;
 }
 
+/* One hash table: no partitioning; each row is hashed TS_AHEAD rows before
+ * it is inserted, and its home slot prefetched then. */
+static int ts_count_direct(ts_table *t, const uint8_t *keys, const uint64_t *weights,
+                           int64_t n)
+{
+    const int64_t nb = t->key_bytes;
+    const int key_in_record = nb <= 8 && weights == NULL; /* as ts_insert_narrow expects */
+    ts_record ring[TS_AHEAD];
+    for (int64_t i = 0; i < n + TS_AHEAD; ++i) {
+        ts_record *slot = &ring[i % TS_AHEAD];
+        if (i >= TS_AHEAD
+            && ts_insert_records(t, slot, 1, keys, weights) != 0) return -1;
+        if (i < n) {
+            slot->hash = ts_hash_key(keys + i * nb, nb);
+            slot->payload = key_in_record ? ts_load_word(keys + i * nb, nb) : (uint64_t)i;
+            __builtin_prefetch(&t->slots[slot->hash & (uint64_t)(t->capacity - 1)], 1);
+        }
+    }
+    return 0;
+}
+
 static int ts_count_rows(ts_table *const *tables, int shard_bits, int first,
                          int step, const uint8_t *keys, const uint64_t *weights,
                          int64_t n)
@@ -384,6 +405,7 @@ static int ts_count_rows(ts_table *const *tables, int shard_bits, int first,
         return 0;
     }
     const int n_shards = 1 << shard_bits;
+    if (n_shards == 1) return ts_count_direct(tables[0], keys, weights, n);
     const int key_in_record = nb <= 8 && weights == NULL;
     const int64_t chunk = n < TS_CHUNK_ROWS ? n : TS_CHUNK_ROWS;
     int status = -1;
