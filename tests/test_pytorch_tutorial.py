@@ -1,29 +1,105 @@
-"""The reference docs' PyTorch tutorial runs with this package in its place."""
+"""The reference docs' PyTorch tutorial runs with this package in its place, and
+what it prints equals an independent NumPy computation on the trained model."""
 
+import contextlib
+import io
+import math
 import os
 import re
-import subprocess
-import sys
+import runpy
 from pathlib import Path
+from unittest import mock
 
+import numpy as np
 import pytest
+from reference import packed_states, renyi_entropy, sorted_rows
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
+
 EXAMPLE = Path(__file__).parents[1] / "examples" / "pytorch_tutorial.py"
+DOCUMENTED_STATES = {"conv_1_post_states": 5_760_000, "conv_2_post_states": 640_000,
+                     "conv_3_post_states": 10_000}
 
 
-def test_tutorial_complete_example_runs():
-    env = dict(os.environ, TS_TUTORIAL_EPOCHS="1")
-    done = subprocess.run([sys.executable, str(EXAMPLE)], env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = done.stdout
-    for name, count in [("conv_1", 5_760_000), ("conv_2", 640_000), ("conv_3", 10_000)]:
-        assert f"Layer {name}_post_states number of states: {count}" in out
-    efficiencies = [float(v) for v in re.findall(r"Layer \S+ efficiency: ([\d.]+)%", out)]
-    assert len(efficiencies) == 3 and all(0 < e < 100 for e in efficiencies)
-    accuracy = float(re.search(r"Network accuracy: ([\d.]+)%", out).group(1))
-    aiq = float(re.search(r"aIQ: ([\d.]+)%", out).group(1))
-    network = float(re.search(r"Network efficiency: ([\d.]+)%", out).group(1))
-    expected = 100 * ((network / 100) * (accuracy / 100) ** 2) ** (1 / 3)
-    assert accuracy > 80 and aiq == pytest.approx(expected, abs=0.15)
+@pytest.fixture(scope="module")
+def tutorial():
+    """Run the example as ``__main__`` (1 epoch on 2,000 training images; all
+    10,000 validation images); return its globals and what it printed."""
+    out = io.StringIO()
+    env = {"TS_TUTORIAL_EPOCHS": "1", "TS_TUTORIAL_LIMIT": "2000"}
+    with mock.patch.dict(os.environ, env), contextlib.redirect_stdout(out):
+        names = runpy.run_path(str(EXAMPLE), run_name="__main__")
+    return names, out.getvalue()
+
+
+def printed(pattern, text):
+    return [float(value) for value in re.findall(pattern, text)]
+
+
+def numpy_reference(model, loader):
+    """Per conv layer: packed states (np.packbits of output > 0, channels as
+    neurons) of every validation image, collected by plain forward hooks."""
+    states = {name: [] for name in ("conv_1", "conv_2", "conv_3")}
+    handles = [getattr(model, name).register_forward_hook(
+        lambda module, inputs, output, name=name: states[name].append(
+            packed_states(output.detach().cpu().numpy(), neuron_axis=1)))
+        for name in states]
+    outputs = []
+    with torch.no_grad():
+        for x, _ in loader:
+            outputs.append(model(x))
+    for handle in handles:
+        handle.remove()
+    return {name: np.concatenate(parts) for name, parts in states.items()}, torch.cat(outputs)
+
+
+def test_tutorial_prints_the_documented_state_counts(tutorial):
+    _, out = tutorial
+    counts = dict(re.findall(r"Layer (\w+) number of states: (\d+)", out))
+    assert {name: int(value) for name, value in counts.items()} == DOCUMENTED_STATES
+    assert re.search(r"Epoch 001/1 \( [\d.]+s\): TrainLoss=[\d.]+", out)
+
+
+def test_tutorial_metrics_equal_numpy_on_the_trained_model(tutorial):
+    names, out = tutorial
+    model, valid_dl, probes = names["model"], names["valid_dl"], names["model"].efficiency_layers
+    assert names["efficiency_model"] is model
+    assert [probe.name for probe in probes] == list(DOCUMENTED_STATES)
+
+    # Capture again, now beside plain hooks that keep every packed state.
+    for probe in probes:
+        probe.reset_states()
+    reference, with_probes = numpy_reference(model, valid_dl)
+    efficiencies = []
+    for probe, (name, packed) in zip(probes, reference.items()):
+        keys, counts = np.unique(packed.view(np.dtype((np.void, packed.shape[1]))).ravel(),
+                                 return_counts=True)
+        keys = keys.view(np.uint8).reshape(len(keys), packed.shape[1])
+        assert probe.state_count == len(packed) == DOCUMENTED_STATES[probe.name]
+        assert probe.distinct_count == len(counts)
+        ours = sorted_rows(probe.state_ids(), probe.counts())
+        np.testing.assert_array_equal(ours[0], keys)
+        np.testing.assert_array_equal(ours[1], counts)
+        num_neurons = getattr(model, name).out_channels
+        efficiency = renyi_entropy(counts, 1) / num_neurons
+        assert probe.efficiency() == pytest.approx(efficiency, rel=1e-12)
+        efficiencies.append(efficiency)
+
+    # The printed percentages are these values, rounded to 0.1.
+    network = math.prod(efficiencies) ** (1 / 3)
+    labels = torch.cat([y for _, y in valid_dl])
+    accuracy = (with_probes.argmax(1) == labels).double().mean().item()
+    aiq = (network * accuracy**2) ** (1 / 3)
+    for pattern, values in [(r"Layer \w+ efficiency: ([\d.]+)%", efficiencies),
+                            (r"Network efficiency: ([\d.]+)%", [network]),
+                            (r"Network accuracy: ([\d.]+)%", [accuracy]),
+                            (r"aIQ: ([\d.]+)%", [aiq])]:
+        assert printed(pattern, out) == pytest.approx([100 * v for v in values], abs=0.0501)
+
+    # The probes changed nothing the model computes.
+    from tensorstate_callbacks.torch import remove_efficiency_probes
+
+    remove_efficiency_probes(model)
+    assert not any(m._forward_hooks for m in model.modules())
+    _, without_probes = numpy_reference(model, valid_dl)
+    assert torch.equal(with_probes, without_probes)
