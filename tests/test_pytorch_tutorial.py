@@ -1,5 +1,6 @@
 """The reference docs' PyTorch tutorial runs with this package in its place, and
-what it prints equals an independent NumPy computation on the trained model."""
+what it prints equals an independent NumPy computation on the trained model.
+The Lightning LeNet-5 example runs and logs to TensorBoard."""
 
 import contextlib
 import io
@@ -7,6 +8,8 @@ import math
 import os
 import re
 import runpy
+import subprocess
+import sys
 from pathlib import Path
 from unittest import mock
 
@@ -16,7 +19,8 @@ from reference import packed_states, renyi_entropy, sorted_rows
 
 torch = pytest.importorskip("torch")
 
-EXAMPLE = Path(__file__).parents[1] / "examples" / "pytorch_tutorial.py"
+EXAMPLES = Path(__file__).parents[1] / "examples"
+EXAMPLE = EXAMPLES / "pytorch_tutorial.py"
 DOCUMENTED_STATES = {"conv_1_post_states": 5_760_000, "conv_2_post_states": 640_000,
                      "conv_3_post_states": 10_000}
 
@@ -103,3 +107,31 @@ def test_tutorial_metrics_equal_numpy_on_the_trained_model(tutorial):
     assert not any(m._forward_hooks for m in model.modules())
     _, without_probes = numpy_reference(model, valid_dl)
     assert torch.equal(with_probes, without_probes)
+
+
+def test_lightning_example_logs_every_validation_epoch(tmp_path):
+    from lightning_helpers import read_scalars
+
+    command = [sys.executable, str(EXAMPLES / "lightning_lenet5.py"), "--epochs", "2",
+               "--limit", "400", "--valid-limit", "400", "--logdir", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed_epochs = re.findall(r"epoch (\d+): (.*)", done.stdout)
+    assert [int(epoch) for epoch, _ in printed_epochs] == [0, 1]
+
+    scalars, tags = read_scalars(tmp_path / "lenet5" / "version_0")
+    states_per_image = {"model_conv_1_post_states": 576, "model_conv_2_post_states": 64,
+                        "model_conv_3_post_states": 1}
+    for layer, per_image in states_per_image.items():
+        assert scalars[f"state_space/states/{layer}"] == [(0, 400 * per_image),
+                                                          (1, 400 * per_image)]
+    assert set(tags["histograms"]) == {f"state_space/state_frequency/{layer}"
+                                       for layer in states_per_image}
+    tags_of = {**{layer: f"state_space/efficiency/{layer}" for layer in states_per_image},
+               "network": "state_space/network_efficiency", "accuracy": "state_space/accuracy",
+               "aIQ": "state_space/aIQ"}
+    for epoch, text in printed_epochs:
+        values = {name: float(value) for name, value in re.findall(r"(\w+)=([\d.]+)", text)}
+        assert set(values) == set(tags_of)
+        for name, tag in tags_of.items():
+            assert dict(scalars[tag])[int(epoch)] == pytest.approx(values[name], abs=5.1e-4)
