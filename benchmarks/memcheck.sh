@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# Run the compiled kernels (packing and counting) under valgrind memcheck.
+#
+# Exercises widths that are not multiples of 8, every dtype, strided, reversed,
+# transposed and channels-first views (arrays allocated so that their last
+# element ends the malloc'd block: a read past it lands in valgrind's red zone),
+# the threaded pack and count paths, dense / narrow / wide / sharded tables,
+# spilling under a tiny memory_limit, merging, and sorting 4 KiB and 8 KiB
+# states.  Every result is also compared with plain NumPy.
+#
+# Valgrind reports some errors inside CPython and NumPy themselves; the script
+# fails (exit 1) only for errors whose stack goes through our extension
+# modules (_pack / _table, i.e. ext/ts_pack.h and ext/ts_table.h).
+#
+# Usage: benchmarks/memcheck.sh [python]     (about 5-10 minutes)
+set -euo pipefail
+PYTHON=${1:-/work/venv/bin/python}
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+cat > "$WORK/exercise.py" <<'EOF'
+import math
+import warnings
+
+import numpy as np
+
+import tensorstate_callbacks as ts
+from tensorstate_callbacks import StateCounter
+from tensorstate_callbacks.states import pack
+
+
+def reference(x, axis=-1):
+    moved = np.moveaxis(np.asarray(x), axis, -1)
+    return np.packbits(moved.reshape(-1, moved.shape[-1]) > 0, axis=-1, bitorder="little")
+
+
+def check(x, axis=-1):
+    np.testing.assert_array_equal(pack(x, axis), reference(x, axis))
+
+
+rng = np.random.default_rng(0)
+dtypes = ["float16", "float32", "float64", "int8", "int16", "int32", "int64",
+          "uint8", "uint16", "uint32", "uint64", "bool"]
+for dtype in dtypes:
+    for width in (1, 7, 9, 63, 65, 4097):
+        x = np.empty((13, width), dtype=dtype)          # exact-size buffer
+        x[...] = (rng.standard_normal((13, width)) * 3).astype(dtype)
+        check(x)
+        check(x[::-1, ::-1])
+        check(x.T, 0)
+        f = np.empty((width, 13), dtype=dtype).T         # Fortran-order, exact buffer
+        f[...] = x
+        check(f)
+ml = None
+try:
+    import ml_dtypes as ml
+except ImportError:
+    pass
+if ml is not None:
+    b = rng.standard_normal((17, 23)).astype(ml.bfloat16)
+    np.testing.assert_array_equal(pack(b), reference(b.astype(np.float32)))
+conv = rng.standard_normal((3, 21, 7, 5)).astype(np.float32)
+for axis in range(4):
+    check(conv, axis)
+    check(conv[::-1, :, ::-2], axis)
+big = rng.standard_normal((9, 13, 97, 97)).astype(np.float32)   # > 2**20 elements: threads
+check(big, 1)
+check(big.reshape(-1, 13 * 97)[:, 1:])
+print("pack ok")
+
+for width, rows in ((5, 3000), (20, 3000), (37, 80_000), (64, 3000), (65, 70_000),
+                    (1001, 3000), (4097, 500)):
+    x = rng.random((rows, width)) < 0.5
+    counter = StateCounter(f"w{width}")
+    counter.add(x[: rows // 3])
+    counter.add(x[rows // 3:])
+    keys, counts = np.unique(reference(x), axis=0, return_counts=True)
+    assert counter.distinct_count == len(keys) and counter.state_count == rows
+    assert sorted(counter.counts().tolist()) == sorted(counts.tolist())
+    other = StateCounter("other")
+    other.add_counts(counter.state_ids(), counter.counts(), width)
+    other.merge(counter)
+    assert other.state_count == 2 * rows
+    for alpha in (0, 0.5, 1, 2, math.inf):
+        assert not math.isnan(counter.entropy(alpha))
+print("count ok")
+
+x = rng.random((20_000, 45)) < 0.5
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    spilled = StateCounter("spill", memory_limit=64 * 1024)
+    spilled.add(x)
+    spilled.add(x[:100])
+    assert spilled.is_spilled
+    reference_counter = StateCounter("ref")
+    reference_counter.add(x)
+    reference_counter.add(x[:100])
+    assert math.isclose(spilled.entropy(), reference_counter.entropy(), rel_tol=1e-12)
+    spilled.merge(reference_counter)
+    assert spilled.distinct_count == reference_counter.distinct_count
+    spilled.reset_states()
+print("spill ok")
+
+for num_bytes in (4096, 8192):
+    states = rng.integers(0, 256, size=(6, num_bytes), dtype=np.uint8)[rng.integers(0, 6, 200)]
+    edges, index = ts.sort_states(states)
+    assert edges[-1] == 200 and sorted(index.tolist()) == list(range(200))
+    np.testing.assert_array_equal(ts.compress_states(ts.decompress_states(states, num_bytes * 8)),
+                                  states)
+stored = StateCounter("stored", store_states=True)
+for part in np.array_split(rng.standard_normal((1001, 11)), 7):
+    stored.add(part)
+assert stored.states.shape == (1001, 11)
+print("sort/storage ok")
+EOF
+
+cat > "$WORK/control.py" <<'EOF'
+# Positive control: a deliberately wrong call of the raw kernel (16 neurons
+# claimed on rows of 9) must be reported, or the filter below proves nothing.
+import numpy as np
+from tensorstate_callbacks import _pack
+x = np.ones((13, 9), dtype=np.float32)
+out = np.empty((13, 2), dtype=np.uint8)
+_pack.pack_rows(x.__array_interface__["data"][0], (1, 13, 16), (0, 36, 4), 0, out, 0, 13)
+EOF
+
+# memcheck SCRIPT LOG: run SCRIPT under valgrind; print the errors whose stack
+# goes through our kernels, then OUR_ERRORS=<count>.
+memcheck() {
+    (cd "$WORK" && PYTHONMALLOC=malloc TENSORSTATE_NUM_THREADS=2 timeout 3000 \
+        valgrind --tool=memcheck --num-callers=40 --log-file="$2" "$PYTHON" "$1")
+    grep -E "ERROR SUMMARY" "$2" | tail -1 >&2
+    # One error report = consecutive "==pid== ..." lines up to a bare "==pid== " line.
+    awk '/^==[0-9]+== $/ { if (block ~ /_pack|_table|ts_pack|ts_table|ts_count|ts_insert/ \
+             && block ~ /(Invalid|uninitialised|Conditional|Mismatched|overlap)/) { n++; print block } \
+             block = ""; next } { block = block "\n" $0 } END { print "OUR_ERRORS=" n + 0 }' "$2"
+}
+
+if memcheck "$WORK/control.py" "$WORK/control.log" | grep -q "^OUR_ERRORS=0$"; then
+    echo "the positive control was not detected: this check is broken"
+    exit 2
+fi
+echo "positive control detected (an out-of-bounds read in _pack)"
+
+ours=$(memcheck "$WORK/exercise.py" "$WORK/valgrind.log")
+echo "$ours" | tail -200
+if ! echo "$ours" | grep -q "^OUR_ERRORS=0$"; then
+    cp "$WORK/valgrind.log" /tmp/tensorstate-valgrind.log
+    echo "errors in our kernels; full log: /tmp/tensorstate-valgrind.log"
+    exit 1
+fi
+echo "no memcheck errors in our kernels (the other errors valgrind counts are CPython's own)"
