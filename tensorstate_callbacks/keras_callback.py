@@ -3,10 +3,10 @@
 Why the validation data is passed to the callback: a Keras callback sees only
 the model and the ``logs`` dict.  ``fit()`` keeps its validation data to
 itself and its evaluation never exposes intermediate activations, so the
-callback runs its own forward pass over the data you hand it, through a model
-that shares the trained layers and carries state probes
-(:func:`tensorstate_callbacks.keras.build_efficiency_model`).  That pass runs
-in inference mode and never touches weights, outputs or the training loop.
+callback runs its own forward pass over the data you hand it, through a
+multi-output model that shares the trained layers and returns the probed
+tensors (:class:`tensorstate_callbacks.keras.StateReader`).  That pass runs in
+inference mode and never touches weights, outputs or the training loop.
 
 The scalars use the tags of DESIGN.md (the same as the Lightning callback) and
 go to ``log_dir/validation`` at step = epoch, beside what Keras' own
@@ -24,7 +24,7 @@ import keras
 import numpy as np
 
 from . import tensorboard
-from .keras import METHODS, build_efficiency_model, reset_efficiency_model
+from .keras import METHODS, StateReader, batches
 from .report import EpochReport
 
 
@@ -63,7 +63,8 @@ class StateSpaceCallback(keras.callbacks.Callback):
             When it is missing the efficiencies are still logged and aIQ is
             skipped (with one warning).
         beta: the aIQ weight of accuracy (``> 0``).
-        batch_size: batch size of the measuring pass (``None``: Keras' default).
+        batch_size: batch size of the measuring pass over array data (``None``: 32,
+            Keras' default; datasets keep their own batches).
         log_histograms, log_images: also write per-probe histograms of
             log2(state occurrences) and a heat map of efficiency over epochs.
 
@@ -88,6 +89,7 @@ class StateSpaceCallback(keras.callbacks.Callback):
         self.validation_inputs = _inputs_of(validation_data)
         if isinstance(self.validation_inputs, np.ndarray) and len(self.validation_inputs) == 0:
             raise ValueError("validation_data holds no samples")
+        batches(self.validation_inputs)  # TypeError now for data that cannot be re-read
         self.attach_to = _names(attach_to, "attach_to")
         if not self.attach_to:
             raise ValueError("attach_to is empty: name at least one layer class or layer name")
@@ -111,7 +113,7 @@ class StateSpaceCallback(keras.callbacks.Callback):
         self.log_histograms = bool(log_histograms)
         self.log_images = bool(log_images)
         self.history: list[EpochReport] = []
-        self.efficiency_model = None
+        self.reader: StateReader | None = None
         self._probed_model = None
         self._writer = None
         self._warned_no_accuracy = False
@@ -122,15 +124,14 @@ class StateSpaceCallback(keras.callbacks.Callback):
         return self.log_dir / "validation"
 
     def on_train_begin(self, logs=None):
-        if self.efficiency_model is None or self._probed_model is not self.model:
-            self.efficiency_model = build_efficiency_model(
-                self.model, attach_to=self.attach_to, exclude=self.exclude, method=self.method
-            )
+        if self.reader is None or self._probed_model is not self.model:
+            self.reader = StateReader(self.model, attach_to=self.attach_to, exclude=self.exclude,
+                                      method=self.method)
             self._probed_model = self.model
         self._check_input_shape()
 
     def _check_input_shape(self) -> None:
-        x, inputs = self.validation_inputs, self.efficiency_model.inputs
+        x, inputs = self.validation_inputs, self.reader.model.inputs
         if not isinstance(x, np.ndarray) or len(inputs) != 1:
             return
         expected = tuple(inputs[0].shape[1:])
@@ -144,17 +145,15 @@ class StateSpaceCallback(keras.callbacks.Callback):
         report = self.measure(epoch, self._accuracy(logs or {}))
         self.history.append(report)
         self._write(report)
-        reset_efficiency_model(self.efficiency_model)
+        self.reader.reset()
 
     def measure(self, epoch: int, accuracy: float | None) -> EpochReport:
-        """Count the probes' states on the validation data and build the epoch's report."""
-        if self.efficiency_model is None:
+        """Count the chosen layers' states on the validation data; the epoch's report."""
+        if self.reader is None:
             raise RuntimeError("the callback has no model yet: use it in model.fit(callbacks=...)")
-        reset_efficiency_model(self.efficiency_model)
-        self.efficiency_model.predict(self.validation_inputs, batch_size=self.batch_size,
-                                      verbose=0)
-        probes = {probe.name: probe for probe in self.efficiency_model.efficiency_layers}
-        return EpochReport.from_counters(epoch, probes, accuracy, self.beta)
+        self.reader.count(self.validation_inputs, self.batch_size)
+        counters = {counter.name: counter for counter in self.reader.counters}
+        return EpochReport.from_counters(epoch, counters, accuracy, self.beta)
 
     def _accuracy(self, logs) -> float | None:
         value = None if self.accuracy_key is None else logs.get(self.accuracy_key)
@@ -175,8 +174,8 @@ class StateSpaceCallback(keras.callbacks.Callback):
             tensorboard.write_hparams(self._writer, self.hparams())
         tensorboard.write_scalars(self._writer, report)
         if self.log_histograms:
-            counts = {probe.name: probe.counts() for probe in self.efficiency_model.efficiency_layers
-                      if probe.state_count}
+            counts = {counter.name: counter.counts() for counter in self.reader.counters
+                      if counter.state_count}
             tensorboard.write_state_histograms(self._writer, counts, report.epoch)
         if self.log_images:
             tensorboard.write_efficiency_image(self._writer, self.history)

@@ -92,7 +92,7 @@ def test_logged_scalars_equal_an_independent_computation(tmp_path):
     assert {f"state_space/state_frequency/{n}_states" for n in CONVS} <= set(
         events.Tags()["histograms"])
     assert "state_space/efficiency_over_epochs" in events.Tags()["images"]
-    assert callback.efficiency_model.efficiency_layers[0].state_count == 0  # reset after epoch
+    assert callback.reader.counters[0].state_count == 0  # reset after epoch
 
 
 def test_sits_beside_keras_tensorboard_callback(tmp_path):
@@ -152,6 +152,8 @@ def test_bad_arguments_fail_early(tmp_path):
         StateSpaceCallback(None)
     with pytest.raises(ValueError, match="x, \\(x, y\\) or"):
         StateSpaceCallback((X_VALID, Y_VALID, None, None))
+    with pytest.raises(TypeError, match="cannot read batches again every epoch"):
+        StateSpaceCallback(iter([X_VALID]))
     with pytest.raises(ValueError, match="holds no samples"):
         StateSpaceCallback(X_VALID[:0])
     with pytest.raises(ValueError, match="method must be one of"):
@@ -171,3 +173,20 @@ def test_bad_arguments_fail_early(tmp_path):
     with pytest.raises(ValueError, match=r"sample shape \(784,\).*\(28, 28, 1\)"):
         fit([StateSpaceCallback(X_VALID.reshape(-1, 784), log_dir=tmp_path)], epochs=1)
     assert not (tmp_path / "validation").exists()  # nothing written before the checks pass
+
+
+def test_dataset_validation_data_measures_the_same_as_arrays(tmp_path):
+    import tensorflow as tf
+
+    model = fit([], epochs=1)
+    dataset = tf.data.Dataset.from_tensor_slices((X_VALID, Y_VALID)).batch(33)
+    reports = []
+    for data in ((X_VALID, Y_VALID), dataset):
+        callback = StateSpaceCallback(data, method="before", log_dir=tmp_path,
+                                      accuracy_key=None, log_images=False)
+        callback.set_model(model)
+        callback.on_train_begin()
+        reports.append(callback.measure(0, None))
+    assert [layer.name for layer in reports[0].layers] == [f"{n}_pre_states" for n in CONVS]
+    assert reports[0].layers == reports[1].layers
+    assert reports[0].layers[0].states == 120 * 28 * 28

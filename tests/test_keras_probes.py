@@ -14,10 +14,12 @@ import pytest  # noqa: E402
 from reference import packed_states, renyi_entropy, sorted_rows, unique_counts  # noqa: E402
 
 import tensorstate_callbacks as ts  # noqa: E402
+from tensorstate_callbacks import keras as ts_keras  # noqa: E402
 from tensorstate_callbacks.keras import (  # noqa: E402
     StateCapture,
+    StateReader,
     build_efficiency_model,
-    pack_with_tensorflow,
+    pack_on_device,
     reset_efficiency_model,
 )
 
@@ -154,14 +156,52 @@ def test_probe_passes_any_dtype_through_and_counts_it():
 
 
 @pytest.mark.parametrize("neurons", [1, 8, 13, 20])
-def test_tensorflow_packer_matches_numpy(neurons):
+def test_device_packer_matches_numpy(neurons):
     import tensorflow as tf
 
     values = RNG.normal(size=(6, 5, neurons)).astype("float32")
     values[0, 0] = 0.0
     values[1, 1, 0] = np.nan
-    np.testing.assert_array_equal(pack_with_tensorflow(tf.constant(values)).numpy(),
+    np.testing.assert_array_equal(pack_on_device(tf.constant(values)).numpy(),
                                   packed_states(values))
+
+
+@pytest.fixture(params=[False, True], ids=["host", "packed-on-device"])
+def packing_on_device(request, monkeypatch):
+    """Run the GPU code path (states packed by Keras ops in the graph) on the CPU too."""
+    monkeypatch.setattr(ts_keras, "backend_sees_gpu", lambda: request.param)
+    return request.param
+
+
+def test_efficiency_model_probes_on_either_path(packing_on_device):
+    model = functional_net()
+    probed = build_efficiency_model(model, attach_to=["Conv2D", "fc"])
+    np.testing.assert_array_equal(probed.predict(IMAGES, batch_size=40, verbose=0),
+                                  model.predict(IMAGES, batch_size=40, verbose=0))
+    for name, probe in zip(["conv_a", "conv_b", "fc"], probed.efficiency_layers, strict=True):
+        assert_probe_matches(probe, layer_tensor(model, name))
+
+
+@pytest.mark.parametrize("as_dataset", [False, True], ids=["array", "tf.data"])
+def test_state_reader_counts_equal_numpy(packing_on_device, as_dataset):
+    import tensorflow as tf
+
+    model = sequential_net()
+    reader = StateReader(model, attach_to=["Conv2D", "Dense"], method="both")
+    assert reader.on_device == packing_on_device
+    data = (tf.data.Dataset.from_tensor_slices((IMAGES, np.zeros(len(IMAGES)))).batch(40)
+            if as_dataset else IMAGES)
+    weights = [w.copy() for w in model.get_weights()]
+    for _ in range(2):  # count() starts afresh
+        reader.count(data, batch_size=40)
+    names = [(layer, where) for layer in ("conv_a", "conv_b", "fc")
+             for where in ("before", "after")]
+    assert [c.name for c in reader.counters] == [
+        ts_keras.probe_name(layer, where) for layer, where in names]
+    for (layer, where), counter in zip(names, reader.counters, strict=True):
+        assert_probe_matches(counter, layer_tensor(model, layer, where))
+    for old, new in zip(weights, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(old, new)
 
 
 def test_subclassed_model_gets_a_clear_error():
