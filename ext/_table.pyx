@@ -4,6 +4,8 @@ tensorstate_callbacks.counting."""
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport free, malloc
 
+import threading
+
 import numpy as np
 
 
@@ -17,8 +19,13 @@ cdef extern from "ts_table.h" nogil:
     int TS_DENSE_MAX_BITS
     void ts_table_free(ts_table *t)
     int64_t ts_table_memory(const ts_table *t)
+    ctypedef struct ts_record:
+        uint64_t hash
+        uint64_t payload
+    int64_t TS_CHUNK_ROWS
     int ts_count_rows(ts_table *const *tables, int shard_bits, int first, int step,
-                      const uint8_t *keys, const uint64_t *weights, int64_t n)
+                      const uint8_t *keys, const uint64_t *weights, int64_t n,
+                      ts_record *records, uint64_t *hashes)
     void ts_table_items(const ts_table *t, uint8_t *keys, uint64_t *counts)
     void ts_partitions(const uint8_t *keys, int64_t n, int64_t nb,
                        int partition_bits, int32_t *out)
@@ -83,6 +90,18 @@ cdef class CountTable:
         return keys, counts
 
 
+# Scratch of the partitioning pass, one set per thread, kept between calls
+# and freed with its thread.
+_scratch = threading.local()
+
+
+def _thread_scratch():
+    if not hasattr(_scratch, "records"):
+        _scratch.records = np.empty(2 * TS_CHUNK_ROWS, dtype=np.uint64)
+        _scratch.hashes = np.empty(TS_CHUNK_ROWS, dtype=np.uint64)
+    return _scratch.records, _scratch.hashes
+
+
 def count_rows(list shards, int shard_bits, int first, int step,
                const uint8_t[:, ::1] keys, const uint64_t[::1] weights=None):
     """Count each row of `keys` into its shard (hash-selected) among `shards`.
@@ -104,6 +123,8 @@ def count_rows(list shards, int shard_bits, int first, int step,
         if weights.shape[0] != n:
             raise ValueError("weights must have one entry per row")
         w = &weights[0]
+    cdef uint64_t[::1] records, hashes
+    records, hashes = _thread_scratch()
     cdef ts_table **tables = <ts_table **>malloc(n_shards * sizeof(ts_table *))
     if tables == NULL:
         raise MemoryError()
@@ -114,7 +135,8 @@ def count_rows(list shards, int shard_bits, int first, int step,
                 raise ValueError("row width does not match the tables' key width")
             tables[i] = &(<CountTable>shards[i]).table
         with nogil:
-            status = ts_count_rows(tables, shard_bits, first, step, &keys[0, 0], w, n)
+            status = ts_count_rows(tables, shard_bits, first, step, &keys[0, 0], w, n,
+                                   <ts_record *>&records[0], &hashes[0])
     finally:
         free(tables)
     if status != 0:

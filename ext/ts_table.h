@@ -193,6 +193,7 @@ static int ts_arena_reserve(ts_table *t)
 static inline int ts_table_add(ts_table *t, const uint8_t *key, uint64_t h,
                                uint64_t count)
 {
+    if (count == 0) return 0; /* a zero count adds no state (and 0 marks empty slots) */
     if (t->dense != NULL) {
         const uint64_t mask = ((uint64_t)1 << t->dense_bits) - 1;
         uint64_t *cell = &t->dense[ts_load_word(key, t->key_bytes) & mask];
@@ -287,6 +288,7 @@ static int ts_insert_narrow(ts_table *t, const ts_record *records, int64_t m,
         const uint64_t payload = records[j].payload;
         const uint64_t word = weights ? ts_load_word(keys + payload * nb, nb) : payload;
         const uint64_t count = weights ? weights[payload] : 1;
+        if (count == 0) continue;
         uint64_t pos = records[j].hash & mask;
         total += count;
         for (;;) {
@@ -336,21 +338,6 @@ static int ts_insert_records(ts_table *t, const ts_record *records, int64_t m,
     return 0;
 }
 
-/* Per-thread scratch for one chunk, kept between calls (at most
- * TS_CHUNK_ROWS * 24 bytes per thread): fresh buffers on every call would
- * cost more in page faults than the counting itself. */
-static _Thread_local ts_record *ts_scratch_records = NULL;
-static _Thread_local uint64_t *ts_scratch_hashes = NULL;
-
-static int ts_scratch_ready(void)
-{
-    if (ts_scratch_records == NULL)
-        ts_scratch_records = (ts_record *)malloc(TS_CHUNK_ROWS * sizeof(ts_record));
-    if (ts_scratch_hashes == NULL)
-        ts_scratch_hashes = (uint64_t *)malloc(TS_CHUNK_ROWS * sizeof(uint64_t));
-    return ts_scratch_records != NULL && ts_scratch_hashes != NULL;
-}
-
 /* One dense table: no hashing, no shards; counters kept in locals (the
  * counts array could alias the table's fields) and cells prefetched ahead. */
 static void ts_count_dense(ts_table *t, const uint8_t *keys, const uint64_t *weights,
@@ -366,7 +353,7 @@ static void ts_count_dense(ts_table *t, const uint8_t *keys, const uint64_t *wei
             __builtin_prefetch(&dense[ts_load_word(keys + (i + TS_AHEAD) * nb, nb) & mask], 1);
         uint64_t *cell = &dense[ts_load_word(keys + i * nb, nb) & mask];
         const uint64_t count = weights ? weights[i] : 1;
-        size += *cell == 0;
+        size += *cell == 0 && count != 0;
         *cell += count;
         total += count;
     }
@@ -395,9 +382,12 @@ static int ts_count_direct(ts_table *t, const uint8_t *keys, const uint64_t *wei
     return 0;
 }
 
+/* `records` and `hashes` are scratch space for TS_CHUNK_ROWS rows, owned by
+ * the caller (who keeps them between calls: fresh buffers on every call
+ * would cost more in page faults than the counting itself). */
 static int ts_count_rows(ts_table *const *tables, int shard_bits, int first,
                          int step, const uint8_t *keys, const uint64_t *weights,
-                         int64_t n)
+                         int64_t n, ts_record *records, uint64_t *hashes)
 {
     const int64_t nb = tables[0]->key_bytes;
     if (tables[0]->dense != NULL) {
@@ -411,9 +401,7 @@ static int ts_count_rows(ts_table *const *tables, int shard_bits, int first,
     int status = -1;
     int64_t *start = (int64_t *)malloc((size_t)(n_shards + 1) * sizeof(int64_t));
     int64_t *fill = (int64_t *)malloc((size_t)n_shards * sizeof(int64_t));
-    if (start == NULL || fill == NULL || !ts_scratch_ready()) goto done;
-    ts_record *records = ts_scratch_records;
-    uint64_t *hashes = ts_scratch_hashes;
+    if (start == NULL || fill == NULL) goto done;
     for (int64_t base = 0; base < n; base += chunk) {
         const int64_t m = n - base < chunk ? n - base : chunk;
         memset(fill, 0, (size_t)n_shards * sizeof(int64_t));

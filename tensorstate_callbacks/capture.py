@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterator
+from numbers import Integral
 
 import numpy as np
 
@@ -71,8 +72,9 @@ class StateCounter:
     def __init__(self, name: str = "states", *, store_states: bool = False,
                  storage_path=None, memory_limit: int | None = None, spill_dir=None):
         limit = _default_memory_limit() if memory_limit is None else memory_limit
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+        if isinstance(limit, bool) or not isinstance(limit, Integral) or limit <= 0:
             raise ValueError(f"memory_limit must be a positive number of bytes, got {limit!r}")
+        limit = int(limit)
         self.name = name
         self.memory_limit = limit
         self.spill_dir = None if spill_dir is None else check_writable(spill_dir)
@@ -147,12 +149,26 @@ class StateCounter:
         self._state_count += other._state_count
 
     def add_counts(self, state_ids: np.ndarray, counts: np.ndarray, num_neurons: int) -> None:
-        """Add distinct packed states with their counts (e.g. from another process)."""
-        self._check_neurons(num_neurons)
-        state_ids = np.ascontiguousarray(state_ids, dtype=np.uint8)
-        counts = np.ascontiguousarray(counts, dtype=np.uint64)
+        """Add packed states with how often each occurred (e.g. from another process)."""
+        state_ids, counts = np.asarray(state_ids), np.asarray(counts)
+        num_bytes = (num_neurons + 7) // 8
+        if state_ids.ndim != 2 or state_ids.dtype != np.uint8 or state_ids.shape[1] != num_bytes:
+            raise ValueError(
+                f"state_ids of {num_neurons} neurons must be uint8 rows of width {num_bytes} "
+                f"byte(s), shape (n, {num_bytes}); got {state_ids.dtype} {state_ids.shape}"
+            )
+        if counts.shape != (len(state_ids),) or counts.dtype.kind not in "iu" or (
+            counts.size and counts.min() < 0
+        ):
+            raise ValueError(
+                f"counts must be {len(state_ids)} integers >= 0, one per row of state_ids; "
+                f"got {counts.dtype} {counts.shape}"
+            )
         _check_padding(state_ids, num_neurons)
-        self._count(state_ids, counts)
+        keep = counts > 0
+        self._check_neurons(num_neurons)
+        self._count(np.ascontiguousarray(state_ids[keep]),
+                    np.ascontiguousarray(counts[keep], dtype=np.uint64))
         self._state_count += int(counts.sum())
 
     def _check_neurons(self, num_neurons: int) -> None:
@@ -285,7 +301,7 @@ class StateCounter:
     def efficiency(self, alpha1=1, alpha2=None) -> float:
         """``entropy(alpha1)`` over ``max_entropy()`` (or over ``entropy(alpha2)``)."""
         denominator = self.max_entropy() if alpha2 is None else self.entropy(alpha2)
-        return self.entropy(alpha1) / denominator
+        return metrics.ratio(self.entropy(alpha1), denominator, alpha2)
 
     @property
     def raw_states(self) -> np.ndarray:

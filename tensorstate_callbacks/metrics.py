@@ -57,10 +57,20 @@ def entropy_of_chunks(chunks: Iterable, total: float, alpha=1) -> float:
     if math.isinf(alpha):
         largest = max((float(np.max(_as_counts(c), initial=0)) for c in chunks), default=0.0)
         return -math.log2(largest / total)
-    power_sum = sum(
-        float(np.sum((_as_counts(chunk).astype(np.float64) / total) ** alpha)) for chunk in chunks
-    )
-    return max(math.log2(power_sum) / (1 - alpha), 0.0)
+    # log2(sum p**alpha), accumulated as scale + log2(rest) so that large
+    # alphas never underflow to log2(0).
+    scale, rest = -math.inf, 0.0
+    for chunk in chunks:
+        p = _as_counts(chunk).astype(np.float64) / total
+        p = p[p > 0]
+        if not p.size:
+            continue
+        terms = alpha * np.log2(p)
+        top = float(terms.max())
+        if top > scale:
+            rest, scale = rest * 2.0 ** (scale - top), top
+        rest += float(np.sum(np.exp2(terms - scale)))
+    return max((scale + math.log2(rest)) / (1 - alpha), 0.0)
 
 
 def entropy(counts, alpha=1) -> float:
@@ -85,7 +95,21 @@ def efficiency(counts, num_neurons: int, alpha1=1, alpha2=None) -> float:
     0.5
     """
     denominator = float(num_neurons) if alpha2 is None else entropy(counts, alpha2)
-    return entropy(counts, alpha1) / denominator
+    return ratio(entropy(counts, alpha1), denominator, alpha2)
+
+
+def ratio(numerator: float, denominator: float, alpha2=None) -> float:
+    """``numerator / denominator`` for an efficiency, with a clear error at 0.
+
+    >>> ratio(1.0, 4.0)
+    0.25
+    """
+    if denominator == 0:
+        what = "the layer has no neurons" if alpha2 is None else (
+            f"the order-{alpha2} entropy is 0 (a single distinct state)")
+        raise ValueError(f"efficiency is undefined: {what}; use alpha2=None to divide by the "
+                         "number of neurons")
+    return numerator / denominator
 
 
 def network_efficiency(efficiencies) -> float:

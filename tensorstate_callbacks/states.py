@@ -105,6 +105,8 @@ def state_views(array, neuron_axis: int = -1, dtype: str | None = None) -> list[
     [((2, 36, 20), 72)]
     """
     array = _native(np.asarray(array))
+    if array.dtype.kind == "f" and array.dtype.name not in _pack.KINDS:
+        array = array > 0  # e.g. float128: binarize exactly in NumPy, then pack the bools
     kind = _kind(array.dtype) if dtype is None else _reinterpreted_kind(array.dtype, dtype)
     axis = neuron_axis_index(array.ndim, neuron_axis)
     num_neurons = array.shape[axis]
