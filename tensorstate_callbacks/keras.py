@@ -33,9 +33,10 @@ How the values reach the counters: two paths, each the faster one for its job.
   thread hand-off and a GIL acquisition per probe and batch.  It also works
   with every backend.
 
-On a GPU both paths pack states on the device with Keras ops
-(:func:`pack_on_device`, the compiled kernel's bit order) and only packed
-bytes reach the host: no extra dependency, and it runs inside the graph.
+On a GPU, TensorFlow probes and the StateReader pack states on the device with
+Keras ops (:func:`pack_on_device`, the compiled kernel's bit order) inside the
+graph, so only packed bytes reach the host and no extra dependency is needed;
+torch-backend probes use the PyTorch integration's packer (CuPy, or torch ops).
 
 Only models whose layers have symbolic outputs can be rewired: Functional
 models and built Sequential models.  A subclassed model (``call()`` written in
@@ -108,6 +109,11 @@ class StateCapture(keras.layers.Layer):
         super().__init__(name=name, autocast=False, **kwargs)
         if isinstance(neuron_axis, bool) or not isinstance(neuron_axis, int):
             raise TypeError(f"neuron_axis must be an int, got {neuron_axis!r}")
+        if keras.backend.backend() not in ("tensorflow", "torch"):
+            raise NotImplementedError(
+                f"StateCapture probes work with the tensorflow and torch Keras backends, not "
+                f"{keras.backend.backend()!r}; StateReader (and the callback) work with any"
+            )
         self.neuron_axis = neuron_axis
         self.supports_jit = False  # the probe runs Python code on every batch
         self.built = True
@@ -123,15 +129,10 @@ class StateCapture(keras.layers.Layer):
         return keras.KerasTensor(inputs.shape, dtype=inputs.dtype)
 
     def call(self, inputs):
-        backend = keras.backend.backend()
-        if backend == "tensorflow":
-            self._capture_tensorflow(inputs)
-        elif backend == "torch":
+        if keras.backend.backend() == "torch":
             self.counter.capture(None, inputs)
         else:
-            raise NotImplementedError(
-                f"StateCapture works with the tensorflow and torch Keras backends, not {backend!r}"
-            )
+            self._capture_tensorflow(inputs)
         return inputs
 
     def _capture_tensorflow(self, tensor) -> None:
@@ -140,14 +141,27 @@ class StateCapture(keras.layers.Layer):
         axis = self.neuron_axis
         if backend_sees_gpu():
             num_neurons = tensor.shape[axis]
-            tf.numpy_function(lambda packed: self.counter.add_packed(packed, num_neurons) or 0,
-                              [pack_on_device(tensor, axis)], tf.int64, stateful=True)
+            value = pack_on_device(tensor, axis)
+
+            def count(packed):
+                self.counter.add_packed(packed, num_neurons)
         elif tensor.dtype == tf.bfloat16:
-            tf.numpy_function(lambda bits: self.counter.add(bits, axis, dtype="bfloat16") or 0,
-                              [tf.bitcast(tensor, tf.int16)], tf.int64, stateful=True)
+            value = tf.bitcast(tensor, tf.int16)
+
+            def count(bits):
+                self.counter.add(bits, axis, dtype="bfloat16")
         else:
-            tf.numpy_function(lambda array: self.counter.add(array, axis) or 0,
-                              [tensor], tf.int64, stateful=True)
+            value = tensor
+
+            def count(array):
+                self.counter.add(array, axis)
+
+        def run(array):
+            count(array)
+            return np.int64(0)
+
+        # Stateful, so it runs once per batch although nothing reads its result.
+        tf.numpy_function(run, [value], tf.int64, stateful=True)
 
     def get_config(self):
         return {**super().get_config(), "neuron_axis": self.neuron_axis}

@@ -68,7 +68,10 @@ def test_logged_scalars_equal_an_independent_computation(tmp_path):
     reference = Reference()
     fit([callback, reference], epochs=3)
     events = read_events(tmp_path / "validation")
-    scalars = events.Tags()["scalars"]
+    assert set(events.Tags()["scalars"]) == {
+        f"state_space/{kind}/{name}_states" for kind in ("efficiency", "unique_states", "states")
+        for name in CONVS} | {f"state_space/{tag}" for tag in ("network_efficiency", "accuracy",
+                                                                 "aIQ")}
     assert len(callback.history) == 3
     for probe in (f"{name}_states" for name in CONVS):
         for kind, index in (("efficiency", 0), ("unique_states", 1), ("states", 2)):

@@ -144,15 +144,17 @@ def test_storage_path_keeps_raw_states_in_order(tmp_path):
     assert (tmp_path / "conv_b_states").exists()
 
 
-def test_probe_passes_any_dtype_through_and_counts_it():
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float64", "int32"])
+def test_probe_passes_any_dtype_through_and_counts_it(dtype):
     import tensorflow as tf
 
-    probe = StateCapture("half_states")
-    values = RNG.normal(size=(50, 19)).astype("float16")
-    out = probe(tf.constant(values))
-    assert out.dtype == tf.float16
-    np.testing.assert_array_equal(out.numpy(), values)
-    assert_probe_matches(probe, values)
+    probe = StateCapture(f"{dtype}_states")
+    tensor = tf.cast(tf.constant(RNG.normal(size=(50, 19)) * 3), dtype)
+    out = probe(tensor)
+    assert out.dtype == tensor.dtype
+    np.testing.assert_array_equal(tf.cast(out, tf.float64).numpy(),
+                                  tf.cast(tensor, tf.float64).numpy())
+    assert_probe_matches(probe, tf.cast(tensor, tf.float64).numpy())
 
 
 @pytest.mark.parametrize("neurons", [1, 8, 13, 20])
@@ -215,7 +217,8 @@ def test_subclassed_model_gets_a_clear_error():
 
     model = Subclassed()
     model(IMAGES[:2])
-    with pytest.raises(ValueError, match="no symbolic outputs.*supports Functional models.*subclassed model"):
+    message = "no symbolic outputs.*supports Functional models.*subclassed model"
+    with pytest.raises(ValueError, match=message):
         build_efficiency_model(model, attach_to=["Conv2D"])
 
 
