@@ -566,3 +566,39 @@ def test_entropy_of_one_state_is_plus_zero():
     values = [ts.entropy([5], alpha) for alpha in ALPHAS]
     values += [counter.entropy(alpha) for alpha in ALPHAS] + [counter.efficiency(math.inf)]
     assert [math.copysign(1.0, value) for value in values] == [1.0] * len(values)
+
+
+@pytest.mark.xfail(strict=True, reason="core bug D (briefs/core_bugs.md): zarr.create_array("
+                   "overwrite=True) wipes the storage directory")
+def test_storage_path_never_deletes_user_files(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "notes.txt").write_text("keep")
+    (tmp_path / "sub" / "data.csv").write_text("keep")
+    x = np.random.default_rng(14).standard_normal((50, 12))
+    try:  # refusing a non-empty directory is fine, but only when the counter is created
+        counter = StateCounter("user", storage_path=tmp_path)
+    except ValueError as error:
+        assert str(tmp_path) in str(error)
+    else:
+        counter.add(x)
+        np.testing.assert_array_equal(counter.raw_states, packed_states(x))
+    assert (tmp_path / "notes.txt").read_text() == "keep"
+    assert (tmp_path / "sub" / "data.csv").read_text() == "keep"
+
+
+@pytest.mark.xfail(strict=True, reason="core bug D (briefs/core_bugs.md): two counters on one "
+                   "storage path clobber each other")
+def test_two_counters_on_one_storage_path(tmp_path):
+    rng = np.random.default_rng(15)
+    x, y = rng.standard_normal((40, 4)), rng.standard_normal((30, 9))
+    first = StateCounter("first", storage_path=tmp_path / "states")
+    first.add(x)
+    try:
+        second = StateCounter("second", storage_path=tmp_path / "states")
+    except ValueError as error:
+        assert "states" in str(error)
+    else:
+        second.add(y)
+        np.testing.assert_array_equal(second.raw_states, packed_states(y))
+    first.add(x)
+    np.testing.assert_array_equal(first.raw_states, packed_states(np.concatenate([x, x])))
