@@ -602,3 +602,20 @@ def test_two_counters_on_one_storage_path(tmp_path):
         np.testing.assert_array_equal(second.raw_states, packed_states(y))
     first.add(x)
     np.testing.assert_array_equal(first.raw_states, packed_states(np.concatenate([x, x])))
+
+
+@pytest.mark.xfail(strict=True, reason="core bug E (briefs/core_bugs.md): CountTable has no "
+                   "__reduce__, so deepcopy/pickle raise TypeError")
+@pytest.mark.parametrize("width", [6, 40, 300])
+def test_counter_deepcopy_and_pickle(width):
+    import copy
+    import pickle
+
+    x = np.random.default_rng(width).random((3000, width)) < 0.5
+    original = StateCounter("orig", store_states=True)
+    original.add(x)
+    for clone in (copy.deepcopy(original), pickle.loads(pickle.dumps(original))):
+        clone.add(x[:10])  # must not change the original
+        assert_counter_matches(clone, packed_states(np.concatenate([x, x[:10]])), width)
+        np.testing.assert_array_equal(clone.states, np.concatenate([x, x[:10]]))
+    assert_counter_matches(original, packed_states(x), width)
