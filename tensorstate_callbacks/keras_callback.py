@@ -129,6 +129,11 @@ class StateSpaceCallback(keras.callbacks.Callback):
                                       method=self.method)
             self._probed_model = self.model
         self._check_input_shape()
+        try:
+            self.validation_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ValueError(f"cannot write TensorBoard logs to {str(self.validation_dir)!r} "
+                             f"({error.strerror or error}); pass a writable log_dir") from error
 
     def _check_input_shape(self) -> None:
         x, inputs = self.validation_inputs, self.reader.model.inputs

@@ -176,6 +176,9 @@ def test_bad_arguments_fail_early(tmp_path):
     with pytest.raises(ValueError, match=r"sample shape \(784,\).*\(28, 28, 1\)"):
         fit([StateSpaceCallback(X_VALID.reshape(-1, 784), log_dir=tmp_path)], epochs=1)
     assert not (tmp_path / "validation").exists()  # nothing written before the checks pass
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="cannot write TensorBoard logs"):
+        fit([StateSpaceCallback(data, log_dir=tmp_path / "file")], epochs=1)
 
 
 def test_dataset_validation_data_measures_the_same_as_arrays(tmp_path):

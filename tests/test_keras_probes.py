@@ -270,6 +270,17 @@ TORCH_BACKEND_SCRIPT = textwrap.dedent("""
     probe = probed.efficiency_layers[0]
     assert probe.state_count == 20 * 8 * 8 and sorted(probe.counts()) == sorted(counts)
     print("torch backend ok", probe.name, probe.distinct_count)
+
+    import tempfile
+    from tensorstate_callbacks.keras import StateSpaceCallback
+    model.compile(loss="mse", optimizer="sgd")
+    callback = StateSpaceCallback(images, attach_to=["conv"], log_dir=tempfile.mkdtemp(),
+                                  accuracy_key=None, log_images=False)
+    model.fit(images, np.zeros((20, 4)), epochs=2, batch_size=8, verbose=0,
+              callbacks=[callback])
+    reports = [(r.epoch, r.layers[0].name, r.layers[0].states) for r in callback.history]
+    assert reports == [(0, "conv_states", 1280), (1, "conv_states", 1280)], reports
+    print("torch backend callback ok")
 """)
 
 
@@ -280,3 +291,4 @@ def test_torch_backend():
                             capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "torch backend ok conv_states" in result.stdout
+    assert "torch backend callback ok" in result.stdout
