@@ -238,7 +238,7 @@ def test_sort_wide_states_many_rows(num_bytes):
     rng = np.random.default_rng(num_bytes)
     patterns = rng.integers(0, 256, size=(40, num_bytes), dtype=np.uint8)
     patterns[:, :-1] = patterns[0, :-1]  # differ only in the last byte: deep comparisons
-    states = patterns[rng.integers(0, 40, size=2000)]
+    states = patterns[rng.integers(0, 40, size=600)]
     edges, index = ts.sort_states(states)
     _, counts = unique_counts(states)
     np.testing.assert_array_equal(np.diff(edges), counts)
