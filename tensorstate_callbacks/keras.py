@@ -50,6 +50,7 @@ float rounding: then the two models agree to rounding, not bit for bit.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -120,6 +121,7 @@ class StateCapture(keras.layers.Layer):
             )
         self.neuron_axis = neuron_axis
         self.supports_jit = False  # the probe runs Python code on every batch
+        self._count_lock = threading.Lock()
         self.built = True
         options = {"storage_path": storage_path, "memory_limit": memory_limit}
         if keras.backend.backend() == "torch":
@@ -161,7 +163,8 @@ class StateCapture(keras.layers.Layer):
                 self.counter.add(array, axis)
 
         def run(array):
-            count(array)
+            with self._count_lock:  # a shared layer's probe can run from two ops at once
+                count(array)
             return np.int64(0)
 
         # Stateful, so it runs once per batch although nothing reads its result.

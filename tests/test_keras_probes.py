@@ -117,6 +117,18 @@ def test_exclude_by_name_and_class():
                                                                     "conv_b_states"]
 
 
+def test_shared_layer_probe_counts_every_call():
+    first, second = keras.Input((6,)), keras.Input((6,))
+    shared = keras.layers.Dense(9, name="shared")
+    model = keras.Model([first, second], keras.layers.Add()([shared(first), shared(second)]))
+    probed = build_efficiency_model(model, attach_to=["shared"])
+    inputs = [RNG.normal(size=(100, 6)).astype("float32") for _ in range(2)]
+    np.testing.assert_array_equal(probed.predict(inputs, batch_size=32, verbose=0),
+                                  model.predict(inputs, batch_size=32, verbose=0))
+    outputs = np.concatenate([shared(x).numpy() for x in inputs])
+    assert_probe_matches(probed.efficiency_layers[0], outputs)
+
+
 def test_evaluate_fills_probes_and_reset_empties_them():
     model = functional_net()
     model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
