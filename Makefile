@@ -21,5 +21,7 @@ install: $(BIN)/python
 demo: install
 	$(BIN)/tensorstate-callbacks demo
 
+# pytest's config (pyproject.toml) adds the package doctests (--doctest-modules).
+# Two workers, one test file each: module fixtures (demo runs) stay in one process.
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
