@@ -1,7 +1,12 @@
 """The ``tensorstate-callbacks`` command: ``demo`` and ``summary``.
 
-    tensorstate-callbacks demo [--framework lightning|keras] [--epochs N] [--logdir runs]
-    tensorstate-callbacks summary LOGDIR... [--format table|csv|json|markdown]
+```
+tensorstate-callbacks demo [--framework lightning|keras] [--epochs N] [--logdir runs]
+tensorstate-callbacks summary LOGDIR... [--format table|csv|json|markdown]
+```
+
+Also ``python -m tensorstate_callbacks``.  Problems the user can fix end with a
+one-line message and exit code 1; bad options with argparse's exit code 2.
 """
 
 from __future__ import annotations
