@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from collections.abc import Iterator
 from numbers import Integral
@@ -83,23 +84,26 @@ class StateCounter:
         )
         self._spill: SpillFiles | None = None
         self._warned = False
+        self._lock = threading.RLock()  # hooks may feed one counter from several threads
         self.reset_states()
 
     # -- feeding ---------------------------------------------------------------
     def reset_states(self) -> None:
         """Forget every state seen so far, stored raw states included."""
-        self.reset_counts()
-        if self._store is not None:
-            self._store.clear()
+        with self._lock:
+            self.reset_counts()
+            if self._store is not None:
+                self._store.clear()
 
     def reset_counts(self) -> None:
         """Forget the counts (and the layer width) but keep stored raw states."""
-        self._num_neurons: int | None = None
-        self._shards: list | None = None
-        self._state_count = 0
-        if self._spill is not None:
-            self._spill.close()
-            self._spill = None
+        with self._lock:
+            self._num_neurons: int | None = None
+            self._shards: list | None = None
+            self._state_count = 0
+            if self._spill is not None:
+                self._spill.close()
+                self._spill = None
 
     def add(self, array, neuron_axis: int = -1, dtype: str | None = None) -> None:
         """Pack and count one batch of activations.
@@ -131,11 +135,12 @@ class StateCounter:
 
     def _add_own_packing(self, packed: np.ndarray, num_neurons: int) -> None:
         """Count packed states whose shape and padding are known to be right."""
-        self._check_neurons(num_neurons)
-        self._count(packed, None)
-        self._state_count += packed.shape[0]
-        if self._store is not None:
-            self._store.append(packed)
+        with self._lock:
+            self._check_neurons(num_neurons)
+            self._count(packed, None)
+            self._state_count += packed.shape[0]
+            if self._store is not None:
+                self._store.append(packed)
 
     def merge(self, other: StateCounter) -> None:
         """Add every count of ``other`` (same layer width) to this counter, exactly."""
@@ -143,10 +148,11 @@ class StateCounter:
             raise ValueError(f"{self.name}: cannot merge a counter into itself")
         if other._num_neurons is None:
             return
-        self._check_neurons(other._num_neurons)
-        for keys, counts in other.count_chunks():
-            self._count(keys, counts)
-        self._state_count += other._state_count
+        with self._lock, other._lock:
+            self._check_neurons(other._num_neurons)
+            for keys, counts in other.count_chunks():
+                self._count(keys, counts)
+            self._state_count += other._state_count
 
     def add_counts(self, state_ids: np.ndarray, counts: np.ndarray, num_neurons: int) -> None:
         """Add packed states with how often each occurred (e.g. from another process)."""
@@ -166,10 +172,11 @@ class StateCounter:
             )
         _check_padding(state_ids, num_neurons)
         keep = counts > 0
-        self._check_neurons(num_neurons)
-        self._count(np.ascontiguousarray(state_ids[keep]),
-                    np.ascontiguousarray(counts[keep], dtype=np.uint64))
-        self._state_count += int(counts.sum())
+        with self._lock:
+            self._check_neurons(num_neurons)
+            self._count(np.ascontiguousarray(state_ids[keep]),
+                        np.ascontiguousarray(counts[keep], dtype=np.uint64))
+            self._state_count += int(counts.sum())
 
     def _check_neurons(self, num_neurons: int) -> None:
         if self._num_neurons is None:
@@ -273,7 +280,8 @@ class StateCounter:
 
     def _items(self) -> tuple[np.ndarray, np.ndarray]:
         self._require_states()
-        chunks = list(self.count_chunks())
+        with self._lock:
+            chunks = list(self.count_chunks())
         return np.concatenate([k for k, _ in chunks]), np.concatenate([c for _, c in chunks])
 
     def counts(self) -> np.ndarray:
@@ -294,9 +302,10 @@ class StateCounter:
         self._require_states()
         if alpha is None:
             return float(self.max_entropy())
-        return metrics.entropy_of_chunks(
-            (counts for _, counts in self.count_chunks()), self._state_count, alpha
-        )
+        with self._lock:
+            return metrics.entropy_of_chunks(
+                (counts for _, counts in self.count_chunks()), self._state_count, alpha
+            )
 
     def efficiency(self, alpha1=1, alpha2=None) -> float:
         """``entropy(alpha1)`` over ``max_entropy()`` (or over ``entropy(alpha2)``)."""
@@ -327,6 +336,30 @@ class StateCounter:
                 f"{self.name}: no states counted yet; run data through the model (or "
                 "add() arrays) before asking for metrics"
             )
+
+    # -- copying and pickling -------------------------------------------------
+    def __getstate__(self) -> dict:
+        """Counts and stored raw states travel; a disk store becomes an in-memory
+        copy (two counters must not share a storage path)."""
+        with self._lock:
+            state = {k: v for k, v in self.__dict__.items()
+                     if k not in ("_lock", "_shards", "_spill", "_store")}
+            state["_items_copy"] = self._items() if self._state_count else None
+            state["_raw_copy"] = None if self._store is None else self._store.read()
+            return state
+
+    def __setstate__(self, state: dict) -> None:
+        items, raw = state.pop("_items_copy"), state.pop("_raw_copy")
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+        self._spill = None
+        self._store = None if raw is None else RawStateStore()
+        num_neurons = self._num_neurons
+        self.reset_counts()
+        if items is not None:
+            self.add_counts(items[0], items[1], num_neurons)
+        if raw is not None and raw.size:
+            self._store.append(raw)
 
     def __repr__(self) -> str:
         return (

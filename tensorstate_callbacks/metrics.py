@@ -38,6 +38,11 @@ def entropy_of_chunks(chunks: Iterable, total: float, alpha=1) -> float:
     >>> round(entropy_of_chunks([np.array([1, 1]), np.array([2])], total=4), 6)
     1.5
     """
+    # never -0.0 (a single state has entropy +0.0 for every alpha)
+    return max(_entropy_of_chunks(chunks, total, alpha), 0.0) + 0.0
+
+
+def _entropy_of_chunks(chunks: Iterable, total: float, alpha) -> float:
     alpha = _check_alpha(alpha)
     if total <= 0:
         raise ValueError(

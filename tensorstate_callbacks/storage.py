@@ -6,14 +6,20 @@ on disk at a path, when you want to look at individual states later.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+import weakref
 from pathlib import Path
 
 import numpy as np
 
 # About 1 MiB of packed states per chunk, whatever the batch size.
 _CHUNK_BYTES = 1 << 20
+# Marks the arrays this package writes, the only ones it may overwrite.
+_MARKER = {"tensorstate_callbacks": "raw_states"}
+# Storage paths held by live stores: two stores must never share one.
+_claimed_paths: set[Path] = set()
 
 
 def _import_zarr():
@@ -46,6 +52,31 @@ def check_writable(path) -> Path:
     return path
 
 
+def _is_our_array(path: Path) -> bool:
+    try:
+        metadata = json.loads((path / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return metadata.get("attributes", {}).get("tensorstate_callbacks") == "raw_states"
+
+
+def _claim(path: Path) -> Path:
+    """Check that ``path`` can hold our raw states, and reserve it.
+
+    It must be writable, empty (or hold raw states an earlier run of this
+    package wrote there, which are replaced), and not in use by another store.
+    """
+    path = check_writable(path).resolve()
+    if path in _claimed_paths:
+        raise ValueError(f"storage path {str(path)!r} is already used by another probe or "
+                         "counter; give each one its own directory")
+    if any(path.iterdir()) and not _is_our_array(path):
+        raise ValueError(f"storage path {str(path)!r} is not empty; raw states would replace "
+                         "what is there: pick a new or empty directory")
+    _claimed_paths.add(path)
+    return path
+
+
 class RawStateStore:
     """Append-only zarr array of packed states: ``uint8[num_states, num_bytes]``.
 
@@ -57,7 +88,9 @@ class RawStateStore:
 
     def __init__(self, path: str | os.PathLike | None = None):
         self._zarr = _import_zarr()
-        self.path = None if path is None else check_writable(path)
+        self.path = None if path is None else _claim(Path(path))
+        if self.path is not None:
+            weakref.finalize(self, _claimed_paths.discard, self.path)
         self._array = None
 
     def _create(self, num_bytes: int):
@@ -70,7 +103,8 @@ class RawStateStore:
             chunks=(rows, num_bytes),
             dtype="uint8",
             compressors=zarr.codecs.BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle"),
-            overwrite=True,
+            attributes=_MARKER,
+            overwrite=True,  # only ever our own array: see _claim
         )
 
     def append(self, packed: np.ndarray) -> None:

@@ -559,7 +559,6 @@ def test_integer_like_memory_limit_and_long_double():
     np.testing.assert_array_equal(pack(x), packed_states(x))
 
 
-@pytest.mark.xfail(strict=True, reason="cosmetic (briefs/core_bugs.md): -log2(1.0) is -0.0")
 def test_entropy_of_one_state_is_plus_zero():
     counter = StateCounter("one")
     counter.add(np.ones((4, 6)))
@@ -568,8 +567,6 @@ def test_entropy_of_one_state_is_plus_zero():
     assert [math.copysign(1.0, value) for value in values] == [1.0] * len(values)
 
 
-@pytest.mark.xfail(strict=True, reason="core bug D (briefs/core_bugs.md): zarr.create_array("
-                   "overwrite=True) wipes the storage directory")
 def test_storage_path_never_deletes_user_files(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "notes.txt").write_text("keep")
@@ -586,8 +583,6 @@ def test_storage_path_never_deletes_user_files(tmp_path):
     assert (tmp_path / "sub" / "data.csv").read_text() == "keep"
 
 
-@pytest.mark.xfail(strict=True, reason="core bug D (briefs/core_bugs.md): two counters on one "
-                   "storage path clobber each other")
 def test_two_counters_on_one_storage_path(tmp_path):
     rng = np.random.default_rng(15)
     x, y = rng.standard_normal((40, 4)), rng.standard_normal((30, 9))
@@ -604,8 +599,6 @@ def test_two_counters_on_one_storage_path(tmp_path):
     np.testing.assert_array_equal(first.raw_states, packed_states(np.concatenate([x, x])))
 
 
-@pytest.mark.xfail(strict=True, reason="core bug E (briefs/core_bugs.md): CountTable has no "
-                   "__reduce__, so deepcopy/pickle raise TypeError")
 @pytest.mark.parametrize("width", [6, 40, 300])
 def test_counter_deepcopy_and_pickle(width):
     import copy
@@ -645,8 +638,6 @@ print("ok")
 """
 
 
-@pytest.mark.xfail(strict=True, reason="core bug F (briefs/core_bugs.md): no lock around the "
-                   "tables, concurrent add() corrupts the heap")
 def test_threads_sharing_one_counter():
     # As torch.nn.DataParallel feeds one probe from one thread per replica.  In a
     # subprocess, so that heap corruption fails this test instead of killing pytest.
