@@ -88,18 +88,32 @@ static int ts_pack_blocks_##SUFFIX(const ts_view *v, uint8_t *out,              
         memset(block, 0, (size_t)nb * TS_BLOCK_ROWS);                           \
         const char *first = v->base + a * v->stride_outer                       \
                             + s0 * v->stride_state;                             \
-        for (int64_t c = 0; c < n; ++c) {                                       \
-            uint8_t *acc = block + (c >> 3) * TS_BLOCK_ROWS;                    \
-            const int bit = (int)(c & 7);                                       \
-            const char *col = first + c * v->stride_neuron;                     \
-            if (contiguous) {                                                   \
-                const T *x = (const T *)col;                                    \
+        for (int64_t byte = 0; byte < nb; ++byte) {                             \
+            uint8_t *acc = block + byte * TS_BLOCK_ROWS;                        \
+            const char *col = first + byte * 8 * v->stride_neuron;              \
+            const int64_t count = n - byte * 8 < 8 ? n - byte * 8 : 8;          \
+            if (contiguous && count == 8 && v->stride_neuron % (int64_t)sizeof(T) == 0) { \
+                /* eight neuron streams at once: whole bytes, no re-reads */    \
+                const T *x0 = (const T *)col;                                   \
+                const int64_t s = v->stride_neuron / (int64_t)sizeof(T);        \
                 for (int64_t i = 0; i < m; ++i)                                 \
-                    acc[i] |= (uint8_t)(FIRES(x[i]) << bit);                    \
-            } else {                                                            \
+                    acc[i] = (uint8_t)(FIRES(x0[i]) | FIRES(x0[s + i]) << 1     \
+                        | FIRES(x0[2 * s + i]) << 2 | FIRES(x0[3 * s + i]) << 3 \
+                        | FIRES(x0[4 * s + i]) << 4 | FIRES(x0[5 * s + i]) << 5 \
+                        | FIRES(x0[6 * s + i]) << 6 | FIRES(x0[7 * s + i]) << 7); \
+                continue;                                                       \
+            }                                                                   \
+            for (int64_t k = 0; k < count; ++k) {                               \
+                const char *neuron = col + k * v->stride_neuron;                \
+                if (contiguous) {                                               \
+                    const T *x = (const T *)neuron;                             \
+                    for (int64_t i = 0; i < m; ++i)                             \
+                        acc[i] |= (uint8_t)(FIRES(x[i]) << k);                  \
+                    continue;                                                   \
+                }                                                               \
                 for (int64_t i = 0; i < m; ++i) {                               \
-                    const T value = *(const T *)(col + i * v->stride_state);    \
-                    acc[i] |= (uint8_t)(FIRES(value) << bit);                   \
+                    const T value = *(const T *)(neuron + i * v->stride_state); \
+                    acc[i] |= (uint8_t)(FIRES(value) << k);                     \
                 }                                                               \
             }                                                                   \
         }                                                                       \
