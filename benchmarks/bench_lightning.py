@@ -7,8 +7,11 @@ Runs alternate (without/with, then with/without, ...) and medians are compared,
 so both see the same machine noise.  Wall time and process CPU time (all
 threads) are both reported, and the CPU time spent inside the callback itself
 (its probes' hooks and its validation-epoch end), which busy neighbours on a
-shared machine disturb least.  Target: ratio <= 1.10.  ``--profile`` adds a
-cProfile of one run with the callback, restricted to this package's functions.
+shared machine disturb least (it includes torch's OpenMP workers spinning
+meanwhile; OMP_WAIT_POLICY=PASSIVE leaves only our own work).  Target: ratio
+<= 1.10.  ``--profile`` adds a cProfile of one run with the callback,
+restricted to this package's functions.  TENSORSTATE_NUM_THREADS=1 runs the
+compiled kernels on the calling thread only.
 """
 
 from __future__ import annotations
@@ -102,7 +105,8 @@ def main() -> None:
     print(f"| ratio (target <= 1.10) | {measured[0] / base[0]:.3f} | "
           f"{measured[1] / base[1]:.3f} | |")
     own = statistics.median(inside)
-    print(f"| CPU inside the callback | | {own:.3f} | ratio from it: {1 + own / base[1]:.3f} |")
+    print(f"| CPU inside the callback (all threads) | | {own:.3f} | "
+          f"ratio from it: {1 + own / base[1]:.3f} |")
 
     if args.profile:
         profiler = cProfile.Profile()
