@@ -61,6 +61,7 @@ class StateCounter:
     and spills its counts to disk (``spill_dir``, default the temp directory):
     every result stays exact.  Raw packed states are kept only when asked
     (``store_states=True`` in memory, or ``storage_path`` on disk, as zarr).
+    ``threads`` caps the threads one batch uses (default: every usable core).
 
     >>> counter = StateCounter("conv")
     >>> counter.add(np.array([[1.0, -2.0], [3.0, -1.0], [-1.0, 5.0]]), neuron_axis=-1)
@@ -71,13 +72,18 @@ class StateCounter:
     """
 
     def __init__(self, name: str = "states", *, store_states: bool = False,
-                 storage_path=None, memory_limit: int | None = None, spill_dir=None):
+                 storage_path=None, memory_limit: int | None = None, spill_dir=None,
+                 threads: int | None = None):
         limit = _default_memory_limit() if memory_limit is None else memory_limit
         if isinstance(limit, bool) or not isinstance(limit, Integral) or limit <= 0:
             raise ValueError(f"memory_limit must be a positive number of bytes, got {limit!r}")
         limit = int(limit)
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, Integral)
+                                    or threads < 1):
+            raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
         self.name = name
         self.memory_limit = limit
+        self.threads = threads  # None: TENSORSTATE_NUM_THREADS or every usable core
         self.spill_dir = None if spill_dir is None else check_writable(spill_dir)
         self._store = (
             RawStateStore(storage_path) if store_states or storage_path is not None else None
@@ -117,7 +123,7 @@ class StateCounter:
 
             packed, num_neurons = pack_cuda(array, neuron_axis)
         else:
-            packed = states.pack(array, neuron_axis, dtype)
+            packed = states.pack(array, neuron_axis, dtype, threads=self.threads)
             num_neurons = np.shape(array)[neuron_axis]
         self._add_own_packing(packed, num_neurons)
 
@@ -212,7 +218,8 @@ class StateCounter:
             self._split_tables()
         shards = len(self._shards)
         bits = shards.bit_length() - 1
-        threads = min(num_threads(), shards) if len(keys) >= _PARALLEL_MIN_ROWS else 1
+        threads = min(self.threads or num_threads(), shards) \
+            if len(keys) >= _PARALLEL_MIN_ROWS else 1
         run_parallel(
             [
                 lambda first=first: _table.count_rows(self._shards, bits, first, threads, keys,

@@ -134,10 +134,11 @@ def state_views(array, neuron_axis: int = -1, dtype: str | None = None) -> list[
     ]
 
 
-def pack_view(view: StateView, out: np.ndarray | None = None) -> np.ndarray:
+def pack_view(view: StateView, out: np.ndarray | None = None,
+              threads: int | None = None) -> np.ndarray:
     """Pack one :class:`StateView` into ``uint8[num_states, ceil(neurons / 8)]``.
 
-    Large views are split into row ranges packed on several threads.
+    Large views are split into row ranges packed on up to ``threads`` threads.
 
     >>> view, = state_views(np.array([[1.0, 0.0, 2.0]]))
     >>> pack_view(view)
@@ -150,7 +151,7 @@ def pack_view(view: StateView, out: np.ndarray | None = None) -> np.ndarray:
     address = view.array.__array_interface__["data"][0]
     chunks = 1
     if rows * view.num_neurons >= _PARALLEL_MIN_ELEMENTS:
-        chunks = min(num_threads(), rows)
+        chunks = min(threads or num_threads(), rows)
     bounds = np.linspace(0, rows, chunks + 1).astype(np.int64)
     run_parallel(
         [
@@ -163,11 +164,13 @@ def pack_view(view: StateView, out: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
-def pack(array, neuron_axis: int = -1, dtype: str | None = None) -> np.ndarray:
+def pack(array, neuron_axis: int = -1, dtype: str | None = None,
+         threads: int | None = None) -> np.ndarray:
     """Binarize (``> 0``) and bit-pack ``array`` along ``neuron_axis``.
 
     Returns ``uint8[num_states, ceil(num_neurons / 8)]`` with states in C order
     of the remaining axes.  ``dtype="bfloat16"``: see :func:`state_views`.
+    ``threads`` caps the threads used (default: every usable core).
 
     >>> x = np.array([[[1.0, -1.0], [0.5, 2.0]]])   # (batch, H=2, C=2)
     >>> pack(x, neuron_axis=-1)
@@ -176,8 +179,8 @@ def pack(array, neuron_axis: int = -1, dtype: str | None = None) -> np.ndarray:
     """
     views = state_views(array, neuron_axis, dtype)
     if len(views) == 1:
-        return pack_view(views[0])
-    return np.concatenate([pack_view(view) for view in views])
+        return pack_view(views[0], threads=threads)
+    return np.concatenate([pack_view(view, threads=threads) for view in views])
 
 
 def compress_states(states) -> np.ndarray:

@@ -109,7 +109,9 @@ class StateCaptureHook(StateCounter):
                  memory_limit: int | None = None):
         if method not in ("before", "after"):
             raise ValueError(f"a probe's method must be 'before' or 'after', got {method!r}")
-        super().__init__(name, storage_path=storage_path, memory_limit=memory_limit)
+        # One thread: inside a forward pass the framework's own threads already
+        # keep the cores busy, and handing work to a pool only adds waiting.
+        super().__init__(name, storage_path=storage_path, memory_limit=memory_limit, threads=1)
         self.method = method
         self.neuron_axis = neuron_axis
         self.output_selector = output_selector
@@ -139,17 +141,26 @@ class StateCaptureHook(StateCounter):
         """True while the hook is registered."""
         return self._handle is not None
 
-    # Hooks run eagerly even inside torch.compile: the compiler must not trace
-    # into the kernel call (it would hand over symbolic tensors).
-    @torch.compiler.disable
     def _after_hook(self, module, inputs, output) -> None:
         if self.enabled:
-            self.capture(module, output)
+            self._capture_now(module, output)
 
-    @torch.compiler.disable
     def _before_hook(self, module, inputs) -> None:
         if self.enabled:
-            self.capture(module, inputs)
+            self._capture_now(module, inputs)
+
+    def _capture_now(self, module, value) -> None:
+        # Under torch.compile the capture runs eagerly, outside the graph: the
+        # compiler must not trace into the kernel call (it would hand over
+        # symbolic tensors).  Eager calls skip the wrapper's cost.
+        if torch.compiler.is_compiling():
+            self._capture_eagerly(module, value)
+        else:
+            self.capture(module, value)
+
+    @torch.compiler.disable
+    def _capture_eagerly(self, module, value) -> None:
+        self.capture(module, value)
 
     @torch.no_grad()
     def capture(self, module: torch.nn.Module, value) -> None:
