@@ -82,6 +82,17 @@ class StateSpaceCallback(L.Callback):
         self._module = pl_module
         self._probes = list(pl_module.efficiency_layers)
         self._set_capturing(False)
+        if self.log_hparams:
+            self._write_hparams(trainer, pl_module)
+
+    @rank_zero_only
+    def _write_hparams(self, trainer, pl_module) -> None:
+        # Before the trainer logs the module's hparams: TensorBoard shows the
+        # first hparams of a run, so ours carry the module's too.
+        hparams = {**dict(getattr(pl_module, "hparams", {})), **self._hparams()}
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                tensorboard.write_hparams(logger.experiment, hparams, extra_metrics=["hp_metric"])
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         self._remove_probes()
@@ -157,8 +168,6 @@ class StateSpaceCallback(L.Callback):
         if not self._layout_written:
             self._layout_written = True
             tensorboard.write_layout(writer)
-            if self.log_hparams:
-                tensorboard.write_hparams(writer, self._hparams())
         if self.log_histograms:
             counts = {probe.name: probe.counts() for probe in self._probes if probe.state_count}
             tensorboard.write_state_histograms(writer, counts, report.epoch)
@@ -167,7 +176,8 @@ class StateSpaceCallback(L.Callback):
         writer.flush()
 
     def _hparams(self) -> dict:
-        return {"beta": self.beta, "attach_to": ",".join(self.attach_to), "method": self.method}
+        return {"state_space/beta": self.beta, "state_space/attach_to": ",".join(self.attach_to),
+                "state_space/method": self.method}
 
     # -- checkpointing ---------------------------------------------------------
     def state_dict(self) -> dict:

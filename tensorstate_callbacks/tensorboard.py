@@ -121,15 +121,17 @@ def write_efficiency_image(writer, history: Sequence[EpochReport]) -> None:
     writer.add_image(IMAGE_TAG, efficiency_image(history), history[-1].epoch, dataformats="HWC")
 
 
-def write_hparams(writer, hparams: Mapping[str, object]) -> None:
-    """Register ``hparams`` in this run, with aIQ and network efficiency as the
-    metrics the HParams dashboard compares runs by."""
+def write_hparams(writer, hparams: Mapping[str, object], extra_metrics: Sequence[str] = ()) -> None:
+    """Register ``hparams`` in this run, with aIQ and network efficiency (and
+    ``extra_metrics`` tags) as the metrics the HParams dashboard compares runs by.
+    TensorBoard shows the first hparams written to a run."""
     if type(writer).__module__.startswith("torch."):  # torch.utils.tensorboard's writer
         from torch.utils.tensorboard.summary import hparams as hparams_summary
     else:
         from tensorboardX.summary import hparams as hparams_summary
     clean = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in hparams.items()}
     metrics = {f"{TAG_PREFIX}/aIQ": 0.0, f"{TAG_PREFIX}/network_efficiency": 0.0}
+    metrics.update(dict.fromkeys(extra_metrics, 0.0))
     experiment, start, end = hparams_summary(clean, metrics)
     for summary in (experiment, start, end):
         writer.file_writer.add_summary(summary)

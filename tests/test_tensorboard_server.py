@@ -119,3 +119,15 @@ def test_efficiency_image(server):
     runs = [run for run, run_tags in images.items()
             if "state_space/efficiency_over_epochs" in run_tags]
     assert len(runs) == 2, images
+
+
+def test_hparams_dashboard_compares_runs_by_aiq(server):
+    request = urllib.request.Request(
+        f"{server}/data/plugin/hparams/experiment", data=b'{"experimentName": ""}',
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        experiment = json.loads(response.read())
+    metrics = {info["name"]["tag"] for info in experiment["metricInfos"]}
+    assert {"state_space/aIQ", "state_space/network_efficiency"} <= metrics
+    hparams = {info["name"] for info in experiment["hparamInfos"]}
+    assert "state_space/beta" in hparams or "beta" in hparams
