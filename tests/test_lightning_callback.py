@@ -146,3 +146,15 @@ def test_argument_and_setup_errors(tmp_path):
             StateSpaceCallback(**kwargs)
     with pytest.raises(ValueError, match="Linear"):
         fit(tmp_path, StateSpaceCallback(attach_to=["Conv3d"]), epochs=1)
+
+
+@pytest.mark.parametrize("options, epochs, steps", [
+    ({"val_check_interval": 0.5}, 2, [0, 1, 2, 3]),
+    ({"check_val_every_n_epoch": 2}, 4, [0, 1]),
+])
+def test_steps_count_validation_epochs(tmp_path, options, epochs, steps):
+    callback = StateSpaceCallback(attach_to=["Conv2d"])
+    fit(tmp_path, callback, epochs=epochs, **options)
+    scalars, _ = read_scalars(tmp_path / "tb" / "version_0")
+    assert [step for step, _ in scalars["state_space/aIQ"]] == steps
+    assert [report.epoch for report in callback.history] == steps
