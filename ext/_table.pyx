@@ -15,7 +15,7 @@ cdef extern from "ts_table.h" nogil:
         int64_t size
         uint64_t total
         int dense_bits
-    int ts_table_init(ts_table *t, int64_t key_bytes, int dense_bits, int64_t capacity)
+    int ts_table_init(ts_table *t, int64_t key_bytes, int dense_bits)
     int TS_DENSE_MAX_BITS
     void ts_table_free(ts_table *t)
     int64_t ts_table_memory(const ts_table *t)
@@ -37,20 +37,18 @@ DENSE_MAX_BITS = TS_DENSE_MAX_BITS
 cdef class CountTable:
     """Table of distinct packed states and how often each occurred.
 
-    A hash table of ``capacity`` slots (a power of two >= 16; it grows as
-    needed) by default; ``dense_bits=n`` (n <= DENSE_MAX_BITS) makes a dense
-    array of 2**n counts for states of exactly n neurons instead.
+    A hash table by default; ``dense_bits=n`` (n <= DENSE_MAX_BITS) makes a
+    dense array of 2**n counts for states of exactly n neurons instead.
     """
     cdef ts_table table
 
-    def __cinit__(self, int64_t key_bytes, int dense_bits=0, int64_t capacity=16):
+    def __cinit__(self, int64_t key_bytes, int dense_bits=0):
         if key_bytes < 1:
             raise ValueError("key_bytes must be >= 1")
-        status = ts_table_init(&self.table, key_bytes, dense_bits, capacity)
+        status = ts_table_init(&self.table, key_bytes, dense_bits)
         if status == -2:
             raise ValueError(f"dense_bits={dense_bits} must be in [1, {TS_DENSE_MAX_BITS}] "
-                             f"and match key_bytes={key_bytes}, and capacity={capacity} a "
-                             "power of two >= 16")
+                             f"and match key_bytes={key_bytes}")
         if status != 0:
             raise MemoryError("out of memory creating a count table")
 

@@ -117,9 +117,8 @@ static ts_slot *ts_alloc_slots(int64_t capacity)
 }
 
 /* dense_bits > 0 (and <= TS_DENSE_MAX_BITS) makes a dense table for
- * states of that many neurons; 0 makes a hash table of `capacity` slots
- * (a power of two >= 16). */
-static int ts_table_init(ts_table *t, int64_t key_bytes, int dense_bits, int64_t capacity)
+ * states of that many neurons; 0 makes a hash table. */
+static int ts_table_init(ts_table *t, int64_t key_bytes, int dense_bits)
 {
     memset(t, 0, sizeof(*t));
     t->key_bytes = key_bytes;
@@ -130,8 +129,7 @@ static int ts_table_init(ts_table *t, int64_t key_bytes, int dense_bits, int64_t
         t->dense = (uint64_t *)ts_alloc_slots(((int64_t)1 << dense_bits) / 2 + 1);
         return t->dense == NULL ? -1 : 0;
     }
-    if (capacity < 16 || (capacity & (capacity - 1)) != 0) return -2;
-    t->capacity = capacity;
+    t->capacity = 16;
     t->slots = ts_alloc_slots(t->capacity);
     return t->slots == NULL ? -1 : 0;
 }

@@ -23,7 +23,6 @@ _PARALLEL_MIN_ROWS = 1 << 16
 # each stays small enough for the cache (see ext/ts_table.h).
 _NUM_SHARDS = 256
 _SHARD_AT_DISTINCT = 1 << 14
-_SHARD_MAX_START_SLOTS = 1 << 13  # 128 KiB per shard, 32 MiB for all, at most
 
 
 def _check_padding(packed: np.ndarray, num_neurons: int) -> None:
@@ -205,16 +204,10 @@ class StateCounter:
             return [_table.CountTable(key_bytes, self._num_neurons)]
         return [_table.CountTable(key_bytes)]
 
-    def _split_tables(self, incoming_rows: int) -> None:
-        """Move the counts of the single hash table into _NUM_SHARDS tables,
-        sized for what they hold plus (up to a cap) the batch on its way."""
+    def _split_tables(self) -> None:
+        """Move the counts of the single hash table into _NUM_SHARDS tables."""
         keys, counts = self._shards[0].items()
-        expected = 2 * (len(keys) + incoming_rows) // _NUM_SHARDS
-        capacity = min(_SHARD_MAX_START_SLOTS, 1 << max(4, (expected - 1).bit_length()))
-        while capacity > 16 and 32 * capacity * _NUM_SHARDS > self.memory_limit:
-            capacity //= 2  # a small memory_limit gets small tables
-        self._shards = [_table.CountTable(keys.shape[1], 0, capacity)
-                        for _ in range(_NUM_SHARDS)]
+        self._shards = [_table.CountTable(keys.shape[1]) for _ in range(_NUM_SHARDS)]
         _table.count_rows(self._shards, _NUM_SHARDS.bit_length() - 1, 0, 1, keys, counts)
 
     def _count(self, keys: np.ndarray, weights: np.ndarray | None) -> None:
@@ -222,7 +215,7 @@ class StateCounter:
         if len(self._shards) == 1 and not single.is_dense and (
             single.distinct + len(keys) > _SHARD_AT_DISTINCT
         ):
-            self._split_tables(len(keys))
+            self._split_tables()
         shards = len(self._shards)
         bits = shards.bit_length() - 1
         threads = min(self.threads or num_threads(), shards) \
