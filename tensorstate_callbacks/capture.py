@@ -285,7 +285,8 @@ class StateCounter:
         """True once the counts outgrew ``memory_limit`` and went to disk."""
         return self._spill is not None
 
-    def _items(self) -> tuple[np.ndarray, np.ndarray]:
+    def items(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(state_ids, counts)``: every distinct packed state and how often it occurred."""
         self._require_states()
         with self._lock:
             chunks = list(self.count_chunks())
@@ -293,11 +294,11 @@ class StateCounter:
 
     def counts(self) -> np.ndarray:
         """How often each distinct state occurred (aligned with :meth:`state_ids`)."""
-        return self._items()[1].astype(np.int64)
+        return self.items()[1].astype(np.int64)
 
     def state_ids(self) -> np.ndarray:
         """The distinct packed states, one row each (aligned with :meth:`counts`)."""
-        return self._items()[0]
+        return self.items()[0]
 
     def max_entropy(self) -> int:
         """Largest possible entropy: the number of neurons."""
@@ -351,7 +352,7 @@ class StateCounter:
         with self._lock:
             state = {k: v for k, v in self.__dict__.items()
                      if k not in ("_lock", "_shards", "_spill", "_store")}
-            state["_items_copy"] = self._items() if self._state_count else None
+            state["_items_copy"] = self.items() if self._state_count else None
             state["_raw_copy"] = None if self._store is None else self._store.read()
             return state
 

@@ -29,14 +29,6 @@ def _gather(tensor: torch.Tensor) -> list[torch.Tensor]:
     return parts
 
 
-def _local_items(counter: StateCounter):
-    if counter.state_count == 0:
-        return None
-    chunks = list(counter.count_chunks())
-    return (np.concatenate([keys for keys, _ in chunks]),
-            np.concatenate([counts for _, counts in chunks]).astype(np.int64))
-
-
 def merge_across_ranks(counters: Sequence[StateCounter]) -> None:
     """Replace each counter's counts by the exact sum over all ranks.
 
@@ -47,7 +39,7 @@ def merge_across_ranks(counters: Sequence[StateCounter]) -> None:
         return
     device = _device()
     for counter in counters:
-        items = _local_items(counter)
+        items = counter.items() if counter.state_count else None
         distinct = 0 if items is None else len(items[1])
         width = -1 if counter.num_neurons is None else counter.num_neurons
         meta = torch.tensor([distinct, width], dtype=torch.int64, device=device)
@@ -63,7 +55,7 @@ def merge_across_ranks(counters: Sequence[StateCounter]) -> None:
         counts = torch.zeros(rows, dtype=torch.int64, device=device)
         if items is not None:
             keys[:distinct] = torch.from_numpy(items[0])
-            counts[:distinct] = torch.from_numpy(items[1])
+            counts[:distinct] = torch.from_numpy(items[1].astype(np.int64))
         all_keys, all_counts = _gather(keys), _gather(counts)
         counter.reset_counts()  # raw states stored on this rank stay
         for (n, _), rank_keys, rank_counts in zip(metas, all_keys, all_counts):
