@@ -6,15 +6,12 @@ in)), and both run in float64 so the two frameworks' activations differ only
 by rounding far below the smallest |activation|: no state can flip at 0.
 """
 
-import os
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from reference import sorted_rows  # noqa: E402
+import keras
+import numpy as np
+import pytest
+from reference import sorted_rows
 
 torch = pytest.importorskip("torch")
 L = pytest.importorskip("lightning")

@@ -1,21 +1,17 @@
 """The Keras StateSpaceCallback in real model.fit runs, read back from TensorBoard."""
 
-import os
 import warnings
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from reference import packed_states, renyi_entropy, unique_counts  # noqa: E402
-from tensorboard.backend.event_processing.event_accumulator import (  # noqa: E402
+import keras
+import numpy as np
+import pytest
+from reference import packed_states, renyi_entropy, unique_counts
+from tensorboard.backend.event_processing.event_accumulator import (
     EventAccumulator,
 )
 
-from tensorstate_callbacks.keras import StateSpaceCallback  # noqa: E402
-from tensorstate_callbacks.lenet5_keras import (  # noqa: E402
+from tensorstate_callbacks.keras import StateSpaceCallback
+from tensorstate_callbacks.lenet5_keras import (
     build_lenet5,
     compile_lenet5,
     mnist_images,

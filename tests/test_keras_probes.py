@@ -5,17 +5,14 @@ import subprocess
 import sys
 import textwrap
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+import pytest
+from reference import packed_states, renyi_entropy, sorted_rows, unique_counts
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from reference import packed_states, renyi_entropy, sorted_rows, unique_counts  # noqa: E402
-
-import tensorstate_callbacks as ts  # noqa: E402
-from tensorstate_callbacks import keras as ts_keras  # noqa: E402
-from tensorstate_callbacks.keras import (  # noqa: E402
+import tensorstate_callbacks as ts
+from tensorstate_callbacks import keras as ts_keras
+from tensorstate_callbacks.keras import (
     StateCapture,
     StateReader,
     build_efficiency_model,

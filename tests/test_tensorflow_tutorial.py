@@ -7,15 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+import pytest
+from reference import packed_states, renyi_entropy
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from reference import packed_states, renyi_entropy  # noqa: E402
-
-import tensorstate_callbacks as ts  # noqa: E402
-from tensorstate_callbacks.lenet5_keras import build_lenet5, mnist_images  # noqa: E402
+import tensorstate_callbacks as ts
+from tensorstate_callbacks.lenet5_keras import build_lenet5, mnist_images
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "tensorflow_tutorial.py"
 DOCUMENTED_STATES = {"conv_1_states": 5_760_000, "conv_2_states": 640_000,
