@@ -14,6 +14,7 @@ extensions = [
         include_dirs=["ext"],
         depends=["ext/ts_pack.h", "ext/ts_table.h"],
         extra_compile_args=extra,
+        libraries=["m"],
     )
     for name in ("_pack", "_table")
 ]

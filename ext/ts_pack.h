@@ -168,6 +168,82 @@ static void ts_pack_rows_f32_sse2(const ts_view *v, uint8_t *out,
         }
     }
 }
+
+/* Rows [0, m) of a byte-major block (byte j of row i at block[j * rows + i])
+ * to row-major packed bytes at o.  `room` is how many bytes past o this
+ * call may write (rows beyond ours belong to other threads): with room for
+ * it, narrow rows are assembled in a register and stored as 8 bytes, the
+ * surplus overwritten by the next row. */
+static void ts_block_to_rows(const uint8_t *block, int64_t rows, int64_t m, int64_t nb,
+                             uint8_t *o, int64_t room)
+{
+    int64_t i = 0;
+    if (nb == 1) {
+        memcpy(o, block, (size_t)m);
+        return;
+    }
+    if (nb <= 8)
+        for (; i < m && i * nb + 8 <= room; ++i) {
+            uint64_t word = 0;
+            for (int64_t byte = 0; byte < nb; ++byte)
+                word |= (uint64_t)block[byte * rows + i] << (8 * byte);
+            memcpy(o + i * nb, &word, 8);
+        }
+    for (; i < m; ++i)
+        for (int64_t byte = 0; byte < nb; ++byte) o[i * nb + byte] = block[byte * rows + i];
+}
+
+/* float32 with strided neurons and contiguous states (channels-first).  A
+ * block of rows is built one neuron at a time, so the input is read in
+ * address order (each neuron's states are contiguous, and in NCHW the
+ * neurons of an image follow each other): sixteen states per step are
+ * compared, narrowed to one byte each and OR-ed into the block at that
+ * neuron's bit.  The block is byte-major; it is turned row-major at the end. */
+#define TS_BLOCK_BYTES 16384
+
+static int ts_pack_blocks_f32_sse2(const ts_view *v, uint8_t *out,
+                                   int64_t row_begin, int64_t row_end)
+{
+    const int64_t n = v->n_neurons, nb = (n + 7) / 8;
+    const int64_t s = v->stride_neuron / (int64_t)sizeof(float);
+    int64_t rows = (TS_BLOCK_BYTES / nb) & ~(int64_t)15;
+    if (rows < TS_BLOCK_ROWS) rows = TS_BLOCK_ROWS;
+    const __m128 zero = _mm_setzero_ps();
+    uint8_t *block = (uint8_t *)malloc((size_t)(nb * rows));
+    if (block == NULL) return -1;
+    int64_t row = row_begin;
+    while (row < row_end) {
+        const int64_t a = row / v->n_states, s0 = row % v->n_states;
+        int64_t m = v->n_states - s0;
+        if (m > row_end - row) m = row_end - row;
+        if (m > rows) m = rows;
+        const float *first = (const float *)(v->base + a * v->stride_outer
+                                             + s0 * v->stride_state);
+        for (int64_t k = 0; k < n; ++k) {
+            uint8_t *acc = block + (k >> 3) * rows;
+            const int shift = (int)(k & 7);
+            const __m128i bit = _mm_set1_epi8((char)(1 << shift));
+            const float *x = first + k * s;
+            int64_t i = 0;
+            for (; i + 16 <= m; i += 16) {
+                const __m128i fires = _mm_packs_epi16(
+                    _mm_packs_epi32(_mm_castps_si128(_mm_cmpgt_ps(_mm_loadu_ps(x + i), zero)),
+                                    _mm_castps_si128(_mm_cmpgt_ps(_mm_loadu_ps(x + i + 4), zero))),
+                    _mm_packs_epi32(_mm_castps_si128(_mm_cmpgt_ps(_mm_loadu_ps(x + i + 8), zero)),
+                                    _mm_castps_si128(_mm_cmpgt_ps(_mm_loadu_ps(x + i + 12), zero))));
+                __m128i bits = _mm_and_si128(fires, bit);
+                if (shift) bits = _mm_or_si128(bits, _mm_loadu_si128((const __m128i *)(acc + i)));
+                _mm_storeu_si128((__m128i *)(acc + i), bits);
+            }
+            for (; i < m; ++i)
+                acc[i] = (uint8_t)((shift ? acc[i] : 0) | (x[i] > 0) << shift);
+        }
+        ts_block_to_rows(block, rows, m, nb, out + row * nb, (row_end - row) * nb);
+        row += m;
+    }
+    free(block);
+    return 0;
+}
 #endif
 
 enum ts_kind {
@@ -184,7 +260,15 @@ static int ts_pack(int kind, const ts_view *v, uint8_t *out,
     if (kind < TS_F32 || kind > TS_BF16) return -2;
     if (v->stride_neuron != item_size[kind]) {
         switch (kind) {
+#if defined(__SSE2__)
+        case TS_F32:
+            if (v->stride_state == (int64_t)sizeof(float)
+                && v->stride_neuron % (int64_t)sizeof(float) == 0)
+                return ts_pack_blocks_f32_sse2(v, out, row_begin, row_end);
+            return ts_pack_blocks_f32(v, out, row_begin, row_end);
+#else
         case TS_F32: return ts_pack_blocks_f32(v, out, row_begin, row_end);
+#endif
         case TS_F64: return ts_pack_blocks_f64(v, out, row_begin, row_end);
         case TS_I8: return ts_pack_blocks_i8(v, out, row_begin, row_end);
         case TS_I16: return ts_pack_blocks_i16(v, out, row_begin, row_end);

@@ -19,6 +19,7 @@
 #ifndef TS_TABLE_H
 #define TS_TABLE_H
 
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,10 +156,9 @@ static inline uint64_t ts_slot_hash(const ts_table *t, const ts_slot *s)
     return t->key_bytes <= 8 ? ts_mix(s->word) : s->word;
 }
 
-static int ts_table_grow(ts_table *t)
+/* Rehashes every key into `capacity` slots (a power of two). */
+static int ts_table_resize(ts_table *t, int64_t capacity)
 {
-    /* quadruple while small (fewer rehashes), then double (less memory) */
-    const int64_t capacity = t->capacity * (t->capacity < ((int64_t)1 << 16) ? 4 : 2);
     ts_slot *slots = ts_alloc_slots(capacity);
     if (slots == NULL) return -1;
     const uint64_t mask = (uint64_t)capacity - 1;
@@ -173,6 +173,21 @@ static int ts_table_grow(ts_table *t)
     t->slots = slots;
     t->capacity = capacity;
     return 0;
+}
+
+static int ts_table_grow(ts_table *t)
+{
+    /* quadruple while small (fewer rehashes), then double (less memory) */
+    return ts_table_resize(t, t->capacity * (t->capacity < ((int64_t)1 << 16) ? 4 : 2));
+}
+
+/* Grows the table at once to hold `keys` distinct keys at load <= 1/2,
+ * instead of step by step while they arrive. */
+static int ts_table_reserve(ts_table *t, int64_t keys)
+{
+    int64_t capacity = t->capacity;
+    while (capacity < 2 * (keys + 1)) capacity *= 2;
+    return capacity == t->capacity ? 0 : ts_table_resize(t, capacity);
 }
 
 static int ts_arena_reserve(ts_table *t)
@@ -266,6 +281,33 @@ typedef struct {
     uint64_t hash;
     uint64_t payload;
 } ts_record;
+
+/* A linear-counting sketch per shard: TS_SKETCH_BITS bits, one set per row
+ * from hash bits 34.. (independent of the shard and slot bits).  From the
+ * fraction of bits still clear it estimates how many distinct keys the rows
+ * hold, so a shard can be sized for a batch of new keys in one step: growing
+ * slot by slot would rehash each key several times and touch (page-fault)
+ * several times the memory the final table needs. */
+#define TS_SKETCH_BITS 4096
+#define TS_SKETCH_WORDS (TS_SKETCH_BITS / 64)
+
+static inline void ts_sketch_add(uint64_t *sketch, uint64_t h)
+{
+    const uint64_t bit = (h >> 34) & (TS_SKETCH_BITS - 1);
+    sketch[bit >> 6] |= (uint64_t)1 << (bit & 63);
+}
+
+/* Distinct keys among the rows added to the sketch, over-estimated by a
+ * little more than the sketch's error (~2%): a reservation one key too small
+ * would make the table grow fourfold.  Saturates near 8 * TS_SKETCH_BITS. */
+static int64_t ts_sketch_estimate(const uint64_t *sketch)
+{
+    int64_t clear = 0;
+    for (int w = 0; w < TS_SKETCH_WORDS; ++w) clear += 64 - __builtin_popcountll(sketch[w]);
+    if (clear == 0) clear = 1;
+    const double estimate = -(double)TS_SKETCH_BITS * log((double)clear / TS_SKETCH_BITS);
+    return (int64_t)(estimate * 1.04) + 16;
+}
 
 static inline int ts_owned(int shard, int first, int step)
 {
@@ -401,14 +443,17 @@ static int ts_count_rows(ts_table *const *tables, int shard_bits, int first,
     int status = -1;
     int64_t *start = (int64_t *)malloc((size_t)(n_shards + 1) * sizeof(int64_t));
     int64_t *fill = (int64_t *)malloc((size_t)n_shards * sizeof(int64_t));
-    if (start == NULL || fill == NULL) goto done;
+    uint64_t *sketches = (uint64_t *)calloc((size_t)n_shards * TS_SKETCH_WORDS, sizeof(uint64_t));
+    if (start == NULL || fill == NULL || sketches == NULL) goto done;
     for (int64_t base = 0; base < n; base += chunk) {
         const int64_t m = n - base < chunk ? n - base : chunk;
         memset(fill, 0, (size_t)n_shards * sizeof(int64_t));
         for (int64_t i = 0; i < m; ++i) {
             const uint64_t h = ts_hash_key(keys + (base + i) * nb, nb);
+            const int s = (int)(h >> (64 - shard_bits));
             hashes[i] = h;
-            ++fill[shard_bits ? (int)(h >> (64 - shard_bits)) : 0];
+            ++fill[s];
+            ts_sketch_add(sketches + s * TS_SKETCH_WORDS, h);
         }
         start[0] = 0;
         for (int s = 0; s < n_shards; ++s) {
@@ -416,22 +461,27 @@ static int ts_count_rows(ts_table *const *tables, int shard_bits, int first,
             fill[s] = start[s];
         }
         for (int64_t i = 0; i < m; ++i) {
-            const int s = shard_bits ? (int)(hashes[i] >> (64 - shard_bits)) : 0;
+            const int s = (int)(hashes[i] >> (64 - shard_bits));
             if (!ts_owned(s, first, step)) continue;
             ts_record *r = &records[fill[s]++];
             r->hash = hashes[i];
             r->payload = key_in_record ? ts_load_word(keys + (base + i) * nb, nb)
                                        : (uint64_t)(base + i);
         }
-        for (int s = first; s < n_shards; s += step)
-            if (ts_insert_records(tables[s], records + start[s], start[s + 1] - start[s],
-                                  keys, weights) != 0)
+        for (int s = first; s < n_shards; s += step) {
+            ts_table *t = tables[s];
+            const int64_t m_s = start[s + 1] - start[s];
+            if (2 * (t->size + m_s + 1) > t->capacity
+                && ts_table_reserve(t, ts_sketch_estimate(sketches + s * TS_SKETCH_WORDS)) != 0)
                 goto done;
+            if (ts_insert_records(t, records + start[s], m_s, keys, weights) != 0) goto done;
+        }
     }
     status = 0;
 done:
     free(start);
     free(fill);
+    free(sketches);
     return status;
 }
 

@@ -53,6 +53,19 @@ def test_layouts_give_identical_states(dtype):
     np.testing.assert_array_equal(pack(x[::-1, :, ::-1], 1), packed_states(x[::-1, :, ::-1], 1))
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", [
+    (3, 20, 24, 24),     # NCHW, 576 states per image (a 16-state tail per block)
+    (2, 13, 7, 5),       # 35 states: mostly the scalar tail
+    (1, 70, 20_000, 1),  # more states per image than one block holds
+    (41, 3, 9_001, 1),   # > 2**20 values: split across threads mid-image
+])
+def test_channels_first_float32(shape, threads):
+    x = random_array(np.random.default_rng(sum(shape)), shape, "float32")
+    np.testing.assert_array_equal(pack(x, neuron_axis=1, threads=threads),
+                                  packed_states(x, neuron_axis=1))
+
+
 @pytest.mark.parametrize("axis", [0, 1, 2, 3, -1])
 def test_every_neuron_axis(axis):
     x = np.random.default_rng(2).standard_normal((3, 4, 5, 6))
