@@ -20,6 +20,7 @@
 #define TS_TABLE_H
 
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,21 +101,71 @@ static inline uint64_t ts_hash_key(const uint8_t *key, int64_t nb)
     return ts_mix(h);
 }
 
-/* Zeroed slots.  Large tables are aligned to 2 MiB and marked for huge
- * pages: every insert lands on a random slot, and 4 KiB pages would make
- * most of them a TLB miss on top of the cache miss. */
-static ts_slot *ts_alloc_slots(int64_t capacity)
+/* Fresh zeroed memory for `bytes`.  Large blocks are aligned to 2 MiB and
+ * marked for huge pages: every insert lands on a random slot, and 4 KiB pages
+ * would make most of them a TLB miss on top of the cache miss. */
+static void *ts_alloc_zeroed(size_t bytes)
 {
-    const size_t bytes = (size_t)capacity * sizeof(ts_slot);
     const size_t huge = (size_t)1 << 21;
-    if (bytes < huge) return (ts_slot *)calloc((size_t)capacity, sizeof(ts_slot));
+    if (bytes < huge) return calloc(1, bytes);
     void *memory = NULL;
     if (posix_memalign(&memory, huge, bytes) != 0) return NULL;
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
     madvise(memory, bytes, MADV_HUGEPAGE);
 #endif
     memset(memory, 0, bytes);
+    return memory;
+}
+
+/* Slot arrays freed by growing or dropped tables are kept for reuse, one
+ * list per capacity (a power of two), up to TS_CACHE_BYTES in all.  Fresh
+ * memory costs a page fault per 4 KiB (the kernel zeroes each page), which
+ * for tables that grow in many steps, or are built anew every epoch, costs
+ * more than all their inserts; clearing a reused array costs a memset. */
+#define TS_CACHE_BYTES ((int64_t)64 << 20)
+#define TS_CACHE_CLASSES 64
+
+static struct {
+    pthread_mutex_t lock;
+    void *head[TS_CACHE_CLASSES]; /* each free array starts with the next one */
+    int64_t bytes;
+} ts_cache = {PTHREAD_MUTEX_INITIALIZER, {NULL}, 0};
+
+static inline int ts_capacity_class(int64_t capacity)
+{
+    return 63 - __builtin_clzll((unsigned long long)capacity);
+}
+
+static ts_slot *ts_alloc_slots(int64_t capacity)
+{
+    const size_t bytes = (size_t)capacity * sizeof(ts_slot);
+    const int cls = ts_capacity_class(capacity);
+    pthread_mutex_lock(&ts_cache.lock);
+    void *memory = ts_cache.head[cls];
+    if (memory != NULL) {
+        memcpy(&ts_cache.head[cls], memory, sizeof(void *));
+        ts_cache.bytes -= (int64_t)bytes;
+    }
+    pthread_mutex_unlock(&ts_cache.lock);
+    if (memory == NULL) return (ts_slot *)ts_alloc_zeroed(bytes);
+    memset(memory, 0, bytes);
     return (ts_slot *)memory;
+}
+
+static void ts_free_slots(ts_slot *slots, int64_t capacity)
+{
+    if (slots == NULL) return;
+    const int64_t bytes = capacity * (int64_t)sizeof(ts_slot);
+    const int cls = ts_capacity_class(capacity);
+    pthread_mutex_lock(&ts_cache.lock);
+    const int keep = ts_cache.bytes + bytes <= TS_CACHE_BYTES;
+    if (keep) {
+        memcpy(slots, &ts_cache.head[cls], sizeof(void *));
+        ts_cache.head[cls] = slots;
+        ts_cache.bytes += bytes;
+    }
+    pthread_mutex_unlock(&ts_cache.lock);
+    if (!keep) free(slots);
 }
 
 /* dense_bits > 0 (and <= TS_DENSE_MAX_BITS) makes a dense table for
@@ -126,8 +177,7 @@ static int ts_table_init(ts_table *t, int64_t key_bytes, int dense_bits)
     if (dense_bits > 0) {
         if (dense_bits > TS_DENSE_MAX_BITS || (dense_bits + 7) / 8 != key_bytes) return -2;
         t->dense_bits = dense_bits;
-        /* two counts per slot-sized cell: reuse the slot allocator */
-        t->dense = (uint64_t *)ts_alloc_slots(((int64_t)1 << dense_bits) / 2 + 1);
+        t->dense = (uint64_t *)ts_alloc_zeroed(((size_t)1 << dense_bits) * sizeof(uint64_t));
         return t->dense == NULL ? -1 : 0;
     }
     t->capacity = 16;
@@ -137,7 +187,7 @@ static int ts_table_init(ts_table *t, int64_t key_bytes, int dense_bits)
 
 static void ts_table_free(ts_table *t)
 {
-    free(t->slots);
+    ts_free_slots(t->slots, t->capacity);
     free(t->arena);
     free(t->counts);
     free(t->dense);
@@ -169,7 +219,7 @@ static int ts_table_resize(ts_table *t, int64_t capacity)
         while (slots[pos].value != 0) pos = (pos + 1) & mask;
         slots[pos] = *old;
     }
-    free(t->slots);
+    ts_free_slots(t->slots, t->capacity);
     t->slots = slots;
     t->capacity = capacity;
     return 0;

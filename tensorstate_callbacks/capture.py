@@ -12,6 +12,7 @@ import numpy as np
 
 from . import _table, metrics, states
 from ._parallel import num_threads, run_parallel
+from .row_buffer import RowBuffer
 from .spill import SpillFiles
 from .storage import RawStateStore, check_writable
 
@@ -106,6 +107,7 @@ class StateCounter:
         with self._lock:
             self._num_neurons: int | None = None
             self._shards: list | None = None
+            self._pending: RowBuffer | None = None
             self._state_count = 0
             if self._spill is not None:
                 self._spill.close()
@@ -188,6 +190,9 @@ class StateCounter:
         if self._num_neurons is None:
             self._num_neurons = int(num_neurons)
             self._shards = self._new_tables()
+            if not self._shards[0].is_dense:
+                self._pending = RowBuffer.for_key_bytes(self._shards[0].key_bytes,
+                                                        self.memory_limit)
         elif num_neurons != self._num_neurons:
             raise ValueError(
                 f"{self.name}: got states of {num_neurons} neurons, but this counter holds "
@@ -211,6 +216,23 @@ class StateCounter:
         _table.count_rows(self._shards, _NUM_SHARDS.bit_length() - 1, 0, 1, keys, counts)
 
     def _count(self, keys: np.ndarray, weights: np.ndarray | None) -> None:
+        """Count rows now, or buffer a small unweighted batch (see :mod:`.row_buffer`)."""
+        pending = self._pending
+        if pending is None or weights is not None or not pending.fits(keys):
+            self._flush()
+            self._count_now(keys, weights)
+            return
+        if pending.room < len(keys):
+            self._flush()
+        pending.append(keys)
+
+    def _flush(self) -> None:
+        """Count the buffered rows; every read of the counts calls this first."""
+        with self._lock:
+            if self._pending is not None and len(self._pending):
+                self._count_now(self._pending.take(), None)
+
+    def _count_now(self, keys: np.ndarray, weights: np.ndarray | None) -> None:
         single = self._shards[0]
         if len(self._shards) == 1 and not single.is_dense and (
             single.distinct + len(keys) > _SHARD_AT_DISTINCT
@@ -252,6 +274,7 @@ class StateCounter:
         """Yield (state_ids, counts) chunks; each distinct state is in exactly one."""
         if self._shards is None:
             return
+        self._flush()
         if self._spill is None:
             for shard in self._shards:
                 if shard.distinct:
@@ -276,6 +299,7 @@ class StateCounter:
     @property
     def distinct_count(self) -> int:
         """Number of distinct states seen."""
+        self._flush()
         if self._spill is None:
             return sum(shard.distinct for shard in self._shards or ())
         return sum(len(counts) for _, counts in self.count_chunks())
@@ -283,6 +307,7 @@ class StateCounter:
     @property
     def is_spilled(self) -> bool:
         """True once the counts outgrew ``memory_limit`` and went to disk."""
+        self._flush()
         return self._spill is not None
 
     def items(self) -> tuple[np.ndarray, np.ndarray]:

@@ -1,6 +1,7 @@
 """StateCounter: exact streaming counts, merging, the memory cap, raw storage."""
 
 import math
+import pickle
 import subprocess
 import sys
 import threading
@@ -57,6 +58,26 @@ def test_threaded_path_and_channels_first():
     counter.add(x, neuron_axis=1)
     counter.add(x[:5], neuron_axis=1)
     assert_matches_reference(counter, np.concatenate([x, x[:5]]), neuron_axis=1)
+
+
+def test_buffered_batches_are_counted_exactly():
+    """Small batches wait in the counter's row buffer: filling it, overflowing it,
+    a batch too big to buffer, a read, a copy and a reset must all see every row."""
+    rng = np.random.default_rng(7)
+    sizes = [100_000, 100_000, 5, 100_000, 140_000, 0, 3]  # 2**18-row buffer of 7-byte rows
+    parts = [rng.standard_normal((size, 50)).astype(np.float32) for size in sizes]
+    counter = StateCounter("buffered")
+    for index, part in enumerate(parts):
+        counter.add(part)
+        if index == 2:
+            assert counter.distinct_count == 200_005  # random 50-bit states: all distinct
+    assert_matches_reference(pickle.loads(pickle.dumps(counter)), np.concatenate(parts))
+    counter.add(parts[0][:10])
+    assert_matches_reference(counter, np.concatenate(parts + [parts[0][:10]]))
+    counter.add(parts[1][:10])
+    counter.reset_states()
+    counter.add(parts[2])
+    assert_matches_reference(counter, parts[2])
 
 
 def test_merge_and_add_counts_are_exact():
