@@ -22,10 +22,21 @@ cdef extern from "ts_table.h" nogil:
     ctypedef struct ts_record:
         uint64_t hash
         uint64_t payload
+    ctypedef struct ts_part:
+        ts_record *records
+        uint64_t *hashes
+        int64_t *start
+        int64_t *fill
+        uint64_t *sketches
     int64_t TS_CHUNK_ROWS
-    int ts_count_rows(ts_table *const *tables, int shard_bits, int first, int step,
-                      const uint8_t *keys, const uint64_t *weights, int64_t n,
-                      ts_record *records, uint64_t *hashes)
+    int TS_SKETCH_WORDS
+    void ts_partition(ts_part *part, int shard_bits, const uint8_t *keys, int64_t nb,
+                      int weighted, int64_t begin, int64_t end)
+    int ts_insert_parts(ts_table *const *tables, int shard_bits, int first, int step,
+                        const uint8_t *keys, const uint64_t *weights,
+                        const ts_part *parts, int n_parts)
+    int ts_count_rows(ts_table *const *tables, int shard_bits, const uint8_t *keys,
+                      const uint64_t *weights, int64_t n, ts_part *part)
     void ts_table_items(const ts_table *t, uint8_t *keys, uint64_t *counts)
     void ts_partitions(const uint8_t *keys, int64_t n, int64_t nb,
                        int partition_bits, int32_t *out)
@@ -90,55 +101,129 @@ cdef class CountTable:
         return keys, counts
 
 
-# Scratch of the partitioning pass, one set per thread, kept between calls
-# and freed with its thread.
+cdef class Partitioner:
+    """Scratch of one counting worker for 2**shard_bits shards (see ts_part)."""
+    cdef ts_part part
+    cdef readonly int shard_bits
+    cdef object _buffers  # the NumPy arrays behind part's pointers
+
+    def __cinit__(self, int shard_bits):
+        n_shards = 1 << shard_bits
+        records = np.empty(2 * TS_CHUNK_ROWS, dtype=np.uint64)
+        hashes = np.empty(TS_CHUNK_ROWS, dtype=np.uint64)
+        start = np.empty(n_shards + 1, dtype=np.int64)
+        fill = np.empty(n_shards, dtype=np.int64)
+        sketches = np.zeros(n_shards * TS_SKETCH_WORDS, dtype=np.uint64)
+        cdef uint64_t[::1] r = records, h = hashes, k = sketches
+        cdef int64_t[::1] b = start, f = fill
+        self.part.records = <ts_record *>&r[0]
+        self.part.hashes = &h[0]
+        self.part.start = &b[0]
+        self.part.fill = &f[0]
+        self.part.sketches = &k[0]
+        self.shard_bits = shard_bits
+        self._buffers = (records, hashes, start, fill, sketches)
+
+    def clear_sketches(self):
+        """Start a new batch: forget the rows sketched so far."""
+        self._buffers[4].fill(0)
+
+    def partition(self, const uint8_t[:, ::1] keys, int64_t begin, int64_t end, bint weighted):
+        """Phase one for rows [begin, end) (at most CHUNK_ROWS) of `keys`, which
+        are counted with weights or not.  Releases the GIL."""
+        if not 0 <= begin <= end <= keys.shape[0] or end - begin > TS_CHUNK_ROWS:
+            raise ValueError(f"bad row range [{begin}, {end}) of {keys.shape[0]} rows")
+        if end > begin:
+            with nogil:
+                ts_partition(&self.part, self.shard_bits, &keys[0, 0], keys.shape[1],
+                             weighted, begin, end)
+
+
+CHUNK_ROWS = TS_CHUNK_ROWS
+
+# Partitioners of each calling thread, kept between calls and freed with it.
 _scratch = threading.local()
 
 
-def _thread_scratch():
-    if not hasattr(_scratch, "records"):
-        _scratch.records = np.empty(2 * TS_CHUNK_ROWS, dtype=np.uint64)
-        _scratch.hashes = np.empty(TS_CHUNK_ROWS, dtype=np.uint64)
-    return _scratch.records, _scratch.hashes
+def partitioners(int shard_bits, int count):
+    """The calling thread's `count` partitioners for 2**shard_bits shards."""
+    cached = getattr(_scratch, "by_bits", None)
+    if cached is None:
+        cached = _scratch.by_bits = {}
+    parts = cached.setdefault(shard_bits, [])
+    while len(parts) < count:
+        parts.append(Partitioner(shard_bits))
+    return parts[:count]
 
 
-def count_rows(list shards, int shard_bits, int first, int step,
-               const uint8_t[:, ::1] keys, const uint64_t[::1] weights=None):
-    """Count each row of `keys` into its shard (hash-selected) among `shards`.
-
-    Only shards first, first+step, ... are touched, so `step` threads can count
-    one batch at once without locks.  `weights` (optional) gives each row's count.
-    Releases the GIL.
-    """
+cdef ts_table **_table_pointers(list shards, int shard_bits, int64_t key_bytes) except NULL:
     cdef int n_shards = len(shards)
-    cdef int64_t n = keys.shape[0]
-    cdef int status = 0
-    cdef int i
-    cdef const uint64_t *w = NULL
-    if n == 0:
-        return
     if n_shards != (1 << shard_bits):
         raise ValueError("len(shards) must be 2**shard_bits")
-    if weights is not None:
-        if weights.shape[0] != n:
-            raise ValueError("weights must have one entry per row")
-        w = &weights[0]
-    cdef uint64_t[::1] records, hashes
-    records, hashes = _thread_scratch()
     cdef ts_table **tables = <ts_table **>malloc(n_shards * sizeof(ts_table *))
     if tables == NULL:
         raise MemoryError()
+    for i in range(n_shards):
+        table = <CountTable?>shards[i]
+        if table.table.key_bytes != key_bytes:
+            free(tables)
+            raise ValueError("row width does not match the tables' key width")
+        tables[i] = &(<CountTable>shards[i]).table
+    return tables
+
+
+cdef const uint64_t *_weights_pointer(const uint64_t[::1] weights, int64_t n) except? NULL:
+    if weights is None:
+        return NULL
+    if weights.shape[0] != n:
+        raise ValueError("weights must have one entry per row")
+    return &weights[0] if n else NULL
+
+
+def count_rows(list shards, int shard_bits, const uint8_t[:, ::1] keys,
+               const uint64_t[::1] weights=None):
+    """Count each row of `keys` into its shard (hash-selected) among `shards`,
+    on the calling thread.  `weights` (optional) gives each row's count.
+    Releases the GIL.
+    """
+    cdef int64_t n = keys.shape[0]
+    cdef int status = 0
+    if n == 0:
+        return
+    cdef const uint64_t *w = _weights_pointer(weights, n)
+    cdef Partitioner part = partitioners(shard_bits, 1)[0]
+    cdef ts_table **tables = _table_pointers(shards, shard_bits, keys.shape[1])
+    with nogil:
+        status = ts_count_rows(tables, shard_bits, &keys[0, 0], w, n, &part.part)
+    free(tables)
+    if status != 0:
+        raise MemoryError("out of memory while counting states")
+
+
+def insert_partitioned(list shards, int shard_bits, int first, int step,
+                       const uint8_t[:, ::1] keys, const uint64_t[::1] weights, list parts):
+    """Phase two: shards first, first + step, ... insert their records from every
+    partitioner of `parts` (filled from these `keys`).  Releases the GIL."""
+    cdef int64_t n = keys.shape[0]
+    cdef int status = 0
+    cdef int n_parts = len(parts)
+    cdef const uint64_t *w = _weights_pointer(weights, n)
+    cdef ts_part *scratch = <ts_part *>malloc(n_parts * sizeof(ts_part))
+    if scratch == NULL:
+        raise MemoryError()
+    for i in range(n_parts):
+        scratch[i] = (<Partitioner?>parts[i]).part
+    cdef ts_table **tables
     try:
-        for i in range(n_shards):
-            table = <CountTable?>shards[i]
-            if table.table.key_bytes != keys.shape[1]:
-                raise ValueError("row width does not match the tables' key width")
-            tables[i] = &(<CountTable>shards[i]).table
-        with nogil:
-            status = ts_count_rows(tables, shard_bits, first, step, &keys[0, 0], w, n,
-                                   <ts_record *>&records[0], &hashes[0])
-    finally:
-        free(tables)
+        tables = _table_pointers(shards, shard_bits, keys.shape[1])
+    except BaseException:
+        free(scratch)
+        raise
+    with nogil:
+        status = ts_insert_parts(tables, shard_bits, first, step, &keys[0, 0], w,
+                                 scratch, n_parts)
+    free(tables)
+    free(scratch)
     if status != 0:
         raise MemoryError("out of memory while counting states")
 

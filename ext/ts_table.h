@@ -312,16 +312,13 @@ static inline int ts_table_add(ts_table *t, const uint8_t *key, uint64_t h,
     }
 }
 
-/* Counts rows [0, n) of `keys` (n x key_bytes) into the shards
- * tables[k] for k = first, first + step, ...; a row belongs to shard
- * (hash >> (64 - shard_bits)).  With shard_bits == 0 there is one shard.
- * `weights` may be NULL (each row counts once).  Returns 0 or -1.
- *
- * Rows are first radix-partitioned by shard (hash, histogram, scatter of
- * (hash, row) records), then each shard's records are inserted together:
- * with many shards each table is small enough to stay in cache, where
- * inserting row after row into one big table would miss on almost every
- * row.  Inserts also prefetch the home slot a few records ahead. */
+/* Counting many rows into many shards: rows are first radix-partitioned by
+ * shard (hash, histogram, scatter of (hash, key or row) records: phase one,
+ * ts_partition), then each shard's records are inserted together (phase
+ * two, ts_insert_parts): with many shards each table is small enough to stay
+ * in cache, where inserting row after row into one big table would miss on
+ * almost every row.  Inserts also prefetch the home slot a few records
+ * ahead.  Threads split phase one by rows and phase two by shards. */
 #define TS_CHUNK_ROWS ((int64_t)1 << 18)
 #define TS_AHEAD 16
 
@@ -357,11 +354,6 @@ static int64_t ts_sketch_estimate(const uint64_t *sketch)
     if (clear == 0) clear = 1;
     const double estimate = -(double)TS_SKETCH_BITS * log((double)clear / TS_SKETCH_BITS);
     return (int64_t)(estimate * 1.04) + 16;
-}
-
-static inline int ts_owned(int shard, int first, int step)
-{
-    return shard >= first && (shard - first) % step == 0;
 }
 
 /* Narrow keys (<= 8 bytes), the hot case, with the table's fields held in
@@ -474,65 +466,98 @@ static int ts_count_direct(ts_table *t, const uint8_t *keys, const uint64_t *wei
     return 0;
 }
 
-/* `records` and `hashes` are scratch space for TS_CHUNK_ROWS rows, owned by
- * the caller (who keeps them between calls: fresh buffers on every call
- * would cost more in page faults than the counting itself). */
-static int ts_count_rows(ts_table *const *tables, int shard_bits, int first,
-                         int step, const uint8_t *keys, const uint64_t *weights,
-                         int64_t n, ts_record *records, uint64_t *hashes)
+/* Scratch of one partitioning worker, owned by the caller (who keeps it
+ * between calls: fresh buffers on every call would cost more in page faults
+ * than the counting itself).  For 2**shard_bits shards:
+ *   records, hashes: TS_CHUNK_ROWS each;  start: n_shards + 1;  fill: n_shards;
+ *   sketches: n_shards * TS_SKETCH_WORDS, cleared by the caller at the start
+ *   of a batch and accumulated over its chunks. */
+typedef struct {
+    ts_record *records;
+    uint64_t *hashes;
+    int64_t *start;
+    int64_t *fill;
+    uint64_t *sketches;
+} ts_part;
+
+/* Phase one of counting: rows [begin, end) of `keys` (at most TS_CHUNK_ROWS)
+ * hashed, sketched and grouped by shard into part->records; shard s gets
+ * records [start[s], start[s + 1]).  A record's payload is the key itself
+ * for narrow keys counted once each, else the row number (see ts_record). */
+static void ts_partition(ts_part *part, int shard_bits, const uint8_t *keys, int64_t nb,
+                         int weighted, int64_t begin, int64_t end)
 {
-    const int64_t nb = tables[0]->key_bytes;
+    const int n_shards = 1 << shard_bits;
+    const int key_in_record = nb <= 8 && !weighted;
+    int64_t *const start = part->start, *const fill = part->fill;
+    uint64_t *const hashes = part->hashes;
+    memset(fill, 0, (size_t)n_shards * sizeof(int64_t));
+    for (int64_t i = begin; i < end; ++i) {
+        const uint64_t h = ts_hash_key(keys + i * nb, nb);
+        const int s = (int)(h >> (64 - shard_bits));
+        hashes[i - begin] = h;
+        ++fill[s];
+        ts_sketch_add(part->sketches + s * TS_SKETCH_WORDS, h);
+    }
+    start[0] = 0;
+    for (int s = 0; s < n_shards; ++s) {
+        start[s + 1] = start[s] + fill[s];
+        fill[s] = start[s];
+    }
+    for (int64_t i = begin; i < end; ++i) {
+        const uint64_t h = hashes[i - begin];
+        ts_record *r = &part->records[fill[h >> (64 - shard_bits)]++];
+        r->hash = h;
+        r->payload = key_in_record ? ts_load_word(keys + i * nb, nb) : (uint64_t)i;
+    }
+}
+
+/* Phase two: shards first, first + step, ... each insert their records from
+ * every part (so `step` threads can insert at once, each into its own
+ * shards), after growing at once to the size the parts' sketches foresee. */
+static int ts_insert_parts(ts_table *const *tables, int shard_bits, int first, int step,
+                           const uint8_t *keys, const uint64_t *weights,
+                           const ts_part *parts, int n_parts)
+{
+    uint64_t sketch[TS_SKETCH_WORDS];
+    for (int s = first; s < (1 << shard_bits); s += step) {
+        ts_table *t = tables[s];
+        int64_t m_s = 0;
+        for (int p = 0; p < n_parts; ++p) m_s += parts[p].start[s + 1] - parts[p].start[s];
+        if (2 * (t->size + m_s + 1) > t->capacity) {
+            memset(sketch, 0, sizeof(sketch));
+            for (int p = 0; p < n_parts; ++p)
+                for (int w = 0; w < TS_SKETCH_WORDS; ++w)
+                    sketch[w] |= parts[p].sketches[s * TS_SKETCH_WORDS + w];
+            if (ts_table_reserve(t, ts_sketch_estimate(sketch)) != 0) return -1;
+        }
+        for (int p = 0; p < n_parts; ++p)
+            if (ts_insert_records(t, parts[p].records + parts[p].start[s],
+                                  parts[p].start[s + 1] - parts[p].start[s], keys, weights) != 0)
+                return -1;
+    }
+    return 0;
+}
+
+/* Counts rows [0, n) of `keys` (n x key_bytes) into the shards `tables`
+ * (2**shard_bits of them; a row belongs to shard hash >> (64 - shard_bits))
+ * on the calling thread.  `weights` may be NULL (each row counts once).
+ * Returns 0 or -1 (out of memory). */
+static int ts_count_rows(ts_table *const *tables, int shard_bits, const uint8_t *keys,
+                         const uint64_t *weights, int64_t n, ts_part *part)
+{
     if (tables[0]->dense != NULL) {
         ts_count_dense(tables[0], keys, weights, n);
         return 0;
     }
-    const int n_shards = 1 << shard_bits;
-    if (n_shards == 1) return ts_count_direct(tables[0], keys, weights, n);
-    const int key_in_record = nb <= 8 && weights == NULL;
-    const int64_t chunk = n < TS_CHUNK_ROWS ? n : TS_CHUNK_ROWS;
-    int status = -1;
-    int64_t *start = (int64_t *)malloc((size_t)(n_shards + 1) * sizeof(int64_t));
-    int64_t *fill = (int64_t *)malloc((size_t)n_shards * sizeof(int64_t));
-    uint64_t *sketches = (uint64_t *)calloc((size_t)n_shards * TS_SKETCH_WORDS, sizeof(uint64_t));
-    if (start == NULL || fill == NULL || sketches == NULL) goto done;
-    for (int64_t base = 0; base < n; base += chunk) {
-        const int64_t m = n - base < chunk ? n - base : chunk;
-        memset(fill, 0, (size_t)n_shards * sizeof(int64_t));
-        for (int64_t i = 0; i < m; ++i) {
-            const uint64_t h = ts_hash_key(keys + (base + i) * nb, nb);
-            const int s = (int)(h >> (64 - shard_bits));
-            hashes[i] = h;
-            ++fill[s];
-            ts_sketch_add(sketches + s * TS_SKETCH_WORDS, h);
-        }
-        start[0] = 0;
-        for (int s = 0; s < n_shards; ++s) {
-            start[s + 1] = start[s] + (ts_owned(s, first, step) ? fill[s] : 0);
-            fill[s] = start[s];
-        }
-        for (int64_t i = 0; i < m; ++i) {
-            const int s = (int)(hashes[i] >> (64 - shard_bits));
-            if (!ts_owned(s, first, step)) continue;
-            ts_record *r = &records[fill[s]++];
-            r->hash = hashes[i];
-            r->payload = key_in_record ? ts_load_word(keys + (base + i) * nb, nb)
-                                       : (uint64_t)(base + i);
-        }
-        for (int s = first; s < n_shards; s += step) {
-            ts_table *t = tables[s];
-            const int64_t m_s = start[s + 1] - start[s];
-            if (2 * (t->size + m_s + 1) > t->capacity
-                && ts_table_reserve(t, ts_sketch_estimate(sketches + s * TS_SKETCH_WORDS)) != 0)
-                goto done;
-            if (ts_insert_records(t, records + start[s], m_s, keys, weights) != 0) goto done;
-        }
+    if (shard_bits == 0) return ts_count_direct(tables[0], keys, weights, n);
+    memset(part->sketches, 0, ((size_t)TS_SKETCH_WORDS << shard_bits) * sizeof(uint64_t));
+    for (int64_t base = 0; base < n; base += TS_CHUNK_ROWS) {
+        const int64_t end = n - base < TS_CHUNK_ROWS ? n : base + TS_CHUNK_ROWS;
+        ts_partition(part, shard_bits, keys, tables[0]->key_bytes, weights != NULL, base, end);
+        if (ts_insert_parts(tables, shard_bits, 0, 1, keys, weights, part, 1) != 0) return -1;
     }
-    status = 0;
-done:
-    free(start);
-    free(fill);
-    free(sketches);
-    return status;
+    return 0;
 }
 
 /* Writes the distinct keys (size x key_bytes) and their counts. */

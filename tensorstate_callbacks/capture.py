@@ -37,6 +37,29 @@ def _check_padding(packed: np.ndarray, num_neurons: int) -> None:
         )
 
 
+def _count_in_parallel(shards: list, bits: int, keys: np.ndarray, weights: np.ndarray | None,
+                       threads: int) -> None:
+    """Count rows into sharded tables on ``threads`` threads: for each chunk,
+    each thread partitions a share of the rows by shard, then inserts every
+    partitioned row of its own shards (see ext/ts_table.h)."""
+    parts = _table.partitioners(bits, threads)
+    for part in parts:
+        part.clear_sketches()
+    for base in range(0, len(keys), _table.CHUNK_ROWS * threads):
+        end = min(len(keys), base + _table.CHUNK_ROWS * threads)
+        bounds = np.linspace(base, end, threads + 1).astype(np.int64).tolist()
+        run_parallel([
+            lambda part=part, begin=begin, stop=stop: part.partition(keys, begin, stop,
+                                                                     weights is not None)
+            for part, begin, stop in zip(parts, bounds[:-1], bounds[1:])
+        ])
+        run_parallel([
+            lambda first=first: _table.insert_partitioned(shards, bits, first, threads, keys,
+                                                          weights, parts)
+            for first in range(threads)
+        ])
+
+
 class StateSpaceMemoryWarning(RuntimeWarning):
     """A counter outgrew its memory cap and now keeps its counts on disk."""
 
@@ -213,7 +236,7 @@ class StateCounter:
         """Move the counts of the single hash table into _NUM_SHARDS tables."""
         keys, counts = self._shards[0].items()
         self._shards = [_table.CountTable(keys.shape[1]) for _ in range(_NUM_SHARDS)]
-        _table.count_rows(self._shards, _NUM_SHARDS.bit_length() - 1, 0, 1, keys, counts)
+        _table.count_rows(self._shards, _NUM_SHARDS.bit_length() - 1, keys, counts)
 
     def _count(self, keys: np.ndarray, weights: np.ndarray | None) -> None:
         """Count rows now, or buffer a small unweighted batch (see :mod:`.row_buffer`)."""
@@ -242,13 +265,10 @@ class StateCounter:
         bits = shards.bit_length() - 1
         threads = min(self.threads or num_threads(), shards) \
             if len(keys) >= _PARALLEL_MIN_ROWS else 1
-        run_parallel(
-            [
-                lambda first=first: _table.count_rows(self._shards, bits, first, threads, keys,
-                                                      weights)
-                for first in range(threads)
-            ]
-        )
+        if threads == 1:
+            _table.count_rows(self._shards, bits, keys, weights)
+        else:
+            _count_in_parallel(self._shards, bits, keys, weights, threads)
         if sum(shard.memory for shard in self._shards) > self.memory_limit:
             self._spill_to_disk()
 
