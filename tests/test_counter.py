@@ -80,6 +80,22 @@ def test_buffered_batches_are_counted_exactly():
     assert_matches_reference(counter, parts[2])
 
 
+@pytest.mark.parametrize("width", [50, 100])  # keys held in the slot, and in the arena
+def test_parallel_counting_is_exact(width):
+    """Batches big enough for the threaded path (partition by rows, insert by
+    shards), unweighted and weighted (add_counts), give the single-thread counts."""
+    rng = np.random.default_rng(width)
+    x = np.concatenate([rng.standard_normal((100_000, width)).astype(np.float32),
+                        low_diversity(rng, 100_000, width, patterns=5_000)])
+    counters = [StateCounter(f"threads={threads}", threads=threads) for threads in (1, 2)]
+    for counter in counters:
+        counter.add(x)
+        assert_matches_reference(counter, x)
+    rebuilt = StateCounter("weighted", threads=2)
+    rebuilt.add_counts(counters[1].state_ids(), counters[1].counts(), width)
+    assert_matches_reference(rebuilt, x)
+
+
 def test_merge_and_add_counts_are_exact():
     rng = np.random.default_rng(1)
     a, b = low_diversity(rng, 5000, 70), low_diversity(rng, 3000, 70)
