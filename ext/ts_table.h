@@ -227,8 +227,7 @@ static int ts_table_resize(ts_table *t, int64_t capacity)
 
 static int ts_table_grow(ts_table *t)
 {
-    /* quadruple while small (fewer rehashes), then double (less memory) */
-    return ts_table_resize(t, t->capacity * (t->capacity < ((int64_t)1 << 16) ? 4 : 2));
+    return ts_table_resize(t, t->capacity * 2);
 }
 
 /* Grows the table at once to hold `keys` distinct keys at load <= 1/2,
