@@ -90,6 +90,15 @@ cdef class CountTable:
         """Bytes of memory the table holds."""
         return ts_table_memory(&self.table)
 
+    def counts(self):
+        """The counts of :meth:`items` alone (uint64[distinct]), without the keys."""
+        counts = np.empty(self.table.size, dtype=np.uint64)
+        cdef uint64_t[::1] c = counts
+        if self.table.size:
+            with nogil:
+                ts_table_items(&self.table, NULL, &c[0])
+        return counts
+
     def items(self):
         """Return (keys uint8[distinct, key_bytes], counts uint64[distinct])."""
         keys = np.empty((self.table.size, self.table.key_bytes), dtype=np.uint8)
@@ -97,7 +106,8 @@ cdef class CountTable:
         cdef uint8_t[:, ::1] k = keys
         cdef uint64_t[::1] c = counts
         if self.table.size:
-            ts_table_items(&self.table, &k[0, 0], &c[0])
+            with nogil:
+                ts_table_items(&self.table, &k[0, 0], &c[0])
         return keys, counts
 
 

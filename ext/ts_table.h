@@ -559,25 +559,35 @@ static int ts_count_rows(ts_table *const *tables, int shard_bits, const uint8_t 
     return 0;
 }
 
-/* Writes the distinct keys (size x key_bytes) and their counts. */
+/* Writes the distinct keys (size x key_bytes, unless `keys` is NULL) and
+ * their counts. */
 static void ts_table_items(const ts_table *t, uint8_t *keys, uint64_t *counts)
 {
     const int64_t nb = t->key_bytes;
+    int64_t k = 0;
     if (t->dense != NULL) {
-        int64_t k = 0;
         for (uint64_t state = 0; state < ((uint64_t)1 << t->dense_bits); ++state) {
             if (t->dense[state] == 0) continue;
-            memcpy(keys + k * nb, &state, (size_t)nb); /* little-endian hosts */
+            if (keys) memcpy(keys + k * nb, &state, (size_t)nb); /* little-endian hosts */
             counts[k++] = t->dense[state];
         }
         return;
     }
     if (nb > 8) {
-        memcpy(keys, t->arena, (size_t)(t->size * nb));
+        if (keys) memcpy(keys, t->arena, (size_t)(t->size * nb));
         memcpy(counts, t->counts, (size_t)t->size * sizeof(uint64_t));
         return;
     }
-    int64_t k = 0;
+    if (keys == NULL) {
+        /* Every slot's count is written to the next output position, which
+         * only a used slot advances: no branch to mispredict on a half-empty
+         * table (the reads of the epoch's metrics). */
+        for (int64_t i = 0; i < t->capacity && k < t->size; ++i) {
+            counts[k] = t->slots[i].value;
+            k += t->slots[i].value != 0;
+        }
+        return;
+    }
     for (int64_t i = 0; i < t->capacity; ++i) {
         const ts_slot *s = &t->slots[i];
         if (s->value == 0) continue;

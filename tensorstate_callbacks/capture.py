@@ -24,6 +24,7 @@ _PARALLEL_MIN_ROWS = 1 << 16
 # each stays small enough for the cache (see ext/ts_table.h).
 _NUM_SHARDS = 256
 _SHARD_AT_DISTINCT = 1 << 14
+_SHARDS_PER_READ = 16
 
 
 def _check_padding(packed: np.ndarray, num_neurons: int) -> None:
@@ -306,6 +307,18 @@ class StateCounter:
             np.concatenate([counts for _, counts in in_memory]),
         )
 
+    def _count_arrays(self) -> Iterator[np.ndarray]:
+        """The counts of :meth:`count_chunks` alone (no states to copy out), in
+        arrays of a few shards each: small enough to reuse freed memory (fresh
+        pages cost a fault each), large enough to keep NumPy's per-call cost low."""
+        self._flush()
+        if self._spill is not None:
+            yield from (counts for _, counts in self.count_chunks())
+            return
+        shards = self._shards or []
+        for first in range(0, len(shards), _SHARDS_PER_READ):
+            yield np.concatenate([s.counts() for s in shards[first:first + _SHARDS_PER_READ]])
+
     @property
     def state_count(self) -> int:
         """Number of states seen, repeats included."""
@@ -356,9 +369,7 @@ class StateCounter:
         if alpha is None:
             return float(self.max_entropy())
         with self._lock:
-            return metrics.entropy_of_chunks(
-                (counts for _, counts in self.count_chunks()), self._state_count, alpha
-            )
+            return metrics.entropy_of_chunks(self._count_arrays(), self._state_count, alpha)
 
     def efficiency(self, alpha1=1, alpha2=None) -> float:
         """``entropy(alpha1)`` over ``max_entropy()`` (or over ``entropy(alpha2)``)."""
