@@ -9,6 +9,7 @@ in the compiled kernel straight from the input's memory, whatever its layout.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 
@@ -37,6 +38,7 @@ class StateView:
         return self.shape[2]
 
 
+@cache
 def _kind(dtype: np.dtype) -> int:
     if dtype.kind == "b":
         return _pack.KINDS["uint8"]
@@ -115,18 +117,18 @@ def state_views(array, neuron_axis: int = -1, dtype: str | None = None) -> list[
             f"the neuron axis (axis {axis} of shape {array.shape}) has 0 neurons; "
             "a state needs at least one neuron"
         )
-    moved = np.moveaxis(array, axis, -1)
-    neuron_stride = moved.strides[-1]
-    state_axes = merge_state_axes(moved.shape[:-1], moved.strides[:-1])
-    if any(size == 0 for size in moved.shape[:-1]):
+    state_shape = array.shape[:axis] + array.shape[axis + 1:]
+    state_axes = merge_state_axes(state_shape, array.strides[:axis] + array.strides[axis + 1:])
+    if 0 in state_shape:
         state_axes = [[0, 0]]
     while len(state_axes) < 2:
         state_axes.insert(0, [1, 0])
     if len(state_axes) == 2:
         (outer, outer_stride), (inner, inner_stride) = state_axes
         shape = (outer, inner, num_neurons)
-        return [StateView(moved, kind, shape, (outer_stride, inner_stride, neuron_stride))]
+        return [StateView(array, kind, shape, (outer_stride, inner_stride, array.strides[axis]))]
     # Three or more unmergeable state axes: one view per leading index.
+    moved = np.moveaxis(array, axis, -1)
     return [
         view
         for index in np.ndindex(moved.shape[:-3])
@@ -152,11 +154,11 @@ def pack_view(view: StateView, out: np.ndarray | None = None,
     chunks = 1
     if rows * view.num_neurons >= _PARALLEL_MIN_ELEMENTS:
         chunks = min(threads or num_threads(), rows)
-    bounds = np.linspace(0, rows, chunks + 1).astype(np.int64)
+    bounds = [rows * chunk // chunks for chunk in range(chunks + 1)]
     run_parallel(
         [
-            lambda b=int(begin), e=int(end): _pack.pack_rows(
-                address, view.shape, view.strides, view.kind, out, b, e
+            lambda begin=begin, end=end: _pack.pack_rows(
+                address, view.shape, view.strides, view.kind, out, begin, end
             )
             for begin, end in zip(bounds[:-1], bounds[1:])
         ]
