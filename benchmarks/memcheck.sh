@@ -63,6 +63,8 @@ conv = rng.standard_normal((3, 21, 7, 5)).astype(np.float32)
 for axis in range(4):
     check(conv, axis)
     check(conv[::-1, :, ::-2], axis)
+for shape in ((2, 1, 33, 1), (2, 9, 5, 7), (1, 17, 16, 1)):      # channels-first float32 tails
+    check(np.ascontiguousarray(rng.standard_normal(shape).astype(np.float32)), 1)
 big = rng.standard_normal((9, 13, 97, 97)).astype(np.float32)   # > 2**20 elements: threads
 check(big, 1)
 check(big.reshape(-1, 13 * 97)[:, 1:])
