@@ -72,59 +72,24 @@ static void ts_pack_rows_##SUFFIX(const ts_view *v, uint8_t *out,               
     }                                                                           \
 }                                                                               \
                                                                                 \
-static int ts_pack_blocks_##SUFFIX(const ts_view *v, uint8_t *out,              \
-                                   int64_t row_begin, int64_t row_end)          \
-{                                                                               \
-    const int64_t n = v->n_neurons, nb = (n + 7) / 8;                           \
-    const int contiguous = v->stride_state == (int64_t)sizeof(T);               \
-    uint8_t *block = (uint8_t *)malloc((size_t)nb * TS_BLOCK_ROWS);             \
-    if (block == NULL) return -1;                                               \
-    int64_t row = row_begin;                                                    \
-    while (row < row_end) {                                                     \
-        const int64_t a = row / v->n_states, s0 = row % v->n_states;            \
-        int64_t m = v->n_states - s0;                                           \
-        if (m > row_end - row) m = row_end - row;                               \
-        if (m > TS_BLOCK_ROWS) m = TS_BLOCK_ROWS;                               \
-        memset(block, 0, (size_t)nb * TS_BLOCK_ROWS);                           \
-        const char *first = v->base + a * v->stride_outer                       \
-                            + s0 * v->stride_state;                             \
-        for (int64_t byte = 0; byte < nb; ++byte) {                             \
-            uint8_t *acc = block + byte * TS_BLOCK_ROWS;                        \
-            const char *col = first + byte * 8 * v->stride_neuron;              \
-            const int64_t count = n - byte * 8 < 8 ? n - byte * 8 : 8;          \
-            if (contiguous && count == 8 && v->stride_neuron % (int64_t)sizeof(T) == 0) { \
-                /* eight neuron streams at once: whole bytes, no re-reads */    \
-                const T *x0 = (const T *)col;                                   \
-                const int64_t s = v->stride_neuron / (int64_t)sizeof(T);        \
-                for (int64_t i = 0; i < m; ++i)                                 \
-                    acc[i] = (uint8_t)(FIRES(x0[i]) | FIRES(x0[s + i]) << 1     \
-                        | FIRES(x0[2 * s + i]) << 2 | FIRES(x0[3 * s + i]) << 3 \
-                        | FIRES(x0[4 * s + i]) << 4 | FIRES(x0[5 * s + i]) << 5 \
-                        | FIRES(x0[6 * s + i]) << 6 | FIRES(x0[7 * s + i]) << 7); \
-                continue;                                                       \
-            }                                                                   \
-            for (int64_t k = 0; k < count; ++k) {                               \
-                const char *neuron = col + k * v->stride_neuron;                \
-                if (contiguous) {                                               \
-                    const T *x = (const T *)neuron;                             \
-                    for (int64_t i = 0; i < m; ++i)                             \
-                        acc[i] |= (uint8_t)(FIRES(x[i]) << k);                  \
-                    continue;                                                   \
-                }                                                               \
-                for (int64_t i = 0; i < m; ++i) {                               \
-                    const T value = *(const T *)(neuron + i * v->stride_state); \
-                    acc[i] |= (uint8_t)(FIRES(value) << k);                     \
-                }                                                               \
-            }                                                                   \
-        }                                                                       \
-        uint8_t *o = out + row * nb;                                            \
-        for (int64_t i = 0; i < m; ++i)                                         \
-            for (int64_t byte = 0; byte < nb; ++byte)                           \
-                o[i * nb + byte] = block[byte * TS_BLOCK_ROWS + i];             \
-        row += m;                                                               \
-    }                                                                           \
-    free(block);                                                                \
-    return 0;                                                                   \
+/* Bit `shift` of acc[i], i < m, from the i-th of m values `stride` bytes  \
+ * apart (shift 0 starts the byte, later neurons OR into it). */              \
+static void ts_column_##SUFFIX(const char *x, int64_t stride, int64_t m,      \
+                               int shift, uint8_t *acc)                       \
+{                                                                             \
+    if (stride == (int64_t)sizeof(T)) { /* contiguous: vectorisable */        \
+        const T *values = (const T *)x;                                       \
+        if (shift == 0)                                                       \
+            for (int64_t i = 0; i < m; ++i) acc[i] = (uint8_t)FIRES(values[i]); \
+        else                                                                  \
+            for (int64_t i = 0; i < m; ++i)                                   \
+                acc[i] |= (uint8_t)(FIRES(values[i]) << shift);               \
+        return;                                                               \
+    }                                                                         \
+    for (int64_t i = 0; i < m; ++i) {                                         \
+        const T value = *(const T *)(x + i * stride);                         \
+        acc[i] = (uint8_t)((shift ? acc[i] : 0) | FIRES(value) << shift);     \
+    }                                                                         \
 }
 
 TS_DEFINE_PACK(f32, float, TS_FIRES_GT0)
@@ -169,6 +134,34 @@ static void ts_pack_rows_f32_sse2(const ts_view *v, uint8_t *out,
     }
 }
 
+/* float32 column (see ts_column_f32), sixteen contiguous values per step:
+ * compared, narrowed to one byte each and masked to the neuron's bit. */
+static void ts_column_f32_sse2(const char *x, int64_t stride, int64_t m, int shift,
+                               uint8_t *acc)
+{
+    if (stride != (int64_t)sizeof(float)) {
+        ts_column_f32(x, stride, m, shift, acc);
+        return;
+    }
+    const float *values = (const float *)x;
+    const __m128 zero = _mm_setzero_ps();
+    const __m128i bit = _mm_set1_epi8((char)(1 << shift));
+    int64_t i = 0;
+    for (; i + 16 <= m; i += 16) {
+        const float *v = values + i;
+        const __m128i fires = _mm_packs_epi16(
+            _mm_packs_epi32(_mm_castps_si128(_mm_cmpgt_ps(_mm_loadu_ps(v), zero)),
+                            _mm_castps_si128(_mm_cmpgt_ps(_mm_loadu_ps(v + 4), zero))),
+            _mm_packs_epi32(_mm_castps_si128(_mm_cmpgt_ps(_mm_loadu_ps(v + 8), zero)),
+                            _mm_castps_si128(_mm_cmpgt_ps(_mm_loadu_ps(v + 12), zero))));
+        __m128i bits = _mm_and_si128(fires, bit);
+        if (shift) bits = _mm_or_si128(bits, _mm_loadu_si128((const __m128i *)(acc + i)));
+        _mm_storeu_si128((__m128i *)(acc + i), bits);
+    }
+    for (; i < m; ++i) acc[i] = (uint8_t)((shift ? acc[i] : 0) | (values[i] > 0) << shift);
+}
+#endif
+
 /* Rows [0, m) of a byte-major block (byte j of row i at block[j * rows + i])
  * to row-major packed bytes at o.  `room` is how many bytes past o this
  * call may write (rows beyond ours belong to other threads): with room for
@@ -193,22 +186,20 @@ static void ts_block_to_rows(const uint8_t *block, int64_t rows, int64_t m, int6
         for (int64_t byte = 0; byte < nb; ++byte) o[i * nb + byte] = block[byte * rows + i];
 }
 
-/* float32 with strided neurons and contiguous states (channels-first).  A
- * block of rows is built one neuron at a time, so the input is read in
- * address order (each neuron's states are contiguous, and in NCHW the
- * neurons of an image follow each other): sixteen states per step are
- * compared, narrowed to one byte each and OR-ed into the block at that
- * neuron's bit.  The block is byte-major; it is turned row-major at the end. */
+/* Strided neurons (channels-first).  A block of rows is built one neuron at
+ * a time, so the input is read in address order when states are contiguous
+ * (each neuron's states follow each other, and in NCHW the neurons of an
+ * image do too); the block is byte-major and turned row-major at the end. */
+typedef void (*ts_column_fn)(const char *x, int64_t stride, int64_t m, int shift,
+                             uint8_t *acc);
 #define TS_BLOCK_BYTES 16384
 
-static int ts_pack_blocks_f32_sse2(const ts_view *v, uint8_t *out,
-                                   int64_t row_begin, int64_t row_end)
+static int ts_pack_blocks(const ts_view *v, ts_column_fn column, uint8_t *out,
+                          int64_t row_begin, int64_t row_end)
 {
     const int64_t n = v->n_neurons, nb = (n + 7) / 8;
-    const int64_t s = v->stride_neuron / (int64_t)sizeof(float);
     int64_t rows = (TS_BLOCK_BYTES / nb) & ~(int64_t)15;
     if (rows < TS_BLOCK_ROWS) rows = TS_BLOCK_ROWS;
-    const __m128 zero = _mm_setzero_ps();
     uint8_t *block = (uint8_t *)malloc((size_t)(nb * rows));
     if (block == NULL) return -1;
     int64_t row = row_begin;
@@ -217,34 +208,16 @@ static int ts_pack_blocks_f32_sse2(const ts_view *v, uint8_t *out,
         int64_t m = v->n_states - s0;
         if (m > row_end - row) m = row_end - row;
         if (m > rows) m = rows;
-        const float *first = (const float *)(v->base + a * v->stride_outer
-                                             + s0 * v->stride_state);
-        for (int64_t k = 0; k < n; ++k) {
-            uint8_t *acc = block + (k >> 3) * rows;
-            const int shift = (int)(k & 7);
-            const __m128i bit = _mm_set1_epi8((char)(1 << shift));
-            const float *x = first + k * s;
-            int64_t i = 0;
-            for (; i + 16 <= m; i += 16) {
-                const __m128i fires = _mm_packs_epi16(
-                    _mm_packs_epi32(_mm_castps_si128(_mm_cmpgt_ps(_mm_loadu_ps(x + i), zero)),
-                                    _mm_castps_si128(_mm_cmpgt_ps(_mm_loadu_ps(x + i + 4), zero))),
-                    _mm_packs_epi32(_mm_castps_si128(_mm_cmpgt_ps(_mm_loadu_ps(x + i + 8), zero)),
-                                    _mm_castps_si128(_mm_cmpgt_ps(_mm_loadu_ps(x + i + 12), zero))));
-                __m128i bits = _mm_and_si128(fires, bit);
-                if (shift) bits = _mm_or_si128(bits, _mm_loadu_si128((const __m128i *)(acc + i)));
-                _mm_storeu_si128((__m128i *)(acc + i), bits);
-            }
-            for (; i < m; ++i)
-                acc[i] = (uint8_t)((shift ? acc[i] : 0) | (x[i] > 0) << shift);
-        }
+        const char *first = v->base + a * v->stride_outer + s0 * v->stride_state;
+        for (int64_t k = 0; k < n; ++k)
+            column(first + k * v->stride_neuron, v->stride_state, m, (int)(k & 7),
+                   block + (k >> 3) * rows);
         ts_block_to_rows(block, rows, m, nb, out + row * nb, (row_end - row) * nb);
         row += m;
     }
     free(block);
     return 0;
 }
-#endif
 
 enum ts_kind {
     TS_F32, TS_F64, TS_I8, TS_I16, TS_I32, TS_I64,
@@ -259,28 +232,16 @@ static int ts_pack(int kind, const ts_view *v, uint8_t *out,
     static const int64_t item_size[] = {4, 8, 1, 2, 4, 8, 1, 2, 4, 8, 2, 2};
     if (kind < TS_F32 || kind > TS_BF16) return -2;
     if (v->stride_neuron != item_size[kind]) {
-        switch (kind) {
+        static const ts_column_fn columns[] = {
 #if defined(__SSE2__)
-        case TS_F32:
-            if (v->stride_state == (int64_t)sizeof(float)
-                && v->stride_neuron % (int64_t)sizeof(float) == 0)
-                return ts_pack_blocks_f32_sse2(v, out, row_begin, row_end);
-            return ts_pack_blocks_f32(v, out, row_begin, row_end);
+            ts_column_f32_sse2,
 #else
-        case TS_F32: return ts_pack_blocks_f32(v, out, row_begin, row_end);
+            ts_column_f32,
 #endif
-        case TS_F64: return ts_pack_blocks_f64(v, out, row_begin, row_end);
-        case TS_I8: return ts_pack_blocks_i8(v, out, row_begin, row_end);
-        case TS_I16: return ts_pack_blocks_i16(v, out, row_begin, row_end);
-        case TS_I32: return ts_pack_blocks_i32(v, out, row_begin, row_end);
-        case TS_I64: return ts_pack_blocks_i64(v, out, row_begin, row_end);
-        case TS_U8: return ts_pack_blocks_u8(v, out, row_begin, row_end);
-        case TS_U16: return ts_pack_blocks_u16(v, out, row_begin, row_end);
-        case TS_U32: return ts_pack_blocks_u32(v, out, row_begin, row_end);
-        case TS_U64: return ts_pack_blocks_u64(v, out, row_begin, row_end);
-        case TS_F16: return ts_pack_blocks_f16(v, out, row_begin, row_end);
-        default: return ts_pack_blocks_bf16(v, out, row_begin, row_end);
-        }
+            ts_column_f64, ts_column_i8, ts_column_i16, ts_column_i32, ts_column_i64,
+            ts_column_u8, ts_column_u16, ts_column_u32, ts_column_u64, ts_column_f16,
+            ts_column_bf16};
+        return ts_pack_blocks(v, columns[kind], out, row_begin, row_end);
     }
     switch (kind) {
 #if defined(__SSE2__)
