@@ -407,7 +407,7 @@ class StateCounter:
         copy (two counters must not share a storage path)."""
         with self._lock:
             state = {k: v for k, v in self.__dict__.items()
-                     if k not in ("_lock", "_shards", "_spill", "_store")}
+                     if k not in ("_lock", "_shards", "_pending", "_spill", "_store")}
             state["_items_copy"] = self.items() if self._state_count else None
             state["_raw_copy"] = None if self._store is None else self._store.read()
             return state
