@@ -38,6 +38,7 @@ cdef extern from "ts_table.h" nogil:
     int ts_count_rows(ts_table *const *tables, int shard_bits, const uint8_t *keys,
                       const uint64_t *weights, int64_t n, ts_part *part)
     void ts_table_items(const ts_table *t, uint8_t *keys, uint64_t *counts)
+    void ts_dense_fold(ts_table *into, ts_table *source)
     void ts_partitions(const uint8_t *keys, int64_t n, int64_t nb,
                        int partition_bits, int32_t *out)
 
@@ -109,6 +110,15 @@ cdef class CountTable:
             with nogil:
                 ts_table_items(&self.table, &k[0, 0], &c[0])
         return keys, counts
+
+
+def fold_dense(CountTable into, CountTable source):
+    """Add every count of the dense table `source` to `into` and empty `source`."""
+    if not (into.is_dense and source.is_dense
+            and into.table.dense_bits == source.table.dense_bits):
+        raise ValueError("fold_dense needs two dense tables of one width")
+    with nogil:
+        ts_dense_fold(&into.table, &source.table)
 
 
 cdef class Partitioner:

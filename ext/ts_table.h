@@ -559,6 +559,25 @@ static int ts_count_rows(ts_table *const *tables, int shard_bits, const uint8_t 
     return 0;
 }
 
+/* Adds every count of the dense table `from` to `into` (of the same width)
+ * and empties `from`. */
+static void ts_dense_fold(ts_table *into, ts_table *from)
+{
+    const uint64_t cells = (uint64_t)1 << into->dense_bits;
+    uint64_t *const to = into->dense;
+    const uint64_t *const add = from->dense;
+    int64_t added = 0;
+    for (uint64_t state = 0; state < cells; ++state) { /* branch-free: vectorisable */
+        added += (to[state] == 0) & (add[state] != 0);
+        to[state] += add[state];
+    }
+    memset(from->dense, 0, cells * sizeof(uint64_t));
+    into->size += added;
+    into->total += from->total;
+    from->size = 0;
+    from->total = 0;
+}
+
 /* Writes the distinct keys (size x key_bytes, unless `keys` is NULL) and
  * their counts. */
 static void ts_table_items(const ts_table *t, uint8_t *keys, uint64_t *counts)

@@ -132,6 +132,7 @@ class StateCounter:
             self._num_neurons: int | None = None
             self._shards: list | None = None
             self._pending: RowBuffer | None = None
+            self._dense_copies: list = []  # see _count_dense
             self._state_count = 0
             if self._spill is not None:
                 self._spill.close()
@@ -251,10 +252,13 @@ class StateCounter:
         pending.append(keys)
 
     def _flush(self) -> None:
-        """Count the buffered rows; every read of the counts calls this first."""
+        """Count the buffered rows and fold the dense table's per-thread copies
+        in; every read of the counts calls this first."""
         with self._lock:
             if self._pending is not None and len(self._pending):
                 self._count_now(self._pending.take(), None)
+            for copy in self._dense_copies:
+                _table.fold_dense(self._shards[0], copy)
 
     def _count_now(self, keys: np.ndarray, weights: np.ndarray | None) -> None:
         single = self._shards[0]
@@ -266,12 +270,32 @@ class StateCounter:
         bits = shards.bit_length() - 1
         threads = min(self.threads or num_threads(), shards) \
             if len(keys) >= _PARALLEL_MIN_ROWS else 1
-        if threads == 1:
+        if single.is_dense:
+            self._count_dense(keys, weights)
+        elif threads == 1:
             _table.count_rows(self._shards, bits, keys, weights)
         else:
             _count_in_parallel(self._shards, bits, keys, weights, threads)
         if sum(shard.memory for shard in self._shards) > self.memory_limit:
             self._spill_to_disk()
+
+    def _count_dense(self, keys: np.ndarray, weights: np.ndarray | None) -> None:
+        """Count into the dense table.  With several threads each counts a share
+        of the rows into a copy of its own (its cells are touched at random, too
+        often to share), folded in by the next read; only while the copies fit
+        in a quarter of the memory cap."""
+        table = self._shards[0]
+        threads = (self.threads or num_threads()) if len(keys) >= _PARALLEL_MIN_ROWS else 1
+        if threads > 1 and threads * table.memory <= self.memory_limit // 4:
+            while len(self._dense_copies) < threads - 1:
+                self._dense_copies.append(_table.CountTable(table.key_bytes, self._num_neurons))
+        tables = [table, *self._dense_copies[: threads - 1]]
+        bounds = [len(keys) * part // len(tables) for part in range(len(tables) + 1)]
+        run_parallel([
+            lambda table=table, begin=begin, end=end: _table.count_rows(
+                [table], 0, keys[begin:end], None if weights is None else weights[begin:end])
+            for table, begin, end in zip(tables, bounds[:-1], bounds[1:])
+        ])
 
     def _spill_to_disk(self) -> None:
         if self._spill is None:
@@ -407,7 +431,8 @@ class StateCounter:
         copy (two counters must not share a storage path)."""
         with self._lock:
             state = {k: v for k, v in self.__dict__.items()
-                     if k not in ("_lock", "_shards", "_pending", "_spill", "_store")}
+                     if k not in ("_lock", "_shards", "_pending", "_dense_copies", "_spill",
+                                  "_store")}
             state["_items_copy"] = self.items() if self._state_count else None
             state["_raw_copy"] = None if self._store is None else self._store.read()
             return state

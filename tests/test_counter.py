@@ -81,7 +81,7 @@ def test_buffered_batches_are_counted_exactly():
     assert len(pickle.dumps(counter)) < 10_000  # 5 states; the 4 MiB buffer stays behind
 
 
-@pytest.mark.parametrize("width", [50, 100])  # keys held in the slot, and in the arena
+@pytest.mark.parametrize("width", [20, 50, 100])  # dense table, keys in slots, in the arena
 def test_parallel_counting_is_exact(width):
     """Batches big enough for the threaded path (partition by rows, insert by
     shards), unweighted and weighted (add_counts), give the single-thread counts."""
