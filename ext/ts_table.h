@@ -230,19 +230,12 @@ static int ts_table_grow(ts_table *t)
     return ts_table_resize(t, t->capacity * 2);
 }
 
-/* Grows the table at once to hold `keys` distinct keys at load <= 1/2,
- * instead of step by step while they arrive. */
-static int ts_table_reserve(ts_table *t, int64_t keys)
+/* Room in the arena (wide keys) for `keys` keys, at least. */
+static int ts_arena_grow(ts_table *t, int64_t keys)
 {
-    int64_t capacity = t->capacity;
-    while (capacity < 2 * (keys + 1)) capacity *= 2;
-    return capacity == t->capacity ? 0 : ts_table_resize(t, capacity);
-}
-
-static int ts_arena_reserve(ts_table *t)
-{
-    if (t->size < t->arena_capacity) return 0;
-    const int64_t capacity = t->arena_capacity ? t->arena_capacity * 2 : 16;
+    if (keys <= t->arena_capacity) return 0;
+    int64_t capacity = t->arena_capacity ? t->arena_capacity : 16;
+    while (capacity < keys) capacity *= 2;
     uint8_t *arena = (uint8_t *)realloc(t->arena, (size_t)(capacity * t->key_bytes));
     if (arena == NULL) return -1;
     t->arena = arena;
@@ -251,6 +244,28 @@ static int ts_arena_reserve(ts_table *t)
     t->counts = counts;
     t->arena_capacity = capacity;
     return 0;
+}
+
+static int ts_arena_reserve(ts_table *t)
+{
+    return ts_arena_grow(t, t->size + 1);
+}
+
+/* Grows the table (and the arena of wide keys) at once to hold `keys`
+ * distinct keys at load <= 1/2, instead of step by step while they arrive.
+ * `keys` may be an upper bound, not an estimate: then the arena is grown
+ * only while that costs at most TS_ARENA_AHEAD bytes (its keys can be wide). */
+#define TS_ARENA_AHEAD ((int64_t)1 << 20)
+
+static int ts_table_reserve(ts_table *t, int64_t keys, int upper_bound)
+{
+    int64_t capacity = t->capacity;
+    while (capacity < 2 * (keys + 1)) capacity *= 2;
+    if (t->key_bytes > 8
+        && (!upper_bound || keys * (t->key_bytes + 8) <= TS_ARENA_AHEAD)
+        && ts_arena_grow(t, keys) != 0)
+        return -1;
+    return capacity == t->capacity ? 0 : ts_table_resize(t, capacity);
 }
 
 /* Adds `count` occurrences of one key whose hash is `h`.  Returns 0 or -1. */
@@ -528,7 +543,7 @@ static int ts_insert_parts(ts_table *const *tables, int shard_bits, int first, i
             for (int p = 0; p < n_parts; ++p)
                 for (int w = 0; w < TS_SKETCH_WORDS; ++w)
                     sketch[w] |= parts[p].sketches[s * TS_SKETCH_WORDS + w];
-            if (ts_table_reserve(t, ts_sketch_estimate(sketch)) != 0) return -1;
+            if (ts_table_reserve(t, ts_sketch_estimate(sketch), 0) != 0) return -1;
         }
         for (int p = 0; p < n_parts; ++p)
             if (ts_insert_records(t, parts[p].records + parts[p].start[s],
@@ -549,7 +564,12 @@ static int ts_count_rows(ts_table *const *tables, int shard_bits, const uint8_t 
         ts_count_dense(tables[0], keys, weights, n);
         return 0;
     }
-    if (shard_bits == 0) return ts_count_direct(tables[0], keys, weights, n);
+    if (shard_bits == 0) {
+        /* A single table holds at most size + n keys after this: sized for
+         * that at once (callers split into shards before it gets large). */
+        if (ts_table_reserve(tables[0], tables[0]->size + n, 1) != 0) return -1;
+        return ts_count_direct(tables[0], keys, weights, n);
+    }
     memset(part->sketches, 0, ((size_t)TS_SKETCH_WORDS << shard_bits) * sizeof(uint64_t));
     for (int64_t base = 0; base < n; base += TS_CHUNK_ROWS) {
         const int64_t end = n - base < TS_CHUNK_ROWS ? n : base + TS_CHUNK_ROWS;

@@ -215,9 +215,6 @@ class StateCounter:
         if self._num_neurons is None:
             self._num_neurons = int(num_neurons)
             self._shards = self._new_tables()
-            if not self._shards[0].is_dense:
-                self._pending = RowBuffer.for_key_bytes(self._shards[0].key_bytes,
-                                                        self.memory_limit)
         elif num_neurons != self._num_neurons:
             raise ValueError(
                 f"{self.name}: got states of {num_neurons} neurons, but this counter holds "
@@ -235,10 +232,13 @@ class StateCounter:
         return [_table.CountTable(key_bytes)]
 
     def _split_tables(self) -> None:
-        """Move the counts of the single hash table into _NUM_SHARDS tables."""
+        """Move the counts of the single hash table into _NUM_SHARDS tables, and
+        from now on buffer small batches (one table fits in cache: no need before)."""
         keys, counts = self._shards[0].items()
         self._shards = [_table.CountTable(keys.shape[1]) for _ in range(_NUM_SHARDS)]
         _table.count_rows(self._shards, _NUM_SHARDS.bit_length() - 1, keys, counts)
+        if self._pending is None:
+            self._pending = RowBuffer.for_key_bytes(keys.shape[1], self.memory_limit)
 
     def _count(self, keys: np.ndarray, weights: np.ndarray | None) -> None:
         """Count rows now, or buffer a small unweighted batch (see :mod:`.row_buffer`)."""
