@@ -17,8 +17,10 @@ from .spill import SpillFiles
 from .storage import RawStateStore, check_writable
 
 DEFAULT_MEMORY_LIMIT = 1 << 30  # bytes of count tables per counter
-# Below this many rows a batch is counted on one thread.
+# Below this many rows a batch is counted on one thread; into a dense table,
+# below the second (a thread's copy of the table only pays on large batches).
 _PARALLEL_MIN_ROWS = 1 << 16
+_PARALLEL_DENSE_MIN_ROWS = 1 << 20
 # A counter starts with one hash table; once it could outgrow the cache it
 # splits into _NUM_SHARDS tables that rows are radix-partitioned among, so
 # each stays small enough for the cache (see ext/ts_table.h).
@@ -252,11 +254,16 @@ class StateCounter:
         pending.append(keys)
 
     def _flush(self) -> None:
-        """Count the buffered rows and fold the dense table's per-thread copies
-        in; every read of the counts calls this first."""
+        """Count the buffered rows."""
         with self._lock:
             if self._pending is not None and len(self._pending):
                 self._count_now(self._pending.take(), None)
+
+    def _settle(self) -> None:
+        """Put every count in place: count the buffered rows and fold the dense
+        table's per-thread copies in.  Every read of the counts calls this first."""
+        with self._lock:
+            self._flush()
             for copy in self._dense_copies:
                 _table.fold_dense(self._shards[0], copy)
 
@@ -285,7 +292,7 @@ class StateCounter:
         often to share), folded in by the next read; only while the copies fit
         in a quarter of the memory cap."""
         table = self._shards[0]
-        threads = (self.threads or num_threads()) if len(keys) >= _PARALLEL_MIN_ROWS else 1
+        threads = (self.threads or num_threads()) if len(keys) >= _PARALLEL_DENSE_MIN_ROWS else 1
         if threads > 1 and threads * table.memory <= self.memory_limit // 4:
             while len(self._dense_copies) < threads - 1:
                 self._dense_copies.append(_table.CountTable(table.key_bytes, self._num_neurons))
@@ -319,7 +326,7 @@ class StateCounter:
         """Yield (state_ids, counts) chunks; each distinct state is in exactly one."""
         if self._shards is None:
             return
-        self._flush()
+        self._settle()
         if self._spill is None:
             for shard in self._shards:
                 if shard.distinct:
@@ -335,7 +342,7 @@ class StateCounter:
         """The counts of :meth:`count_chunks` alone (no states to copy out), in
         arrays of a few shards each: small enough to reuse freed memory (fresh
         pages cost a fault each), large enough to keep NumPy's per-call cost low."""
-        self._flush()
+        self._settle()
         if self._spill is not None:
             yield from (counts for _, counts in self.count_chunks())
             return
@@ -356,7 +363,7 @@ class StateCounter:
     @property
     def distinct_count(self) -> int:
         """Number of distinct states seen."""
-        self._flush()
+        self._settle()
         if self._spill is None:
             return sum(shard.distinct for shard in self._shards or ())
         return sum(len(counts) for _, counts in self.count_chunks())
@@ -364,7 +371,7 @@ class StateCounter:
     @property
     def is_spilled(self) -> bool:
         """True once the counts outgrew ``memory_limit`` and went to disk."""
-        self._flush()
+        self._settle()
         return self._spill is not None
 
     def items(self) -> tuple[np.ndarray, np.ndarray]:

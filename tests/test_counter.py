@@ -86,8 +86,9 @@ def test_parallel_counting_is_exact(width):
     """Batches big enough for the threaded path (partition by rows, insert by
     shards), unweighted and weighted (add_counts), give the single-thread counts."""
     rng = np.random.default_rng(width)
-    x = np.concatenate([rng.standard_normal((100_000, width)).astype(np.float32),
-                        low_diversity(rng, 100_000, width, patterns=5_000)])
+    half = 550_000 if width <= 20 else 100_000  # a dense table needs 2**20 rows to go parallel
+    x = np.concatenate([rng.standard_normal((half, width)).astype(np.float32),
+                        low_diversity(rng, half, width, patterns=5_000)])
     counters = [StateCounter(f"threads={threads}", threads=threads) for threads in (1, 2)]
     for counter in counters:
         counter.add(x)
