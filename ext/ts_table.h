@@ -15,6 +15,11 @@
  * Every key has one 64-bit hash.  Its top bits choose a shard (so threads can
  * count disjoint parts of one batch into separate tables without locks), its
  * bits 8..15 from the top choose a spill partition, its low bits the slot.
+ *
+ * Tables double when full, but are usually sized once per batch: a single
+ * table for its size plus the batch's rows, a shard for the distinct keys a
+ * per-batch sketch foresees (ts_sketch_estimate).  Freed slot arrays are kept
+ * for reuse (ts_alloc_slots): fresh memory costs a page fault per 4 KiB.
  */
 #ifndef TS_TABLE_H
 #define TS_TABLE_H

@@ -269,22 +269,25 @@ class StateCounter:
 
     def _count_now(self, keys: np.ndarray, weights: np.ndarray | None) -> None:
         single = self._shards[0]
-        if len(self._shards) == 1 and not single.is_dense and (
-            single.distinct + len(keys) > _SHARD_AT_DISTINCT
-        ):
-            self._split_tables()
+        if single.is_dense:
+            self._count_dense(keys, weights)
+        else:
+            if len(self._shards) == 1 and single.distinct + len(keys) > _SHARD_AT_DISTINCT:
+                self._split_tables()
+            self._count_hashed(keys, weights)
+        if sum(shard.memory for shard in self._shards) > self.memory_limit:
+            self._spill_to_disk()
+
+    def _count_hashed(self, keys: np.ndarray, weights: np.ndarray | None) -> None:
+        """Count into the hash table(s); large batches into shards on several threads."""
         shards = len(self._shards)
         bits = shards.bit_length() - 1
         threads = min(self.threads or num_threads(), shards) \
             if len(keys) >= _PARALLEL_MIN_ROWS else 1
-        if single.is_dense:
-            self._count_dense(keys, weights)
-        elif threads == 1:
+        if threads == 1:
             _table.count_rows(self._shards, bits, keys, weights)
         else:
             _count_in_parallel(self._shards, bits, keys, weights, threads)
-        if sum(shard.memory for shard in self._shards) > self.memory_limit:
-            self._spill_to_disk()
 
     def _count_dense(self, keys: np.ndarray, weights: np.ndarray | None) -> None:
         """Count into the dense table.  With several threads each counts a share
