@@ -441,24 +441,35 @@ static int ts_insert_records(ts_table *t, const ts_record *records, int64_t m,
     return 0;
 }
 
-/* One dense table: no hashing, no shards; counters kept in locals (the
- * counts array could alias the table's fields) and cells prefetched ahead. */
+/* One dense table: no hashing, no shards.  Each row's state is read once,
+ * TS_AHEAD rows before its count, and its cell prefetched then (scattered
+ * states miss the cache; reading each key twice, to prefetch and to count,
+ * cost more than the prefetch saves when states repeat).  Counters are kept
+ * in locals: the counts could alias the table's fields. */
 static void ts_count_dense(ts_table *t, const uint8_t *keys, const uint64_t *weights,
                            int64_t n)
 {
     const int64_t nb = t->key_bytes;
     const uint64_t mask = ((uint64_t)1 << t->dense_bits) - 1;
     uint64_t *const dense = t->dense;
+    uint64_t ahead[TS_AHEAD];
     int64_t size = t->size;
     uint64_t total = 0;
+    for (int64_t i = 0; i < n && i < TS_AHEAD; ++i) {
+        ahead[i] = ts_load_word(keys + i * nb, nb) & mask;
+        __builtin_prefetch(&dense[ahead[i]], 1);
+    }
     for (int64_t i = 0; i < n; ++i) {
-        if (i + TS_AHEAD < n)
-            __builtin_prefetch(&dense[ts_load_word(keys + (i + TS_AHEAD) * nb, nb) & mask], 1);
-        uint64_t *cell = &dense[ts_load_word(keys + i * nb, nb) & mask];
+        uint64_t *state = &ahead[(uint64_t)i % TS_AHEAD];
+        uint64_t *cell = &dense[*state];
         const uint64_t count = weights ? weights[i] : 1;
         size += *cell == 0 && count != 0;
         *cell += count;
         total += count;
+        if (i + TS_AHEAD < n) {
+            *state = ts_load_word(keys + (i + TS_AHEAD) * nb, nb) & mask;
+            __builtin_prefetch(&dense[*state], 1);
+        }
     }
     t->size = size;
     t->total += total;
