@@ -39,11 +39,15 @@ cdef extern from "ts_table.h" nogil:
                       const uint64_t *weights, int64_t n, ts_part *part)
     void ts_table_items(const ts_table *t, uint8_t *keys, uint64_t *counts)
     void ts_dense_fold(ts_table *into, ts_table *source)
+    int ts_cache_register_fork_handlers()
     void ts_partitions(const uint8_t *keys, int64_t n, int64_t nb,
                        int partition_bits, int32_t *out)
 
 
 DENSE_MAX_BITS = TS_DENSE_MAX_BITS
+
+if ts_cache_register_fork_handlers() != 0:
+    raise ImportError("could not register the fork handlers of the table memory cache")
 
 
 cdef class CountTable:
@@ -153,10 +157,13 @@ cdef class Partitioner:
         are counted with weights or not.  Releases the GIL."""
         if not 0 <= begin <= end <= keys.shape[0] or end - begin > TS_CHUNK_ROWS:
             raise ValueError(f"bad row range [{begin}, {end}) of {keys.shape[0]} rows")
-        if end > begin:
-            with nogil:
-                ts_partition(&self.part, self.shard_bits, &keys[0, 0], keys.shape[1],
-                             weighted, begin, end)
+        if keys.shape[0] == 0:
+            self._buffers[2].fill(0)  # no records: every shard's range is empty
+            return
+        # Always run, an empty range included: it must clear the previous chunk's ranges.
+        with nogil:
+            ts_partition(&self.part, self.shard_bits, &keys[0, 0], keys.shape[1],
+                         weighted, begin, end)
 
 
 CHUNK_ROWS = TS_CHUNK_ROWS
@@ -211,10 +218,12 @@ def count_rows(list shards, int shard_bits, const uint8_t[:, ::1] keys,
     if n == 0:
         return
     cdef const uint64_t *w = _weights_pointer(weights, n)
-    cdef Partitioner part = partitioners(shard_bits, 1)[0]
+    cdef ts_part *scratch = NULL  # only sharded tables partition
+    if shard_bits > 0:
+        scratch = &(<Partitioner>partitioners(shard_bits, 1)[0]).part
     cdef ts_table **tables = _table_pointers(shards, shard_bits, keys.shape[1])
     with nogil:
-        status = ts_count_rows(tables, shard_bits, &keys[0, 0], w, n, &part.part)
+        status = ts_count_rows(tables, shard_bits, &keys[0, 0], w, n, scratch)
     free(tables)
     if status != 0:
         raise MemoryError("out of memory while counting states")
@@ -228,11 +237,14 @@ def insert_partitioned(list shards, int shard_bits, int first, int step,
     cdef int status = 0
     cdef int n_parts = len(parts)
     cdef const uint64_t *w = _weights_pointer(weights, n)
+    for part in parts:
+        if not isinstance(part, Partitioner):
+            raise TypeError("parts must be Partitioner objects")
     cdef ts_part *scratch = <ts_part *>malloc(n_parts * sizeof(ts_part))
     if scratch == NULL:
         raise MemoryError()
     for i in range(n_parts):
-        scratch[i] = (<Partitioner?>parts[i]).part
+        scratch[i] = (<Partitioner>parts[i]).part
     cdef ts_table **tables
     try:
         tables = _table_pointers(shards, shard_bits, keys.shape[1])

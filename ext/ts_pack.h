@@ -30,7 +30,7 @@
 #include <emmintrin.h>
 #endif
 
-#define TS_BLOCK_ROWS 256
+#define TS_BLOCK_MIN_ROWS 256 /* rows of a block, at least (see ts_pack_blocks) */
 
 typedef struct {
     const char *base;
@@ -199,7 +199,7 @@ static int ts_pack_blocks(const ts_view *v, ts_column_fn column, uint8_t *out,
 {
     const int64_t n = v->n_neurons, nb = (n + 7) / 8;
     int64_t rows = (TS_BLOCK_BYTES / nb) & ~(int64_t)15;
-    if (rows < TS_BLOCK_ROWS) rows = TS_BLOCK_ROWS;
+    if (rows < TS_BLOCK_MIN_ROWS) rows = TS_BLOCK_MIN_ROWS;
     uint8_t *block = (uint8_t *)malloc((size_t)(nb * rows));
     if (block == NULL) return -1;
     int64_t row = row_begin;

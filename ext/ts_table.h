@@ -136,6 +136,16 @@ static struct {
     int64_t bytes;
 } ts_cache = {PTHREAD_MUTEX_INITIALIZER, {NULL}, 0};
 
+/* A child forked while another thread held the lock would wait for it
+ * forever: hold it across fork() (pthread_atfork, registered at import). */
+static void ts_cache_lock(void) { pthread_mutex_lock(&ts_cache.lock); }
+static void ts_cache_unlock(void) { pthread_mutex_unlock(&ts_cache.lock); }
+
+static int ts_cache_register_fork_handlers(void)
+{
+    return pthread_atfork(ts_cache_lock, ts_cache_unlock, ts_cache_unlock);
+}
+
 static inline int ts_capacity_class(int64_t capacity)
 {
     return 63 - __builtin_clzll((unsigned long long)capacity);
@@ -365,7 +375,7 @@ static inline void ts_sketch_add(uint64_t *sketch, uint64_t h)
 
 /* Distinct keys among the rows added to the sketch, over-estimated by a
  * little more than the sketch's error (~2%): a reservation one key too small
- * would make the table grow fourfold.  Saturates near 8 * TS_SKETCH_BITS. */
+ * would make the table grow.  Saturates near 9 * TS_SKETCH_BITS. */
 static int64_t ts_sketch_estimate(const uint64_t *sketch)
 {
     int64_t clear = 0;
@@ -571,7 +581,8 @@ static int ts_insert_parts(ts_table *const *tables, int shard_bits, int first, i
 
 /* Counts rows [0, n) of `keys` (n x key_bytes) into the shards `tables`
  * (2**shard_bits of them; a row belongs to shard hash >> (64 - shard_bits))
- * on the calling thread.  `weights` may be NULL (each row counts once).
+ * on the calling thread.  `weights` may be NULL (each row counts once);
+ * `part` (scratch, see ts_part) may be NULL when shard_bits == 0.
  * Returns 0 or -1 (out of memory). */
 static int ts_count_rows(ts_table *const *tables, int shard_bits, const uint8_t *keys,
                          const uint64_t *weights, int64_t n, ts_part *part)
@@ -595,23 +606,23 @@ static int ts_count_rows(ts_table *const *tables, int shard_bits, const uint8_t 
     return 0;
 }
 
-/* Adds every count of the dense table `from` to `into` (of the same width)
- * and empties `from`. */
-static void ts_dense_fold(ts_table *into, ts_table *from)
+/* Adds every count of the dense table `source` to `into` (of the same
+ * width) and empties `source`. */
+static void ts_dense_fold(ts_table *into, ts_table *source)
 {
     const uint64_t cells = (uint64_t)1 << into->dense_bits;
     uint64_t *const to = into->dense;
-    const uint64_t *const add = from->dense;
+    const uint64_t *const add = source->dense;
     int64_t added = 0;
     for (uint64_t state = 0; state < cells; ++state) { /* branch-free: vectorisable */
         added += (to[state] == 0) & (add[state] != 0);
         to[state] += add[state];
     }
-    memset(from->dense, 0, cells * sizeof(uint64_t));
+    memset(source->dense, 0, cells * sizeof(uint64_t));
     into->size += added;
-    into->total += from->total;
-    from->size = 0;
-    from->total = 0;
+    into->total += source->total;
+    source->size = 0;
+    source->total = 0;
 }
 
 /* Writes the distinct keys (size x key_bytes, unless `keys` is NULL) and

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from functools import cache
 
 
@@ -37,5 +37,6 @@ def run_parallel(tasks: list) -> None:
             task()
         return
     futures = [_pool(num_threads()).submit(task) for task in tasks]
+    wait(futures)  # all of them, even when one fails: none may still run after we return
     for future in futures:
         future.result()

@@ -50,7 +50,7 @@ def _count_in_parallel(shards: list, bits: int, keys: np.ndarray, weights: np.nd
         part.clear_sketches()
     for base in range(0, len(keys), _table.CHUNK_ROWS * threads):
         end = min(len(keys), base + _table.CHUNK_ROWS * threads)
-        bounds = np.linspace(base, end, threads + 1).astype(np.int64).tolist()
+        bounds = [base + (end - base) * part // threads for part in range(threads + 1)]
         run_parallel([
             lambda part=part, begin=begin, stop=stop: part.partition(keys, begin, stop,
                                                                      weights is not None)
@@ -135,6 +135,7 @@ class StateCounter:
             self._shards: list | None = None
             self._pending: RowBuffer | None = None
             self._dense_copies: list = []  # see _count_dense
+            self._incomplete = False  # counting ran out of memory (see _count_now)
             self._state_count = 0
             if self._spill is not None:
                 self._spill.close()
@@ -266,15 +267,27 @@ class StateCounter:
             self._flush()
             for copy in self._dense_copies:
                 _table.fold_dense(self._shards[0], copy)
+            if self._incomplete:
+                raise RuntimeError(
+                    f"{self.name}: the machine ran out of memory while counting, so some "
+                    "states were not counted and these counts are incomplete; call "
+                    "reset_states() to start again (a lower memory_limit spills counts to "
+                    "disk sooner)"
+                )
 
     def _count_now(self, keys: np.ndarray, weights: np.ndarray | None) -> None:
         single = self._shards[0]
-        if single.is_dense:
-            self._count_dense(keys, weights)
-        else:
-            if len(self._shards) == 1 and single.distinct + len(keys) > _SHARD_AT_DISTINCT:
-                self._split_tables()
-            self._count_hashed(keys, weights)
+        try:
+            if single.is_dense:
+                self._count_dense(keys, weights)
+            else:
+                if len(self._shards) == 1 and single.distinct + len(keys) > _SHARD_AT_DISTINCT:
+                    self._split_tables()
+                self._count_hashed(keys, weights)
+        except MemoryError:
+            # Part of the rows may be counted: every read now says so (see _settle).
+            self._incomplete = True
+            raise
         if sum(shard.memory for shard in self._shards) > self.memory_limit:
             self._spill_to_disk()
 
@@ -365,7 +378,7 @@ class StateCounter:
 
     @property
     def distinct_count(self) -> int:
-        """Number of distinct states seen."""
+        """Number of distinct states seen (counts any buffered rows first)."""
         self._settle()
         if self._spill is None:
             return sum(shard.distinct for shard in self._shards or ())
@@ -373,7 +386,8 @@ class StateCounter:
 
     @property
     def is_spilled(self) -> bool:
-        """True once the counts outgrew ``memory_limit`` and went to disk."""
+        """True once the counts outgrew ``memory_limit`` and went to disk (counts any
+        buffered rows first)."""
         self._settle()
         return self._spill is not None
 

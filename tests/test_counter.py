@@ -220,6 +220,53 @@ def test_concurrent_counters_lose_nothing():
         assert_matches_reference(counter, np.concatenate(batches))
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_parallel_chunk_with_fewer_rows_than_threads(threads):
+    """The last chunk of a threaded count can leave a thread no rows: it must not
+    re-insert its share of the chunk before (which once counted 262,144 rows twice)."""
+    from tensorstate_callbacks import _table
+
+    rows = _table.CHUNK_ROWS * threads + threads - 1
+    x = np.random.default_rng(threads).standard_normal((rows, 40)).astype(np.float32)
+    counter = StateCounter("chunks", threads=threads)
+    counter.add(x)
+    assert_matches_reference(counter, x)
+
+
+OUT_OF_MEMORY = """
+import resource
+import numpy as np
+from tensorstate_callbacks import StateCounter
+keys = np.random.default_rng(0).integers(0, 256, size=(2_000_000, 64), dtype=np.uint8)
+counter = StateCounter("oom", threads=1)
+counter.add_packed(keys[:1000], 512)
+used = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (used + (64 << 20), resource.RLIM_INFINITY))
+try:
+    counter.add_packed(keys, 512)   # 2,000,000 distinct states need far more than 64 MiB
+except MemoryError:
+    print("MemoryError")
+try:
+    counter.entropy()
+except RuntimeError as error:
+    print(error)
+counter.reset_states()
+counter.add_packed(keys[:10], 512)
+print(counter.distinct_count, counter.state_count)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc and RLIMIT_AS")
+def test_running_out_of_memory_is_reported_not_hidden():
+    """A real out-of-memory (an address-space limit) while counting: add() raises
+    MemoryError, every later read says the counts are incomplete, reset recovers."""
+    out = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out[0] == "MemoryError"
+    assert "ran out of memory" in out[1] and "reset_states()" in out[1]
+    assert out[2] == "10 10"
+
+
 def test_import_is_framework_free():
     code = ("import sys, tensorstate_callbacks; "
             "print('torch' in sys.modules, 'tensorflow' in sys.modules)")
