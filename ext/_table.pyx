@@ -130,6 +130,7 @@ cdef class Partitioner:
     cdef ts_part part
     cdef readonly int shard_bits
     cdef object _buffers  # the NumPy arrays behind part's pointers
+    cdef object _start, _sketches  # two of them, which Python resets
 
     def __cinit__(self, int shard_bits):
         n_shards = 1 << shard_bits
@@ -147,10 +148,11 @@ cdef class Partitioner:
         self.part.sketches = &k[0]
         self.shard_bits = shard_bits
         self._buffers = (records, hashes, start, fill, sketches)
+        self._start, self._sketches = start, sketches
 
     def clear_sketches(self):
         """Start a new batch: forget the rows sketched so far."""
-        self._buffers[4].fill(0)
+        self._sketches.fill(0)
 
     def partition(self, const uint8_t[:, ::1] keys, int64_t begin, int64_t end, bint weighted):
         """Phase one for rows [begin, end) (at most CHUNK_ROWS) of `keys`, which
@@ -158,7 +160,7 @@ cdef class Partitioner:
         if not 0 <= begin <= end <= keys.shape[0] or end - begin > TS_CHUNK_ROWS:
             raise ValueError(f"bad row range [{begin}, {end}) of {keys.shape[0]} rows")
         if keys.shape[0] == 0:
-            self._buffers[2].fill(0)  # no records: every shard's range is empty
+            self._start.fill(0)  # no records: every shard's range is empty
             return
         # Always run, an empty range included: it must clear the previous chunk's ranges.
         with nogil:

@@ -261,11 +261,6 @@ static int ts_arena_grow(ts_table *t, int64_t keys)
     return 0;
 }
 
-static int ts_arena_reserve(ts_table *t)
-{
-    return ts_arena_grow(t, t->size + 1);
-}
-
 /* Grows the table (and the arena of wide keys) at once to hold `keys`
  * distinct keys at load <= 1/2, instead of step by step while they arrive.
  * `keys` may be an upper bound, not an estimate: then the arena is grown
@@ -320,7 +315,7 @@ static inline int ts_table_add(ts_table *t, const uint8_t *key, uint64_t h,
     for (;;) {
         ts_slot *s = &t->slots[pos];
         if (s->value == 0) {
-            if (ts_arena_reserve(t) != 0) {
+            if (ts_arena_grow(t, t->size + 1) != 0) {
                 t->total -= count;
                 return -1;
             }
