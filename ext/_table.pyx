@@ -30,8 +30,10 @@ cdef extern from "ts_table.h" nogil:
         uint64_t *sketches
     int64_t TS_CHUNK_ROWS
     int TS_SKETCH_WORDS
+    void ts_sketch_rows(ts_part *part, int shard_bits, const uint8_t *keys, int64_t nb,
+                        int64_t begin, int64_t end)
     void ts_partition(ts_part *part, int shard_bits, const uint8_t *keys, int64_t nb,
-                      int weighted, int64_t begin, int64_t end)
+                      int weighted, int sketched, int64_t begin, int64_t end)
     int ts_insert_parts(ts_table *const *tables, int shard_bits, int first, int step,
                         const uint8_t *keys, const uint64_t *weights,
                         const ts_part *parts, int n_parts)
@@ -154,9 +156,21 @@ cdef class Partitioner:
         """Start a new batch: forget the rows sketched so far."""
         self._sketches.fill(0)
 
-    def partition(self, const uint8_t[:, ::1] keys, int64_t begin, int64_t end, bint weighted):
+    def sketch(self, const uint8_t[:, ::1] keys, int64_t begin, int64_t end):
+        """Sketch rows [begin, end) of `keys` (any number) by shard, for a batch
+        whose rows are then partitioned with ``sketched=True``.  Releases the GIL."""
+        if not 0 <= begin <= end <= keys.shape[0]:
+            raise ValueError(f"bad row range [{begin}, {end}) of {keys.shape[0]} rows")
+        if end > begin:
+            with nogil:
+                ts_sketch_rows(&self.part, self.shard_bits, &keys[0, 0], keys.shape[1],
+                               begin, end)
+
+    def partition(self, const uint8_t[:, ::1] keys, int64_t begin, int64_t end, bint weighted,
+                  bint sketched=False):
         """Phase one for rows [begin, end) (at most CHUNK_ROWS) of `keys`, which
-        are counted with weights or not.  Releases the GIL."""
+        are counted with weights or not (and already sketched or not).
+        Releases the GIL."""
         if not 0 <= begin <= end <= keys.shape[0] or end - begin > TS_CHUNK_ROWS:
             raise ValueError(f"bad row range [{begin}, {end}) of {keys.shape[0]} rows")
         if keys.shape[0] == 0:
@@ -165,7 +179,7 @@ cdef class Partitioner:
         # Always run, an empty range included: it must clear the previous chunk's ranges.
         with nogil:
             ts_partition(&self.part, self.shard_bits, &keys[0, 0], keys.shape[1],
-                         weighted, begin, end)
+                         weighted, sketched, begin, end)
 
 
 CHUNK_ROWS = TS_CHUNK_ROWS

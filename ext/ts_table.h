@@ -17,9 +17,10 @@
  * bits 8..15 from the top choose a spill partition, its low bits the slot.
  *
  * Tables double when full, but are usually sized once per batch: a single
- * table for its size plus the batch's rows, a shard for the distinct keys a
- * per-batch sketch foresees (ts_sketch_estimate).  Freed slot arrays are kept
- * for reuse (ts_alloc_slots): fresh memory costs a page fault per 4 KiB.
+ * table for its size plus the batch's rows, a shard for the distinct keys
+ * the union of its own and the batch's sketches foresees (ts_sketch_estimate).
+ * Freed slot arrays are kept for reuse (ts_alloc_slots): fresh memory costs a
+ * page fault per 4 KiB.
  */
 #ifndef TS_TABLE_H
 #define TS_TABLE_H
@@ -32,6 +33,35 @@
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
+
+/* A linear-counting sketch: TS_SKETCH_BITS bits, one set per key from hash
+ * bits 34.. (independent of the shard and slot bits).  From the fraction of
+ * bits still clear it estimates how many distinct keys were added.  Each hash
+ * table keeps one of the keys it holds, and counting keeps one per shard of
+ * the rows of a batch: the union of the two foresees the shard's size after
+ * the batch, so it is sized once (ts_insert_parts).  Growing step by step
+ * would rehash keys again at every doubling and touch (page-fault) several
+ * times the memory the final table needs. */
+#define TS_SKETCH_BITS 4096
+#define TS_SKETCH_WORDS (TS_SKETCH_BITS / 64)
+
+static inline void ts_sketch_add(uint64_t *sketch, uint64_t h)
+{
+    const uint64_t bit = (h >> 34) & (TS_SKETCH_BITS - 1);
+    sketch[bit >> 6] |= (uint64_t)1 << (bit & 63);
+}
+
+/* Distinct keys among the rows added to the sketch, over-estimated by a
+ * little more than the sketch's error (~2%): a reservation one key too small
+ * would make the table grow.  Saturates near 9 * TS_SKETCH_BITS. */
+static int64_t ts_sketch_estimate(const uint64_t *sketch)
+{
+    int64_t clear = 0;
+    for (int w = 0; w < TS_SKETCH_WORDS; ++w) clear += 64 - __builtin_popcountll(sketch[w]);
+    if (clear == 0) clear = 1;
+    const double estimate = -(double)TS_SKETCH_BITS * log((double)clear / TS_SKETCH_BITS);
+    return (int64_t)(estimate * 1.04) + 16;
+}
 
 typedef struct {
     uint64_t word;
@@ -49,6 +79,7 @@ typedef struct {
     int64_t arena_capacity;
     int dense_bits;       /* > 0: a dense table of 2**dense_bits counts */
     uint64_t *dense;
+    uint64_t sketch[TS_SKETCH_WORDS]; /* of the keys held (hash tables) */
 } ts_table;
 
 #define TS_DENSE_MAX_BITS 20
@@ -303,6 +334,7 @@ static inline int ts_table_add(ts_table *t, const uint8_t *key, uint64_t h,
                 s->word = word;
                 s->value = count;
                 ++t->size;
+                ts_sketch_add(t->sketch, h);
                 return 0;
             }
             if (s->word == word) {
@@ -323,6 +355,7 @@ static inline int ts_table_add(ts_table *t, const uint8_t *key, uint64_t h,
             t->counts[t->size] = count;
             s->word = h;
             s->value = (uint64_t)(++t->size);
+            ts_sketch_add(t->sketch, h);
             return 0;
         }
         if (s->word == h) {
@@ -352,33 +385,6 @@ typedef struct {
     uint64_t hash;
     uint64_t payload;
 } ts_record;
-
-/* A linear-counting sketch per shard: TS_SKETCH_BITS bits, one set per row
- * from hash bits 34.. (independent of the shard and slot bits).  From the
- * fraction of bits still clear it estimates how many distinct keys the rows
- * hold, so a shard can be sized for a batch of new keys in one step: growing
- * slot by slot would rehash each key several times and touch (page-fault)
- * several times the memory the final table needs. */
-#define TS_SKETCH_BITS 4096
-#define TS_SKETCH_WORDS (TS_SKETCH_BITS / 64)
-
-static inline void ts_sketch_add(uint64_t *sketch, uint64_t h)
-{
-    const uint64_t bit = (h >> 34) & (TS_SKETCH_BITS - 1);
-    sketch[bit >> 6] |= (uint64_t)1 << (bit & 63);
-}
-
-/* Distinct keys among the rows added to the sketch, over-estimated by a
- * little more than the sketch's error (~2%): a reservation one key too small
- * would make the table grow.  Saturates near 9 * TS_SKETCH_BITS. */
-static int64_t ts_sketch_estimate(const uint64_t *sketch)
-{
-    int64_t clear = 0;
-    for (int w = 0; w < TS_SKETCH_WORDS; ++w) clear += 64 - __builtin_popcountll(sketch[w]);
-    if (clear == 0) clear = 1;
-    const double estimate = -(double)TS_SKETCH_BITS * log((double)clear / TS_SKETCH_BITS);
-    return (int64_t)(estimate * 1.04) + 16;
-}
 
 /* Narrow keys (<= 8 bytes), the hot case, with the table's fields held in
  * locals: stores into slots could alias them, and reloading them on every
@@ -420,6 +426,7 @@ static int ts_insert_narrow(ts_table *t, const ts_record *records, int64_t m,
                 slot->word = word;
                 slot->value = count;
                 ++size;
+                ts_sketch_add(t->sketch, records[j].hash);
                 break;
             }
             pos = (pos + 1) & mask;
@@ -515,12 +522,25 @@ typedef struct {
     uint64_t *sketches;
 } ts_part;
 
+/* Adds rows [begin, end) of `keys` to part->sketches, each to its shard's:
+ * before partitioning a batch of several chunks, so that its first chunk
+ * already sizes each shard for the whole batch. */
+static void ts_sketch_rows(ts_part *part, int shard_bits, const uint8_t *keys, int64_t nb,
+                           int64_t begin, int64_t end)
+{
+    for (int64_t i = begin; i < end; ++i) {
+        const uint64_t h = ts_hash_key(keys + i * nb, nb);
+        ts_sketch_add(part->sketches + (h >> (64 - shard_bits)) * TS_SKETCH_WORDS, h);
+    }
+}
+
 /* Phase one of counting: rows [begin, end) of `keys` (at most TS_CHUNK_ROWS)
- * hashed, sketched and grouped by shard into part->records; shard s gets
- * records [start[s], start[s + 1]).  A record's payload is the key itself
- * for narrow keys counted once each, else the row number (see ts_record). */
+ * hashed, sketched (unless `sketched` already) and grouped by shard into
+ * part->records; shard s gets records [start[s], start[s + 1]).  A record's
+ * payload is the key itself for narrow keys counted once each, else the row
+ * number (see ts_record). */
 static void ts_partition(ts_part *part, int shard_bits, const uint8_t *keys, int64_t nb,
-                         int weighted, int64_t begin, int64_t end)
+                         int weighted, int sketched, int64_t begin, int64_t end)
 {
     const int n_shards = 1 << shard_bits;
     const int key_in_record = nb <= 8 && !weighted;
@@ -532,7 +552,7 @@ static void ts_partition(ts_part *part, int shard_bits, const uint8_t *keys, int
         const int s = (int)(h >> (64 - shard_bits));
         hashes[i - begin] = h;
         ++fill[s];
-        ts_sketch_add(part->sketches + s * TS_SKETCH_WORDS, h);
+        if (!sketched) ts_sketch_add(part->sketches + s * TS_SKETCH_WORDS, h);
     }
     start[0] = 0;
     for (int s = 0; s < n_shards; ++s) {
@@ -549,7 +569,8 @@ static void ts_partition(ts_part *part, int shard_bits, const uint8_t *keys, int
 
 /* Phase two: shards first, first + step, ... each insert their records from
  * every part (so `step` threads can insert at once, each into its own
- * shards), after growing at once to the size the parts' sketches foresee. */
+ * shards), after growing at once to the size foreseen by the union of the
+ * table's sketch and the parts' sketches of the batch. */
 static int ts_insert_parts(ts_table *const *tables, int shard_bits, int first, int step,
                            const uint8_t *keys, const uint64_t *weights,
                            const ts_part *parts, int n_parts)
@@ -560,7 +581,7 @@ static int ts_insert_parts(ts_table *const *tables, int shard_bits, int first, i
         int64_t m_s = 0;
         for (int p = 0; p < n_parts; ++p) m_s += parts[p].start[s + 1] - parts[p].start[s];
         if (2 * (t->size + m_s + 1) > t->capacity) {
-            memset(sketch, 0, sizeof(sketch));
+            memcpy(sketch, t->sketch, sizeof(sketch));
             for (int p = 0; p < n_parts; ++p)
                 for (int w = 0; w < TS_SKETCH_WORDS; ++w)
                     sketch[w] |= parts[p].sketches[s * TS_SKETCH_WORDS + w];
@@ -592,10 +613,13 @@ static int ts_count_rows(ts_table *const *tables, int shard_bits, const uint8_t 
         if (ts_table_reserve(tables[0], tables[0]->size + n, 1) != 0) return -1;
         return ts_count_direct(tables[0], keys, weights, n);
     }
+    const int64_t nb = tables[0]->key_bytes;
+    const int sketched = n > TS_CHUNK_ROWS;
     memset(part->sketches, 0, ((size_t)TS_SKETCH_WORDS << shard_bits) * sizeof(uint64_t));
+    if (sketched) ts_sketch_rows(part, shard_bits, keys, nb, 0, n);
     for (int64_t base = 0; base < n; base += TS_CHUNK_ROWS) {
         const int64_t end = n - base < TS_CHUNK_ROWS ? n : base + TS_CHUNK_ROWS;
-        ts_partition(part, shard_bits, keys, tables[0]->key_bytes, weights != NULL, base, end);
+        ts_partition(part, shard_bits, keys, nb, weights != NULL, sketched, base, end);
         if (ts_insert_parts(tables, shard_bits, 0, 1, keys, weights, part, 1) != 0) return -1;
     }
     return 0;

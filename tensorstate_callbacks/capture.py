@@ -44,16 +44,25 @@ def _count_in_parallel(shards: list, bits: int, keys: np.ndarray, weights: np.nd
                        threads: int) -> None:
     """Count rows into sharded tables on ``threads`` threads: for each chunk,
     each thread partitions a share of the rows by shard, then inserts every
-    partitioned row of its own shards (see ext/ts_table.h)."""
+    partitioned row of its own shards (see ext/ts_table.h).  A batch of
+    several chunks is sketched first, so each shard grows once for all of it."""
     parts = _table.partitioners(bits, threads)
     for part in parts:
         part.clear_sketches()
-    for base in range(0, len(keys), _table.CHUNK_ROWS * threads):
-        end = min(len(keys), base + _table.CHUNK_ROWS * threads)
+    step = _table.CHUNK_ROWS * threads
+    sketched = len(keys) > step
+    if sketched:
+        bounds = [len(keys) * part // threads for part in range(threads + 1)]
+        run_parallel([
+            lambda part=part, begin=begin, stop=stop: part.sketch(keys, begin, stop)
+            for part, begin, stop in zip(parts, bounds[:-1], bounds[1:])
+        ])
+    for base in range(0, len(keys), step):
+        end = min(len(keys), base + step)
         bounds = [base + (end - base) * part // threads for part in range(threads + 1)]
         run_parallel([
-            lambda part=part, begin=begin, stop=stop: part.partition(keys, begin, stop,
-                                                                     weights is not None)
+            lambda part=part, begin=begin, stop=stop: part.partition(
+                keys, begin, stop, weights is not None, sketched)
             for part, begin, stop in zip(parts, bounds[:-1], bounds[1:])
         ])
         run_parallel([
@@ -148,14 +157,23 @@ class StateCounter:
         CUDA arrays (CuPy, DLPack) are packed on the GPU when CuPy is installed.
         ``dtype="bfloat16"`` reads an int16 array as bfloat16 bits.
         """
-        if _is_cuda_array(array):
+        if not isinstance(array, np.ndarray) and _is_cuda_array(array):
             from .gpu import pack_cuda
 
-            packed, num_neurons = pack_cuda(array, neuron_axis)
-        else:
-            packed = states.pack(array, neuron_axis, dtype, threads=self.threads)
-            num_neurons = np.shape(array)[neuron_axis]
-        self._add_own_packing(packed, num_neurons)
+            self._add_own_packing(*pack_cuda(array, neuron_axis))
+            return
+        array = states.kernel_readable(array)
+        plan = states.layout(array.shape, array.strides, array.dtype, neuron_axis, dtype)
+        with self._lock:
+            self._check_neurons(plan.num_neurons)
+            # Small batches are packed straight into the row buffer.
+            space = self._buffer_space(plan.num_states)
+            packed = states.pack_layout(array, plan, out=space, threads=self.threads)
+            if space is None:
+                self._count_now(packed, None)
+            else:
+                self._pending.commit(plan.num_states)
+            self._added(packed)
 
     def add_packed(self, packed: np.ndarray, num_neurons: int) -> None:
         """Count states that are already packed: ``uint8[n, ceil(num_neurons / 8)]``."""
@@ -174,9 +192,13 @@ class StateCounter:
         with self._lock:
             self._check_neurons(num_neurons)
             self._count(packed, None)
-            self._state_count += packed.shape[0]
-            if self._store is not None:
-                self._store.append(packed)
+            self._added(packed)
+
+    def _added(self, packed: np.ndarray) -> None:
+        """Book a counted batch: its states, and its raw rows where they are kept."""
+        self._state_count += packed.shape[0]
+        if self._store is not None:
+            self._store.append(packed)
 
     def merge(self, other: StateCounter) -> None:
         """Add every count of ``other`` (same layer width) to this counter, exactly."""
@@ -243,16 +265,25 @@ class StateCounter:
         if self._pending is None:
             self._pending = RowBuffer.for_key_bytes(keys.shape[1], self.memory_limit)
 
-    def _count(self, keys: np.ndarray, weights: np.ndarray | None) -> None:
-        """Count rows now, or buffer a small unweighted batch (see :mod:`.row_buffer`)."""
+    def _buffer_space(self, rows: int) -> np.ndarray | None:
+        """Where a batch of ``rows`` unweighted rows goes to wait: a view of the
+        row buffer (flushed first when full; :meth:`RowBuffer.commit` them once
+        written), or None where it is counted now (see :mod:`.row_buffer`)."""
         pending = self._pending
-        if pending is None or weights is not None or not pending.fits(keys):
+        if pending is None or not pending.fits(rows):
+            return None
+        if pending.room < rows:
             self._flush()
+        return pending.space(rows)
+
+    def _count(self, keys: np.ndarray, weights: np.ndarray | None) -> None:
+        """Count rows now, or buffer a small unweighted batch."""
+        space = None if weights is not None else self._buffer_space(len(keys))
+        if space is None:
             self._count_now(keys, weights)
-            return
-        if pending.room < len(keys):
-            self._flush()
-        pending.append(keys)
+        else:
+            space[...] = keys
+            self._pending.commit(len(keys))
 
     def _flush(self) -> None:
         """Count the buffered rows."""
@@ -309,7 +340,10 @@ class StateCounter:
         in a quarter of the memory cap."""
         table = self._shards[0]
         threads = (self.threads or num_threads()) if len(keys) >= _PARALLEL_DENSE_MIN_ROWS else 1
-        if threads > 1 and threads * table.memory <= self.memory_limit // 4:
+        if threads == 1:
+            _table.count_rows(self._shards, 0, keys, weights)
+            return
+        if threads * table.memory <= self.memory_limit // 4:
             while len(self._dense_copies) < threads - 1:
                 self._dense_copies.append(_table.CountTable(table.key_bytes, self._num_neurons))
         tables = [table, *self._dense_copies[: threads - 1]]

@@ -8,8 +8,9 @@ in the compiled kernel straight from the input's memory, whatever its layout.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache, partial
 
 import numpy as np
 
@@ -21,21 +22,23 @@ _PARALLEL_MIN_ELEMENTS = 1 << 20
 
 
 @dataclass(frozen=True)
-class StateView:
-    """An N-D array seen as ``(outer, states, neurons)`` without copying it."""
+class Layout:
+    """Where the states of an array lie in its memory, for the kernel.
 
-    array: np.ndarray  # keeps the memory alive while the kernel reads it
+    One or more 3-D views ``(outer, states, neurons)``, each a byte offset from
+    the array's first element, a shape and byte strides; their states, in
+    order, are those of the array in C order of its state axes.
+    """
+
     kind: int
-    shape: tuple[int, int, int]
-    strides: tuple[int, int, int]
+    num_neurons: int
+    num_states: int
+    views: tuple[tuple[int, tuple[int, int, int], tuple[int, int, int]], ...]
 
     @property
-    def num_states(self) -> int:
-        return self.shape[0] * self.shape[1]
-
-    @property
-    def num_neurons(self) -> int:
-        return self.shape[2]
+    def num_bytes(self) -> int:
+        """Bytes of one packed state."""
+        return (self.num_neurons + 7) // 8
 
 
 @cache
@@ -60,10 +63,29 @@ def _reinterpreted_kind(dtype: np.dtype, name: str) -> int:
     return _pack.KINDS["bfloat16"]
 
 
-def _native(array: np.ndarray) -> np.ndarray:
-    if array.dtype.byteorder not in "=|" and array.dtype.itemsize > 1:
-        return array.astype(array.dtype.newbyteorder("="))
-    return array
+@cache
+def _conversion(dtype: np.dtype) -> str | None:
+    """How an array of ``dtype`` becomes one the kernel reads, if it must."""
+    if dtype.byteorder not in "=|" and dtype.itemsize > 1:
+        return "byteswap"
+    if dtype.kind == "f" and dtype.name not in _pack.KINDS:
+        return "binarize"  # e.g. float128: binarize exactly in NumPy, then pack the bools
+    return None
+
+
+def kernel_readable(array) -> np.ndarray:
+    """``array`` as a NumPy array the kernel can read: as it is, unless its
+    bytes are swapped or its float type is one the kernel lacks (converted then).
+
+    >>> kernel_readable(np.array([1.5, -2.0], dtype=">f8")).dtype.byteorder
+    '='
+    """
+    array = np.asarray(array)
+    conversion = _conversion(array.dtype)
+    if conversion == "byteswap":
+        array = array.astype(array.dtype.newbyteorder("="))
+        conversion = _conversion(array.dtype)
+    return array > 0 if conversion == "binarize" else array
 
 
 def neuron_axis_index(ndim: int, neuron_axis: int) -> int:
@@ -95,74 +117,73 @@ def merge_state_axes(shape, strides):
     return merged
 
 
-def state_views(array, neuron_axis: int = -1, dtype: str | None = None) -> list[StateView]:
-    """Describe ``array`` as 3-D strided views, in C order of its state axes.
+@lru_cache(maxsize=1024)
+def layout(shape: tuple, strides: tuple, dtype: np.dtype, neuron_axis: int = -1,
+           reinterpret: str | None = None) -> Layout:
+    """The :class:`Layout` of an array of this shape, strides and dtype (cached:
+    a probe sees the same few shapes batch after batch).
 
     Usually one view; more only when the state axes cannot be merged into two.
-    ``dtype="bfloat16"`` reads a 16-bit integer array as the bits of bfloat16
-    values (how frameworks hand over bfloat16 tensors, which NumPy lacks).
+    ``reinterpret="bfloat16"`` reads a 16-bit integer array as the bits of
+    bfloat16 values (how frameworks hand over bfloat16 tensors, which NumPy lacks).
 
     >>> x = np.zeros((2, 20, 6, 6), dtype=np.float32)
-    >>> [(v.shape, v.num_states) for v in state_views(x, neuron_axis=1)]
-    [((2, 36, 20), 72)]
+    >>> plan = layout(x.shape, x.strides, x.dtype, neuron_axis=1)
+    >>> plan.views, plan.num_states, plan.num_bytes
+    (((0, (2, 36, 20), (2880, 4, 144)),), 72, 3)
     """
-    array = _native(np.asarray(array))
-    if array.dtype.kind == "f" and array.dtype.name not in _pack.KINDS:
-        array = array > 0  # e.g. float128: binarize exactly in NumPy, then pack the bools
-    kind = _kind(array.dtype) if dtype is None else _reinterpreted_kind(array.dtype, dtype)
-    axis = neuron_axis_index(array.ndim, neuron_axis)
-    num_neurons = array.shape[axis]
+    kind = _kind(dtype) if reinterpret is None else _reinterpreted_kind(dtype, reinterpret)
+    axis = neuron_axis_index(len(shape), neuron_axis)
+    num_neurons = shape[axis]
     if num_neurons == 0:
         raise ValueError(
-            f"the neuron axis (axis {axis} of shape {array.shape}) has 0 neurons; "
+            f"the neuron axis (axis {axis} of shape {shape}) has 0 neurons; "
             "a state needs at least one neuron"
         )
-    state_shape = array.shape[:axis] + array.shape[axis + 1:]
-    state_axes = merge_state_axes(state_shape, array.strides[:axis] + array.strides[axis + 1:])
-    if 0 in state_shape:
+    state_shape = shape[:axis] + shape[axis + 1:]
+    num_states = math.prod(state_shape)
+    state_axes = merge_state_axes(state_shape, strides[:axis] + strides[axis + 1:])
+    if num_states == 0:
         state_axes = [[0, 0]]
-    while len(state_axes) < 2:
-        state_axes.insert(0, [1, 0])
-    if len(state_axes) == 2:
-        (outer, outer_stride), (inner, inner_stride) = state_axes
-        shape = (outer, inner, num_neurons)
-        return [StateView(array, kind, shape, (outer_stride, inner_stride, array.strides[axis]))]
-    # Three or more unmergeable state axes: one view per leading index.
-    moved = np.moveaxis(array, axis, -1)
-    return [
-        view
-        for index in np.ndindex(moved.shape[:-3])
-        for view in state_views(moved[index], -1, dtype)
-    ]
+    state_axes = [[1, 0]] * (2 - len(state_axes)) + state_axes
+    # Two or more unmergeable axes lead: one view per index along them.
+    *leading, (outer, outer_stride), (inner, inner_stride) = state_axes
+    view_shape, view_strides = (outer, inner, num_neurons), (outer_stride, inner_stride,
+                                                             strides[axis])
+    views = tuple(
+        (sum(i * stride for i, (_, stride) in zip(index, leading)), view_shape, view_strides)
+        for index in np.ndindex(*(size for size, _ in leading))
+    )
+    return Layout(kind, num_neurons, num_states, views)
 
 
-def pack_view(view: StateView, out: np.ndarray | None = None,
-              threads: int | None = None) -> np.ndarray:
-    """Pack one :class:`StateView` into ``uint8[num_states, ceil(neurons / 8)]``.
+def pack_layout(array: np.ndarray, plan: Layout, out: np.ndarray | None = None,
+                threads: int | None = None) -> np.ndarray:
+    """Pack ``array`` (kernel-readable, laid out as ``plan`` says) into ``out``
+    (``uint8[plan.num_states, plan.num_bytes]``, C-contiguous; new if None).
 
     Large views are split into row ranges packed on up to ``threads`` threads.
 
-    >>> view, = state_views(np.array([[1.0, 0.0, 2.0]]))
-    >>> pack_view(view)
+    >>> x = np.array([[1.0, 0.0, 2.0]])
+    >>> pack_layout(x, layout(x.shape, x.strides, x.dtype))
     array([[5]], dtype=uint8)
     """
-    num_bytes = (view.num_neurons + 7) // 8
     if out is None:
-        out = np.empty((view.num_states, num_bytes), dtype=np.uint8)
-    rows = view.num_states
-    address = view.array.__array_interface__["data"][0]
-    chunks = 1
-    if rows * view.num_neurons >= _PARALLEL_MIN_ELEMENTS:
+        out = np.empty((plan.num_states, plan.num_bytes), dtype=np.uint8)
+    address = array.__array_interface__["data"][0]
+    first = 0
+    for offset, shape, strides in plan.views:
+        rows = shape[0] * shape[1]
+        target = out if len(plan.views) == 1 else out[first:first + rows]
+        first += rows
+        pack_rows = partial(_pack.pack_rows, address + offset, shape, strides, plan.kind, target)
+        if rows * shape[2] < _PARALLEL_MIN_ELEMENTS or threads == 1:
+            pack_rows(0, rows)
+            continue
         chunks = min(threads or num_threads(), rows)
-    bounds = [rows * chunk // chunks for chunk in range(chunks + 1)]
-    run_parallel(
-        [
-            lambda begin=begin, end=end: _pack.pack_rows(
-                address, view.shape, view.strides, view.kind, out, begin, end
-            )
-            for begin, end in zip(bounds[:-1], bounds[1:])
-        ]
-    )
+        bounds = [rows * chunk // chunks for chunk in range(chunks + 1)]
+        run_parallel([partial(pack_rows, begin, end)
+                      for begin, end in zip(bounds[:-1], bounds[1:])])
     return out
 
 
@@ -171,7 +192,7 @@ def pack(array, neuron_axis: int = -1, dtype: str | None = None,
     """Binarize (``> 0``) and bit-pack ``array`` along ``neuron_axis``.
 
     Returns ``uint8[num_states, ceil(num_neurons / 8)]`` with states in C order
-    of the remaining axes.  ``dtype="bfloat16"``: see :func:`state_views`.
+    of the remaining axes.  ``dtype="bfloat16"``: see :func:`layout`.
     ``threads`` caps the threads used (default: every usable core).
 
     >>> x = np.array([[[1.0, -1.0], [0.5, 2.0]]])   # (batch, H=2, C=2)
@@ -179,10 +200,9 @@ def pack(array, neuron_axis: int = -1, dtype: str | None = None,
     array([[1],
            [3]], dtype=uint8)
     """
-    views = state_views(array, neuron_axis, dtype)
-    if len(views) == 1:
-        return pack_view(views[0], threads=threads)
-    return np.concatenate([pack_view(view, threads=threads) for view in views])
+    array = kernel_readable(array)
+    plan = layout(array.shape, array.strides, array.dtype, neuron_axis, dtype)
+    return pack_layout(array, plan, threads=threads)
 
 
 def compress_states(states) -> np.ndarray:

@@ -41,9 +41,14 @@ def default_neuron_axis(module: torch.nn.Module, tensor: torch.Tensor) -> int:
     >>> default_neuron_axis(torch.nn.Linear(3, 4), torch.zeros(2, 7, 4))
     -1
     """
-    if tensor.dim() <= 2:
+    return _default_axis(type(module), tensor.dim())
+
+
+@cache
+def _default_axis(module_class: type, ndim: int) -> int:
+    if ndim <= 2:
         return -1
-    names = [cls.__name__ for cls in type(module).__mro__]
+    names = [cls.__name__ for cls in module_class.__mro__]
     if any(marker in name for name in names for marker in _FEATURES_LAST):
         return -1
     return 1
@@ -162,9 +167,10 @@ class StateCaptureHook(StateCounter):
     def _capture_eagerly(self, module, value) -> None:
         self.capture(module, value)
 
-    @torch.no_grad()
     def capture(self, module: torch.nn.Module, value) -> None:
-        """Count the states of ``value`` (a tensor, or a tuple/dict holding one)."""
+        """Count the states of ``value`` (a tensor, or a tuple/dict holding one).
+
+        Only a detached tensor is read: nothing here enters autograd."""
         tensor = self.output_selector(value) if self.output_selector else _first_tensor(value)
         if not isinstance(tensor, torch.Tensor):
             if not self._warned_no_tensor:

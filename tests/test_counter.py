@@ -60,17 +60,25 @@ def test_threaded_path_and_channels_first():
     assert_matches_reference(counter, np.concatenate([x, x[:5]]), neuron_axis=1)
 
 
-def test_buffered_batches_are_counted_exactly():
-    """Small batches wait in the counter's row buffer: filling it, overflowing it,
-    a batch too big to buffer, a read, a copy and a reset must all see every row."""
+def test_buffered_batches_are_counted_exactly(monkeypatch):
+    """Small batches are packed straight into the counter's row buffer: filling it,
+    overflowing it, a batch too big to buffer, a read, a copy and a reset must
+    all see every row."""
+    from tensorstate_callbacks import row_buffer
+
+    monkeypatch.setattr(row_buffer, "MAX_BYTES", 1 << 20)  # a smaller buffer: a quicker test
     rng = np.random.default_rng(7)
-    sizes = [100_000, 100_000, 5, 100_000, 140_000, 0, 3]  # 2**18-row buffer of 7-byte rows
-    parts = [rng.standard_normal((size, 50)).astype(np.float32) for size in sizes]
+    rows = (1 << 20) // 7  # the buffer's rows of 7-byte (50-neuron) states
+    # counted at once (the counter splits into shards), buffered, read (flushed),
+    # buffered until one overflows the buffer, too big to buffer, empty, buffered
+    sizes = [rows // 3, rows // 3, 5, rows // 3, rows // 3, rows // 3 + 1, rows * 3 // 5, 0, 3]
+    parts = [rng.random((size, 50)) < 0.5 for size in sizes]  # all distinct, or nearly
     counter = StateCounter("buffered")
     for index, part in enumerate(parts):
         counter.add(part)
         if index == 2:
-            assert counter.distinct_count == 200_005  # random 50-bit states: all distinct
+            assert counter.distinct_count == len(unique_counts(packed_states(
+                np.concatenate(parts[:3])))[1])
     assert_matches_reference(pickle.loads(pickle.dumps(counter)), np.concatenate(parts))
     counter.add(parts[0][:10])
     assert_matches_reference(counter, np.concatenate(parts + [parts[0][:10]]))
@@ -78,7 +86,21 @@ def test_buffered_batches_are_counted_exactly():
     counter.reset_states()
     counter.add(parts[2])
     assert_matches_reference(counter, parts[2])
-    assert len(pickle.dumps(counter)) < 10_000  # 5 states; the 4 MiB buffer stays behind
+    assert len(pickle.dumps(counter)) < 10_000  # 5 states; the buffer stays behind
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batch_of_several_chunks_into_shards(threads):
+    """A batch of several partitioning chunks is sketched first (each shard is
+    sized once for all of it), into shards that already hold keys."""
+    from tensorstate_callbacks import _table
+
+    rng = np.random.default_rng(threads)
+    x = rng.random((_table.CHUNK_ROWS * threads * 5 // 2, 40)) < 0.5
+    counter = StateCounter("chunks", threads=threads)
+    counter.add(x[:20_000])  # 20,000 distinct states: the counter splits into shards
+    counter.add(x)
+    assert_matches_reference(counter, np.concatenate([x[:20_000], x]))
 
 
 @pytest.mark.parametrize("width", [20, 50, 100])  # dense table, keys in slots, in the arena
@@ -183,9 +205,10 @@ def test_raw_storage_keeps_order(on_disk, tmp_path):
     x = rng.standard_normal((100_003, 21)).astype(np.float32)
     path = tmp_path / "conv_states" if on_disk else None
     counter = StateCounter("conv", store_states=not on_disk, storage_path=path)
-    for part in np.array_split(x, 9):
+    for part in np.array_split(x, 9):  # sharded after two parts: later parts are buffered
         counter.add(part)
     np.testing.assert_array_equal(counter.raw_states, packed_states(x))
+    assert_matches_reference(counter, x)
     np.testing.assert_array_equal(counter.states, x > 0)
     if on_disk:
         np.testing.assert_array_equal(zarr.open_array(str(path))[:], packed_states(x))
