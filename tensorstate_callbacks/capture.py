@@ -72,6 +72,13 @@ def _count_in_parallel(shards: list, bits: int, keys: np.ndarray, weights: np.nd
         ])
 
 
+def _check_threads(threads: int | None) -> int | None:
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, Integral)
+                                or threads < 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    return threads
+
+
 class StateSpaceMemoryWarning(RuntimeWarning):
     """A counter outgrew its memory cap and now keeps its counts on disk."""
 
@@ -114,9 +121,7 @@ class StateCounter:
         if isinstance(limit, bool) or not isinstance(limit, Integral) or limit <= 0:
             raise ValueError(f"memory_limit must be a positive number of bytes, got {limit!r}")
         limit = int(limit)
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, Integral)
-                                    or threads < 1):
-            raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+        _check_threads(threads)
         self.name = name
         self.memory_limit = limit
         self.threads = threads  # None: TENSORSTATE_NUM_THREADS or every usable core
@@ -150,13 +155,16 @@ class StateCounter:
                 self._spill.close()
                 self._spill = None
 
-    def add(self, array, neuron_axis: int = -1, dtype: str | None = None) -> None:
+    def add(self, array, neuron_axis: int = -1, dtype: str | None = None, *,
+            threads: int | None = None) -> None:
         """Pack and count one batch of activations.
 
         NumPy arrays of any float/int/bool dtype and layout are read in place;
         CUDA arrays (CuPy, DLPack) are packed on the GPU when CuPy is installed.
-        ``dtype="bfloat16"`` reads an int16 array as bfloat16 bits.
+        ``dtype="bfloat16"`` reads an int16 array as bfloat16 bits.  ``threads``
+        caps the threads of this batch (default: the counter's ``threads``).
         """
+        threads = self.threads if threads is None else _check_threads(threads)
         if not isinstance(array, np.ndarray) and _is_cuda_array(array):
             from .gpu import pack_cuda
 
@@ -167,10 +175,10 @@ class StateCounter:
         with self._lock:
             self._check_neurons(plan.num_neurons)
             # Small batches are packed straight into the row buffer.
-            space = self._buffer_space(plan.num_states)
-            packed = states.pack_layout(array, plan, out=space, threads=self.threads)
+            space = self._buffer_space(plan.num_states, threads)
+            packed = states.pack_layout(array, plan, out=space, threads=threads)
             if space is None:
-                self._count_now(packed, None)
+                self._count_now(packed, None, threads)
             else:
                 self._pending.commit(plan.num_states)
             self._added(packed)
@@ -265,7 +273,7 @@ class StateCounter:
         if self._pending is None:
             self._pending = RowBuffer.for_key_bytes(keys.shape[1], self.memory_limit)
 
-    def _buffer_space(self, rows: int) -> np.ndarray | None:
+    def _buffer_space(self, rows: int, threads: int | None) -> np.ndarray | None:
         """Where a batch of ``rows`` unweighted rows goes to wait: a view of the
         row buffer (flushed first when full; :meth:`RowBuffer.commit` them once
         written), or None where it is counted now (see :mod:`.row_buffer`)."""
@@ -273,29 +281,29 @@ class StateCounter:
         if pending is None or not pending.fits(rows):
             return None
         if pending.room < rows:
-            self._flush()
+            self._flush(threads)
         return pending.space(rows)
 
     def _count(self, keys: np.ndarray, weights: np.ndarray | None) -> None:
         """Count rows now, or buffer a small unweighted batch."""
-        space = None if weights is not None else self._buffer_space(len(keys))
+        space = None if weights is not None else self._buffer_space(len(keys), self.threads)
         if space is None:
-            self._count_now(keys, weights)
+            self._count_now(keys, weights, self.threads)
         else:
             space[...] = keys
             self._pending.commit(len(keys))
 
-    def _flush(self) -> None:
-        """Count the buffered rows."""
+    def _flush(self, threads: int | None) -> None:
+        """Count the buffered rows on up to ``threads`` threads."""
         with self._lock:
             if self._pending is not None and len(self._pending):
-                self._count_now(self._pending.take(), None)
+                self._count_now(self._pending.take(), None, threads)
 
     def _settle(self) -> None:
         """Put every count in place: count the buffered rows and fold the dense
         table's per-thread copies in.  Every read of the counts calls this first."""
         with self._lock:
-            self._flush()
+            self._flush(self.threads)
             for copy in self._dense_copies:
                 _table.fold_dense(self._shards[0], copy)
             if self._incomplete:
@@ -306,15 +314,17 @@ class StateCounter:
                     "disk sooner)"
                 )
 
-    def _count_now(self, keys: np.ndarray, weights: np.ndarray | None) -> None:
+    def _count_now(self, keys: np.ndarray, weights: np.ndarray | None,
+                   threads: int | None) -> None:
+        """Count rows on up to ``threads`` threads (None: every usable core)."""
         single = self._shards[0]
         try:
             if single.is_dense:
-                self._count_dense(keys, weights)
+                self._count_dense(keys, weights, threads)
             else:
                 if len(self._shards) == 1 and single.distinct + len(keys) > _SHARD_AT_DISTINCT:
                     self._split_tables()
-                self._count_hashed(keys, weights)
+                self._count_hashed(keys, weights, threads)
         except MemoryError:
             # Part of the rows may be counted: every read now says so (see _settle).
             self._incomplete = True
@@ -322,24 +332,26 @@ class StateCounter:
         if sum(shard.memory for shard in self._shards) > self.memory_limit:
             self._spill_to_disk()
 
-    def _count_hashed(self, keys: np.ndarray, weights: np.ndarray | None) -> None:
+    def _count_hashed(self, keys: np.ndarray, weights: np.ndarray | None,
+                      threads: int | None) -> None:
         """Count into the hash table(s); large batches into shards on several threads."""
         shards = len(self._shards)
         bits = shards.bit_length() - 1
-        threads = min(self.threads or num_threads(), shards) \
+        threads = min(threads or num_threads(), shards) \
             if len(keys) >= _PARALLEL_MIN_ROWS else 1
         if threads == 1:
             _table.count_rows(self._shards, bits, keys, weights)
         else:
             _count_in_parallel(self._shards, bits, keys, weights, threads)
 
-    def _count_dense(self, keys: np.ndarray, weights: np.ndarray | None) -> None:
+    def _count_dense(self, keys: np.ndarray, weights: np.ndarray | None,
+                     threads: int | None) -> None:
         """Count into the dense table.  With several threads each counts a share
         of the rows into a copy of its own (its cells are touched at random, too
         often to share), folded in by the next read; only while the copies fit
         in a quarter of the memory cap."""
         table = self._shards[0]
-        threads = (self.threads or num_threads()) if len(keys) >= _PARALLEL_DENSE_MIN_ROWS else 1
+        threads = (threads or num_threads()) if len(keys) >= _PARALLEL_DENSE_MIN_ROWS else 1
         if threads == 1:
             _table.count_rows(self._shards, 0, keys, weights)
             return

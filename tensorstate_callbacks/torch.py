@@ -114,9 +114,7 @@ class StateCaptureHook(StateCounter):
                  memory_limit: int | None = None):
         if method not in ("before", "after"):
             raise ValueError(f"a probe's method must be 'before' or 'after', got {method!r}")
-        # One thread: inside a forward pass the framework's own threads already
-        # keep the cores busy, and handing work to a pool only adds waiting.
-        super().__init__(name, storage_path=storage_path, memory_limit=memory_limit, threads=1)
+        super().__init__(name, storage_path=storage_path, memory_limit=memory_limit)
         self.method = method
         self.neuron_axis = neuron_axis
         self.output_selector = output_selector
@@ -182,10 +180,13 @@ class StateCaptureHook(StateCounter):
         axis = self.neuron_axis if self.neuron_axis is not None else \
             default_neuron_axis(module, tensor)
         if tensor.device.type == "cpu":
+            # One thread inside a forward pass: the framework's own threads keep
+            # the cores busy, and handing work to a pool only adds waiting.
+            # (Reads of the counts, between passes, use every core.)
             if tensor.dtype == torch.bfloat16:
-                self.add(tensor.view(torch.int16).numpy(), axis, dtype="bfloat16")
+                self.add(tensor.view(torch.int16).numpy(), axis, dtype="bfloat16", threads=1)
             else:
-                self.add(tensor.numpy(), axis)
+                self.add(tensor.numpy(), axis, threads=1)
         elif tensor.is_cuda and tensor.dtype != torch.bfloat16 and _cupy_ready():
             self.add(tensor, axis)
         else:

@@ -192,10 +192,18 @@ def test_memory_cap_spills_and_stays_exact(width, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_memory_limit_validation():
+def test_memory_limit_and_threads_validation():
     for bad in (0, -5, 1.5, True):
         with pytest.raises(ValueError, match="memory_limit"):
             StateCounter(memory_limit=bad)
+        with pytest.raises(ValueError, match="threads must be a positive integer"):
+            StateCounter(threads=bad)
+        with pytest.raises(ValueError, match="threads must be a positive integer"):
+            StateCounter().add(np.ones((2, 3)), threads=bad)
+    counter = StateCounter(threads=2)
+    x = np.random.default_rng(1).standard_normal((300_000, 8))  # large enough for threads
+    counter.add(x, threads=1)
+    assert_matches_reference(counter, x)
 
 
 @pytest.mark.parametrize("on_disk", [False, True])
