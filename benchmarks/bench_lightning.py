@@ -9,10 +9,12 @@ ones, so their ratio is shown too).  Wall time and process CPU time (all
 threads) are both reported, and the CPU time spent inside the callback itself
 (its probes' hooks and its validation-epoch end), which busy neighbours on a
 shared machine disturb least (it includes torch's OpenMP workers spinning
-meanwhile; OMP_WAIT_POLICY=PASSIVE leaves only our own work), and the CPU time
-of the thread the probes run on (the callback's own work, which neighbours
-disturb least; over the wall time without the callback it bounds the ratio
-from the work we add).  The median of each repeat's with/without ratio is
+meanwhile; OMP_WAIT_POLICY=PASSIVE leaves only our own work), the CPU time of
+the training thread inside the callback (the probes run there, one thread
+each; the epoch end's reads also use the kernels' thread pool, not counted
+here), and the wall time spent inside the callback (hooks and epoch end):
+over the wall time without the callback, it gives the ratio the work we add
+accounts for.  The median of each repeat's with/without ratio is
 shown too: it is the steadiest on a machine whose load drifts.  Target: ratio
 <= 1.10.  ``--profile`` adds a cProfile of one run with the callback,
 restricted to this package's functions.  TENSORSTATE_NUM_THREADS=1 runs the
@@ -47,19 +49,21 @@ def validate(model, loader, callbacks) -> tuple[float, float]:
 
 
 class TimedCallback(StateSpaceCallback):
-    """The callback, adding up the CPU seconds spent in its hooks and epoch end."""
+    """The callback, adding up the seconds spent in its hooks and epoch end."""
 
     def __init__(self):
         super().__init__(attach_to=["Conv2d"], accuracy_key="val_acc")
         self.cpu_seconds = 0.0
         self.thread_seconds = 0.0
+        self.wall_seconds = 0.0
 
     def _timed(self, function):
         def run(*args):
-            start, own = time.process_time(), time.thread_time()
+            start, own, wall = time.process_time(), time.thread_time(), time.perf_counter()
             function(*args)
             self.cpu_seconds += time.process_time() - start
             self.thread_seconds += time.thread_time() - own
+            self.wall_seconds += time.perf_counter() - wall
         return run
 
     def setup(self, trainer, pl_module, stage):
@@ -94,7 +98,7 @@ def main() -> None:
     model = LitLeNet5()
     validate(model, loader, [])  # warm-ups
     validate(model, loader, [TimedCallback()])
-    plain, probed, inside, own = [], [], [], []
+    plain, probed, inside, own, spent = [], [], [], [], []
     for repeat in range(args.repeats):
         order = (False, True) if repeat % 2 == 0 else (True, False)
         for with_callback in order:
@@ -103,6 +107,7 @@ def main() -> None:
                 probed.append(validate(model, loader, [callback]))
                 inside.append(callback.cpu_seconds)
                 own.append(callback.thread_seconds)
+                spent.append(callback.wall_seconds)
             else:
                 plain.append(validate(model, loader, []))
     counts = [layer.states for layer in callback.history[-1].layers]
@@ -120,8 +125,11 @@ def main() -> None:
     print(f"| CPU inside the callback (all threads) | | {everything:.3f} | | "
           f"ratio from it: {1 + everything / base[1]:.3f} |")
     mine = statistics.median(own)
-    print(f"| CPU of the callback's own thread | {mine:.3f} | | | "
+    print(f"| CPU of the training thread in the callback | {mine:.3f} | | | "
           f"ratio from it: {1 + mine / base[0]:.3f} (wall) |")
+    waited = statistics.median(spent)
+    print(f"| wall time inside the callback | {waited:.3f} | | | "
+          f"ratio from it: {1 + waited / base[0]:.3f} |")
 
     if args.profile:
         profiler = cProfile.Profile()
