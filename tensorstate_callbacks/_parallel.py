@@ -37,6 +37,14 @@ def run_parallel(tasks: list) -> None:
             task()
         return
     futures = [_pool(num_threads()).submit(task) for task in tasks]
-    wait(futures)  # all of them, even when one fails: none may still run after we return
+    # All of them, even when one fails or the wait is interrupted (Ctrl-C):
+    # none may still write into its output after we return.
+    try:
+        wait(futures)
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        wait(futures)
+        raise
     for future in futures:
         future.result()

@@ -168,7 +168,7 @@ class StateCounter:
         if not isinstance(array, np.ndarray) and _is_cuda_array(array):
             from .gpu import pack_cuda
 
-            self._add_own_packing(*pack_cuda(array, neuron_axis))
+            self._add_own_packing(*pack_cuda(array, neuron_axis), threads)
             return
         array = states.kernel_readable(array)
         plan = states.layout(array.shape, array.strides, array.dtype, neuron_axis, dtype)
@@ -183,8 +183,11 @@ class StateCounter:
                 self._pending.commit(plan.num_states)
             self._added(packed)
 
-    def add_packed(self, packed: np.ndarray, num_neurons: int) -> None:
-        """Count states that are already packed: ``uint8[n, ceil(num_neurons / 8)]``."""
+    def add_packed(self, packed: np.ndarray, num_neurons: int, *,
+                   threads: int | None = None) -> None:
+        """Count states that are already packed: ``uint8[n, ceil(num_neurons / 8)]``
+        (``threads``: as in :meth:`add`)."""
+        threads = self.threads if threads is None else _check_threads(threads)
         packed = np.ascontiguousarray(packed)
         num_bytes = (num_neurons + 7) // 8
         if packed.ndim != 2 or packed.dtype != np.uint8 or packed.shape[1] != num_bytes:
@@ -193,13 +196,14 @@ class StateCounter:
                 f"(n, {num_bytes}), got {packed.dtype} {packed.shape}"
             )
         _check_padding(packed, num_neurons)
-        self._add_own_packing(packed, num_neurons)
+        self._add_own_packing(packed, num_neurons, threads)
 
-    def _add_own_packing(self, packed: np.ndarray, num_neurons: int) -> None:
+    def _add_own_packing(self, packed: np.ndarray, num_neurons: int,
+                         threads: int | None) -> None:
         """Count packed states whose shape and padding are known to be right."""
         with self._lock:
             self._check_neurons(num_neurons)
-            self._count(packed, None)
+            self._count(packed, None, threads)
             self._added(packed)
 
     def _added(self, packed: np.ndarray) -> None:
@@ -217,7 +221,7 @@ class StateCounter:
         with self._lock, other._lock:
             self._check_neurons(other._num_neurons)
             for keys, counts in other.count_chunks():
-                self._count(keys, counts)
+                self._count(keys, counts, self.threads)
             self._state_count += other._state_count
 
     def add_counts(self, state_ids: np.ndarray, counts: np.ndarray, num_neurons: int) -> None:
@@ -241,7 +245,7 @@ class StateCounter:
         with self._lock:
             self._check_neurons(num_neurons)
             self._count(np.ascontiguousarray(state_ids[keep]),
-                        np.ascontiguousarray(counts[keep], dtype=np.uint64))
+                        np.ascontiguousarray(counts[keep], dtype=np.uint64), self.threads)
             self._state_count += int(counts.sum())
 
     def _check_neurons(self, num_neurons: int) -> None:
@@ -284,11 +288,12 @@ class StateCounter:
             self._flush(threads)
         return pending.space(rows)
 
-    def _count(self, keys: np.ndarray, weights: np.ndarray | None) -> None:
+    def _count(self, keys: np.ndarray, weights: np.ndarray | None,
+               threads: int | None) -> None:
         """Count rows now, or buffer a small unweighted batch."""
-        space = None if weights is not None else self._buffer_space(len(keys), self.threads)
+        space = None if weights is not None else self._buffer_space(len(keys), threads)
         if space is None:
-            self._count_now(keys, weights, self.threads)
+            self._count_now(keys, weights, threads)
         else:
             space[...] = keys
             self._pending.commit(len(keys))

@@ -9,6 +9,7 @@ in the compiled kernel straight from the input's memory, whatever its layout.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache, lru_cache, partial
 
@@ -25,20 +26,28 @@ _PARALLEL_MIN_ELEMENTS = 1 << 20
 class Layout:
     """Where the states of an array lie in its memory, for the kernel.
 
-    One or more 3-D views ``(outer, states, neurons)``, each a byte offset from
-    the array's first element, a shape and byte strides; their states, in
-    order, are those of the array in C order of its state axes.
+    3-D views ``(outer, states, neurons)`` of one ``shape`` and byte
+    ``strides``: usually one, else one per index along the ``leading`` axes
+    (``(size, byte stride)`` each) that cannot merge into the views.  Their
+    states, in order, are those of the array in C order of its state axes.
     """
 
     kind: int
     num_neurons: int
     num_states: int
-    views: tuple[tuple[int, tuple[int, int, int], tuple[int, int, int]], ...]
+    shape: tuple[int, int, int]
+    strides: tuple[int, int, int]
+    leading: tuple[tuple[int, int], ...] = ()
 
     @property
     def num_bytes(self) -> int:
         """Bytes of one packed state."""
         return (self.num_neurons + 7) // 8
+
+    def view_offsets(self) -> Iterator[int]:
+        """Byte offset of each view from the array's first element, in order."""
+        for index in np.ndindex(*(size for size, _ in self.leading)):
+            yield sum(i * stride for i, (_, stride) in zip(index, self.leading))
 
 
 @cache
@@ -129,8 +138,8 @@ def layout(shape: tuple, strides: tuple, dtype: np.dtype, neuron_axis: int = -1,
 
     >>> x = np.zeros((2, 20, 6, 6), dtype=np.float32)
     >>> plan = layout(x.shape, x.strides, x.dtype, neuron_axis=1)
-    >>> plan.views, plan.num_states, plan.num_bytes
-    (((0, (2, 36, 20), (2880, 4, 144)),), 72, 3)
+    >>> plan.shape, plan.strides, plan.leading, plan.num_states, plan.num_bytes
+    ((2, 36, 20), (2880, 4, 144), (), 72, 3)
     """
     kind = _kind(dtype) if reinterpret is None else _reinterpreted_kind(dtype, reinterpret)
     axis = neuron_axis_index(len(shape), neuron_axis)
@@ -146,15 +155,9 @@ def layout(shape: tuple, strides: tuple, dtype: np.dtype, neuron_axis: int = -1,
     if num_states == 0:
         state_axes = [[0, 0]]
     state_axes = [[1, 0]] * (2 - len(state_axes)) + state_axes
-    # Two or more unmergeable axes lead: one view per index along them.
     *leading, (outer, outer_stride), (inner, inner_stride) = state_axes
-    view_shape, view_strides = (outer, inner, num_neurons), (outer_stride, inner_stride,
-                                                             strides[axis])
-    views = tuple(
-        (sum(i * stride for i, (_, stride) in zip(index, leading)), view_shape, view_strides)
-        for index in np.ndindex(*(size for size, _ in leading))
-    )
-    return Layout(kind, num_neurons, num_states, views)
+    return Layout(kind, num_neurons, num_states, (outer, inner, num_neurons),
+                  (outer_stride, inner_stride, strides[axis]), tuple(map(tuple, leading)))
 
 
 def pack_layout(array: np.ndarray, plan: Layout, out: np.ndarray | None = None,
@@ -171,11 +174,10 @@ def pack_layout(array: np.ndarray, plan: Layout, out: np.ndarray | None = None,
     if out is None:
         out = np.empty((plan.num_states, plan.num_bytes), dtype=np.uint8)
     address = array.__array_interface__["data"][0]
-    first = 0
-    for offset, shape, strides in plan.views:
-        rows = shape[0] * shape[1]
-        target = out if len(plan.views) == 1 else out[first:first + rows]
-        first += rows
+    shape, strides = plan.shape, plan.strides
+    rows = shape[0] * shape[1]
+    for view, offset in enumerate(plan.view_offsets()):
+        target = out[view * rows:(view + 1) * rows] if plan.leading else out
         pack_rows = partial(_pack.pack_rows, address + offset, shape, strides, plan.kind, target)
         if rows * shape[2] < _PARALLEL_MIN_ELEMENTS or threads == 1:
             pack_rows(0, rows)

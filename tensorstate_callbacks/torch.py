@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +44,7 @@ def default_neuron_axis(module: torch.nn.Module, tensor: torch.Tensor) -> int:
     return _default_axis(type(module), tensor.dim())
 
 
-@cache
+@lru_cache(maxsize=256)  # bounded: torch.fx makes a class per GraphModule
 def _default_axis(module_class: type, ndim: int) -> int:
     if ndim <= 2:
         return -1
@@ -168,8 +168,15 @@ class StateCaptureHook(StateCounter):
     def capture(self, module: torch.nn.Module, value) -> None:
         """Count the states of ``value`` (a tensor, or a tuple/dict holding one).
 
-        Only a detached tensor is read: nothing here enters autograd."""
-        tensor = self.output_selector(value) if self.output_selector else _first_tensor(value)
+        Only a detached tensor is read: nothing here enters autograd.  The
+        counting runs on one thread: inside a forward pass the framework's own
+        threads keep the cores busy, and handing work to a pool only adds
+        waiting (reads of the counts, between passes, use every core)."""
+        if self.output_selector:
+            with torch.no_grad():
+                tensor = self.output_selector(value)
+        else:
+            tensor = _first_tensor(value)
         if not isinstance(tensor, torch.Tensor):
             if not self._warned_no_tensor:
                 self._warned_no_tensor = True
@@ -180,20 +187,17 @@ class StateCaptureHook(StateCounter):
         axis = self.neuron_axis if self.neuron_axis is not None else \
             default_neuron_axis(module, tensor)
         if tensor.device.type == "cpu":
-            # One thread inside a forward pass: the framework's own threads keep
-            # the cores busy, and handing work to a pool only adds waiting.
-            # (Reads of the counts, between passes, use every core.)
             if tensor.dtype == torch.bfloat16:
                 self.add(tensor.view(torch.int16).numpy(), axis, dtype="bfloat16", threads=1)
             else:
                 self.add(tensor.numpy(), axis, threads=1)
         elif tensor.is_cuda and tensor.dtype != torch.bfloat16 and _cupy_ready():
-            self.add(tensor, axis)
+            self.add(tensor, axis, threads=1)
         else:
             from .states import neuron_axis_index
 
             axis = neuron_axis_index(tensor.dim(), axis)
-            self.add_packed(pack_with_torch(tensor, axis), tensor.shape[axis])
+            self.add_packed(pack_with_torch(tensor, axis), tensor.shape[axis], threads=1)
 
 
 def _class_names(module: torch.nn.Module) -> list[str]:

@@ -200,6 +200,8 @@ def test_memory_limit_and_threads_validation():
             StateCounter(threads=bad)
         with pytest.raises(ValueError, match="threads must be a positive integer"):
             StateCounter().add(np.ones((2, 3)), threads=bad)
+        with pytest.raises(ValueError, match="threads must be a positive integer"):
+            StateCounter().add_packed(np.ones((2, 1), np.uint8), 3, threads=bad)
     counter = StateCounter(threads=2)
     x = np.random.default_rng(1).standard_normal((300_000, 8))  # large enough for threads
     counter.add(x, threads=1)
