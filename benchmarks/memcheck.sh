@@ -4,7 +4,8 @@
 # Exercises widths that are not multiples of 8, every dtype, strided, reversed,
 # transposed and channels-first views (arrays allocated so that their last
 # element ends the malloc'd block: a read past it lands in valgrind's red zone),
-# the threaded pack and count paths, dense / narrow / wide / sharded tables,
+# the threaded pack and count paths, dense / narrow / wide / sharded tables
+# (buffered batches, batches of several chunks),
 # spilling under a tiny memory_limit, merging, and sorting 4 KiB and 8 KiB
 # states.  Every result is also compared with plain NumPy.
 #
@@ -85,6 +86,16 @@ for width, rows in ((5, 3000), (20, 3000), (37, 80_000), (64, 3000), (65, 70_000
     assert other.state_count == 2 * rows
     for alpha in (0, 0.5, 1, 2, math.inf):
         assert not math.isnan(counter.entropy(alpha))
+for threads in (1, 2):  # into shards: buffered batches, then one of several chunks (sketched first)
+    x = rng.random((600_000, 40)) < 0.5
+    counter = StateCounter(f"chunks{threads}", threads=threads)
+    for part in np.array_split(x[:100_000], 10):
+        counter.add(part)
+    counter.add(x)
+    keys, counts = np.unique(np.concatenate([reference(x[:100_000]), reference(x)]), axis=0,
+                             return_counts=True)
+    assert counter.distinct_count == len(keys) and counter.state_count == 700_000
+    assert sorted(counter.counts().tolist()) == sorted(counts.tolist())
 print("count ok")
 
 x = rng.random((20_000, 45)) < 0.5

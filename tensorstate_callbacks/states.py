@@ -176,7 +176,7 @@ def pack_layout(array: np.ndarray, plan: Layout, out: np.ndarray | None = None,
     address = array.__array_interface__["data"][0]
     shape, strides = plan.shape, plan.strides
     rows = shape[0] * shape[1]
-    for view, offset in enumerate(plan.view_offsets()):
+    for view, offset in enumerate(plan.view_offsets() if plan.leading else (0,)):
         target = out[view * rows:(view + 1) * rows] if plan.leading else out
         pack_rows = partial(_pack.pack_rows, address + offset, shape, strides, plan.kind, target)
         if rows * shape[2] < _PARALLEL_MIN_ELEMENTS or threads == 1:
