@@ -523,8 +523,8 @@ typedef struct {
 } ts_part;
 
 /* Adds rows [begin, end) of `keys` to part->sketches, each to its shard's:
- * before partitioning a batch of several chunks, so that its first chunk
- * already sizes each shard for the whole batch. */
+ * the rows after the first chunk of a batch, before partitioning it, so that
+ * the first chunk's inserts already size each shard for the whole batch. */
 static void ts_sketch_rows(ts_part *part, int shard_bits, const uint8_t *keys, int64_t nb,
                            int64_t begin, int64_t end)
 {
@@ -614,12 +614,13 @@ static int ts_count_rows(ts_table *const *tables, int shard_bits, const uint8_t 
         return ts_count_direct(tables[0], keys, weights, n);
     }
     const int64_t nb = tables[0]->key_bytes;
-    const int sketched = n > TS_CHUNK_ROWS;
     memset(part->sketches, 0, ((size_t)TS_SKETCH_WORDS << shard_bits) * sizeof(uint64_t));
-    if (sketched) ts_sketch_rows(part, shard_bits, keys, nb, 0, n);
+    /* The rows after the first chunk are sketched first; the first chunk's
+     * partitioning sketches its own rows: its inserts see the whole batch. */
+    if (n > TS_CHUNK_ROWS) ts_sketch_rows(part, shard_bits, keys, nb, TS_CHUNK_ROWS, n);
     for (int64_t base = 0; base < n; base += TS_CHUNK_ROWS) {
         const int64_t end = n - base < TS_CHUNK_ROWS ? n : base + TS_CHUNK_ROWS;
-        ts_partition(part, shard_bits, keys, nb, weights != NULL, sketched, base, end);
+        ts_partition(part, shard_bits, keys, nb, weights != NULL, base > 0, base, end);
         if (ts_insert_parts(tables, shard_bits, 0, 1, keys, weights, part, 1) != 0) return -1;
     }
     return 0;

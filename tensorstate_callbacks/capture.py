@@ -44,15 +44,14 @@ def _count_in_parallel(shards: list, bits: int, keys: np.ndarray, weights: np.nd
                        threads: int) -> None:
     """Count rows into sharded tables on ``threads`` threads: for each chunk,
     each thread partitions a share of the rows by shard, then inserts every
-    partitioned row of its own shards (see ext/ts_table.h).  A batch of
-    several chunks is sketched first, so each shard grows once for all of it."""
+    partitioned row of its own shards (see ext/ts_table.h).  The rows after
+    the first chunk are sketched first, so each shard grows once for the batch."""
     parts = _table.partitioners(bits, threads)
     for part in parts:
         part.clear_sketches()
     step = _table.CHUNK_ROWS * threads
-    sketched = len(keys) > step
-    if sketched:
-        bounds = [len(keys) * part // threads for part in range(threads + 1)]
+    if len(keys) > step:
+        bounds = [step + (len(keys) - step) * part // threads for part in range(threads + 1)]
         run_parallel([
             lambda part=part, begin=begin, stop=stop: part.sketch(keys, begin, stop)
             for part, begin, stop in zip(parts, bounds[:-1], bounds[1:])
@@ -60,8 +59,9 @@ def _count_in_parallel(shards: list, bits: int, keys: np.ndarray, weights: np.nd
     for base in range(0, len(keys), step):
         end = min(len(keys), base + step)
         bounds = [base + (end - base) * part // threads for part in range(threads + 1)]
+        sketched = base > 0
         run_parallel([
-            lambda part=part, begin=begin, stop=stop: part.partition(
+            lambda part=part, begin=begin, stop=stop, sketched=sketched: part.partition(
                 keys, begin, stop, weights is not None, sketched)
             for part, begin, stop in zip(parts, bounds[:-1], bounds[1:])
         ])
