@@ -34,6 +34,8 @@ cdef extern from "ts_table.h" nogil:
                         int64_t begin, int64_t end)
     void ts_partition(ts_part *part, int shard_bits, const uint8_t *keys, int64_t nb,
                       int weighted, int sketched, int64_t begin, int64_t end)
+    int ts_sketch_ahead(const ts_part *parts, int n_parts, int shard_bits,
+                        int64_t first_chunk_rows)
     int ts_insert_parts(ts_table *const *tables, int shard_bits, int first, int step,
                         const uint8_t *keys, const uint64_t *weights,
                         const ts_part *parts, int n_parts)
@@ -245,6 +247,31 @@ def count_rows(list shards, int shard_bits, const uint8_t[:, ::1] keys,
         raise MemoryError("out of memory while counting states")
 
 
+cdef ts_part *_parts_array(list parts) except NULL:
+    """A malloc'd array of the parts' scratch (the caller frees it)."""
+    for part in parts:
+        if not isinstance(part, Partitioner):
+            raise TypeError("parts must be Partitioner objects")
+    cdef ts_part *scratch = <ts_part *>malloc(len(parts) * sizeof(ts_part))
+    if scratch == NULL:
+        raise MemoryError()
+    for i in range(len(parts)):
+        scratch[i] = (<Partitioner>parts[i]).part
+    return scratch
+
+
+def sketch_ahead(list parts, int64_t first_chunk_rows):
+    """Whether to sketch a batch's rows after its first chunk (partitioned by
+    `parts`, of `first_chunk_rows` rows) before inserting it (ts_sketch_ahead)."""
+    if not parts:
+        return False
+    cdef ts_part *scratch = _parts_array(parts)
+    cdef int shard_bits = (<Partitioner>parts[0]).shard_bits
+    ahead = ts_sketch_ahead(scratch, len(parts), shard_bits, first_chunk_rows)
+    free(scratch)
+    return bool(ahead)
+
+
 def insert_partitioned(list shards, int shard_bits, int first, int step,
                        const uint8_t[:, ::1] keys, const uint64_t[::1] weights, list parts):
     """Phase two: shards first, first + step, ... insert their records from every
@@ -253,14 +280,7 @@ def insert_partitioned(list shards, int shard_bits, int first, int step,
     cdef int status = 0
     cdef int n_parts = len(parts)
     cdef const uint64_t *w = _weights_pointer(weights, n)
-    for part in parts:
-        if not isinstance(part, Partitioner):
-            raise TypeError("parts must be Partitioner objects")
-    cdef ts_part *scratch = <ts_part *>malloc(n_parts * sizeof(ts_part))
-    if scratch == NULL:
-        raise MemoryError()
-    for i in range(n_parts):
-        scratch[i] = (<Partitioner>parts[i]).part
+    cdef ts_part *scratch = _parts_array(parts)
     cdef ts_table **tables
     try:
         tables = _table_pointers(shards, shard_bits, keys.shape[1])

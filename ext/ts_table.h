@@ -523,8 +523,8 @@ typedef struct {
 } ts_part;
 
 /* Adds rows [begin, end) of `keys` to part->sketches, each to its shard's:
- * the rows after the first chunk of a batch, before partitioning it, so that
- * the first chunk's inserts already size each shard for the whole batch. */
+ * the rows after the first chunk of a batch, before that chunk's inserts, so
+ * that they size each shard for the whole batch at once. */
 static void ts_sketch_rows(ts_part *part, int shard_bits, const uint8_t *keys, int64_t nb,
                            int64_t begin, int64_t end)
 {
@@ -565,6 +565,32 @@ static void ts_partition(ts_part *part, int shard_bits, const uint8_t *keys, int
         r->hash = h;
         r->payload = key_in_record ? ts_load_word(keys + i * nb, nb) : (uint64_t)i;
     }
+}
+
+/* Distinct keys that the parts' sketches (of one batch so far) foresee, over
+ * all shards. */
+static int64_t ts_parts_estimate(const ts_part *parts, int n_parts, int shard_bits)
+{
+    uint64_t sketch[TS_SKETCH_WORDS];
+    int64_t distinct = 0;
+    for (int s = 0; s < (1 << shard_bits); ++s) {
+        memset(sketch, 0, sizeof(sketch));
+        for (int p = 0; p < n_parts; ++p)
+            for (int w = 0; w < TS_SKETCH_WORDS; ++w)
+                sketch[w] |= parts[p].sketches[s * TS_SKETCH_WORDS + w];
+        distinct += ts_sketch_estimate(sketch);
+    }
+    return distinct;
+}
+
+/* Whether the rows after a batch's first chunk are worth sketching before
+ * that chunk is inserted: when its rows were mostly distinct, so that tables
+ * would grow chunk after chunk (hashing them twice costs more than it saves
+ * where the first chunk already holds most of the batch's keys). */
+static int ts_sketch_ahead(const ts_part *parts, int n_parts, int shard_bits,
+                           int64_t first_chunk_rows)
+{
+    return 4 * ts_parts_estimate(parts, n_parts, shard_bits) > first_chunk_rows;
 }
 
 /* Phase two: shards first, first + step, ... each insert their records from
@@ -614,13 +640,15 @@ static int ts_count_rows(ts_table *const *tables, int shard_bits, const uint8_t 
         return ts_count_direct(tables[0], keys, weights, n);
     }
     const int64_t nb = tables[0]->key_bytes;
+    int sketched = 0; /* the rows after the first chunk, ahead (see ts_sketch_ahead) */
     memset(part->sketches, 0, ((size_t)TS_SKETCH_WORDS << shard_bits) * sizeof(uint64_t));
-    /* The rows after the first chunk are sketched first; the first chunk's
-     * partitioning sketches its own rows: its inserts see the whole batch. */
-    if (n > TS_CHUNK_ROWS) ts_sketch_rows(part, shard_bits, keys, nb, TS_CHUNK_ROWS, n);
     for (int64_t base = 0; base < n; base += TS_CHUNK_ROWS) {
         const int64_t end = n - base < TS_CHUNK_ROWS ? n : base + TS_CHUNK_ROWS;
-        ts_partition(part, shard_bits, keys, nb, weights != NULL, base > 0, base, end);
+        ts_partition(part, shard_bits, keys, nb, weights != NULL, sketched, base, end);
+        if (base == 0 && end < n && ts_sketch_ahead(part, 1, shard_bits, end)) {
+            ts_sketch_rows(part, shard_bits, keys, nb, end, n);
+            sketched = 1;
+        }
         if (ts_insert_parts(tables, shard_bits, 0, 1, keys, weights, part, 1) != 0) return -1;
     }
     return 0;

@@ -44,32 +44,36 @@ def _count_in_parallel(shards: list, bits: int, keys: np.ndarray, weights: np.nd
                        threads: int) -> None:
     """Count rows into sharded tables on ``threads`` threads: for each chunk,
     each thread partitions a share of the rows by shard, then inserts every
-    partitioned row of its own shards (see ext/ts_table.h).  The rows after
-    the first chunk are sketched first, so each shard grows once for the batch."""
+    partitioned row of its own shards (see ext/ts_table.h).  When the first
+    chunk's rows are mostly distinct, the rest of the batch is sketched before
+    its inserts, so that each shard grows once for the whole batch."""
     parts = _table.partitioners(bits, threads)
     for part in parts:
         part.clear_sketches()
     step = _table.CHUNK_ROWS * threads
-    if len(keys) > step:
-        bounds = [step + (len(keys) - step) * part // threads for part in range(threads + 1)]
-        run_parallel([
-            lambda part=part, begin=begin, stop=stop: part.sketch(keys, begin, stop)
-            for part, begin, stop in zip(parts, bounds[:-1], bounds[1:])
-        ])
+    sketched = False
     for base in range(0, len(keys), step):
         end = min(len(keys), base + step)
-        bounds = [base + (end - base) * part // threads for part in range(threads + 1)]
-        sketched = base > 0
-        run_parallel([
-            lambda part=part, begin=begin, stop=stop, sketched=sketched: part.partition(
-                keys, begin, stop, weights is not None, sketched)
-            for part, begin, stop in zip(parts, bounds[:-1], bounds[1:])
-        ])
+        _run_shares(base, end, threads, lambda part, begin, stop, sketched=sketched: part.partition(
+            keys, begin, stop, weights is not None, sketched), parts)
+        if base == 0 and end < len(keys) and _table.sketch_ahead(parts, end):
+            _run_shares(end, len(keys), threads, lambda part, begin, stop: part.sketch(
+                keys, begin, stop), parts)
+            sketched = True
         run_parallel([
             lambda first=first: _table.insert_partitioned(shards, bits, first, threads, keys,
                                                           weights, parts)
             for first in range(threads)
         ])
+
+
+def _run_shares(begin: int, end: int, threads: int, task, parts: list) -> None:
+    """``task(part, first_row, end_row)`` for each part's share of rows [begin, end)."""
+    bounds = [begin + (end - begin) * share // threads for share in range(threads + 1)]
+    run_parallel([
+        lambda part=part, first=first, stop=stop: task(part, first, stop)
+        for part, first, stop in zip(parts, bounds[:-1], bounds[1:])
+    ])
 
 
 def _check_threads(threads: int | None) -> int | None:

@@ -90,13 +90,17 @@ def test_buffered_batches_are_counted_exactly(monkeypatch):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_batch_of_several_chunks_into_shards(threads):
-    """A batch of several partitioning chunks is sketched first (each shard is
-    sized once for all of it), into shards that already hold keys."""
+@pytest.mark.parametrize("diverse", [True, False])
+def test_batch_of_several_chunks_into_shards(threads, diverse):
+    """A batch of several partitioning chunks, into shards that already hold
+    keys: mostly distinct rows are sketched ahead (each shard is sized once for
+    the whole batch), repeated ones are not."""
     from tensorstate_callbacks import _table
 
     rng = np.random.default_rng(threads)
-    x = rng.random((_table.CHUNK_ROWS * threads * 5 // 2, 40)) < 0.5
+    rows = _table.CHUNK_ROWS * threads * 5 // 2
+    patterns = rng.random((rows if diverse else 3_000, 40)) < 0.5
+    x = patterns if diverse else patterns[rng.integers(0, len(patterns), size=rows)]
     counter = StateCounter("chunks", threads=threads)
     counter.add(x[:20_000])  # 20,000 distinct states: the counter splits into shards
     counter.add(x)
