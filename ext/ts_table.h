@@ -571,6 +571,14 @@ static void ts_partition(ts_part *part, int shard_bits, const uint8_t *keys, int
     }
 }
 
+/* ORs shard s's sketch of every part (the rows of one batch so far) into `sketch`. */
+static void ts_add_parts_sketch(uint64_t *sketch, const ts_part *parts, int n_parts, int s)
+{
+    for (int p = 0; p < n_parts; ++p)
+        for (int w = 0; w < TS_SKETCH_WORDS; ++w)
+            sketch[w] |= parts[p].sketches[s * TS_SKETCH_WORDS + w];
+}
+
 /* Distinct keys that the parts' sketches (of one batch so far) foresee, over
  * all shards. */
 static int64_t ts_parts_estimate(const ts_part *parts, int n_parts, int shard_bits)
@@ -579,9 +587,7 @@ static int64_t ts_parts_estimate(const ts_part *parts, int n_parts, int shard_bi
     int64_t distinct = 0;
     for (int s = 0; s < (1 << shard_bits); ++s) {
         memset(sketch, 0, sizeof(sketch));
-        for (int p = 0; p < n_parts; ++p)
-            for (int w = 0; w < TS_SKETCH_WORDS; ++w)
-                sketch[w] |= parts[p].sketches[s * TS_SKETCH_WORDS + w];
+        ts_add_parts_sketch(sketch, parts, n_parts, s);
         distinct += ts_sketch_estimate(sketch);
     }
     return distinct;
@@ -612,9 +618,7 @@ static int ts_insert_parts(ts_table *const *tables, int shard_bits, int first, i
         for (int p = 0; p < n_parts; ++p) m_s += parts[p].start[s + 1] - parts[p].start[s];
         if (2 * (t->size + m_s + 1) > t->capacity) {
             memcpy(sketch, t->sketch, sizeof(sketch));
-            for (int p = 0; p < n_parts; ++p)
-                for (int w = 0; w < TS_SKETCH_WORDS; ++w)
-                    sketch[w] |= parts[p].sketches[s * TS_SKETCH_WORDS + w];
+            ts_add_parts_sketch(sketch, parts, n_parts, s);
             if (ts_table_reserve(t, ts_sketch_estimate(sketch), 0) != 0) return -1;
         }
         for (int p = 0; p < n_parts; ++p)

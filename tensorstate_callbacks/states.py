@@ -9,7 +9,7 @@ in the compiled kernel straight from the input's memory, whatever its layout.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache, lru_cache, partial
 
@@ -44,10 +44,12 @@ class Layout:
         """Bytes of one packed state."""
         return (self.num_neurons + 7) // 8
 
-    def view_offsets(self) -> Iterator[int]:
+    def view_offsets(self) -> Iterable[int]:
         """Byte offset of each view from the array's first element, in order."""
-        for index in np.ndindex(*(size for size, _ in self.leading)):
-            yield sum(i * stride for i, (_, stride) in zip(index, self.leading))
+        if not self.leading:  # the usual single view, without np.ndindex's cost
+            return (0,)
+        return (sum(i * stride for i, (_, stride) in zip(index, self.leading))
+                for index in np.ndindex(*(size for size, _ in self.leading)))
 
 
 @cache
@@ -176,7 +178,7 @@ def pack_layout(array: np.ndarray, plan: Layout, out: np.ndarray | None = None,
     address = array.__array_interface__["data"][0]
     shape, strides = plan.shape, plan.strides
     rows = shape[0] * shape[1]
-    for view, offset in enumerate(plan.view_offsets() if plan.leading else (0,)):
+    for view, offset in enumerate(plan.view_offsets()):
         target = out[view * rows:(view + 1) * rows] if plan.leading else out
         pack_rows = partial(_pack.pack_rows, address + offset, shape, strides, plan.kind, target)
         if rows * shape[2] < _PARALLEL_MIN_ELEMENTS or threads == 1:
