@@ -1,4 +1,4 @@
-"""Build the compiled core (ext/) as tensorstate_callbacks._pack and ._table."""
+"""Build the compiled core (ext/) as tensorstate_callbacks.core._pack and ._table."""
 import os
 
 from Cython.Build import cythonize
@@ -9,7 +9,7 @@ extra = ["-O3"] + (["-march=native"] if os.environ.get("TENSORSTATE_NATIVE") els
 
 extensions = [
     Extension(
-        f"tensorstate_callbacks.{name}",
+        f"tensorstate_callbacks.core.{name}",
         [f"ext/{name}.pyx"],
         include_dirs=["ext"],
         depends=["ext/ts_pack.h", "ext/ts_table.h"],

@@ -4,6 +4,9 @@ Framework-free at import time: PyTorch and TensorFlow are imported only when a
 model or tensor of theirs is handed over (``tensorstate_callbacks.torch``,
 ``tensorstate_callbacks.keras``, ``tensorstate_callbacks.lightning``).
 
+The package is layered, imports flowing one way (see docs/architecture.md):
+``core`` (NumPy) <- ``reporting`` <- ``integrations`` (frameworks, callbacks) <- ``cli``.
+
 >>> import numpy as np
 >>> import tensorstate_callbacks as ts
 >>> counter = ts.StateCounter("layer")
@@ -12,10 +15,22 @@ model or tensor of theirs is handed over (``tensorstate_callbacks.torch``,
 0.5
 """
 
-from .capture import StateCounter, StateSpaceMemoryWarning
-from .frameworks import build_efficiency_model, reset_efficiency_model
-from .metrics import aIQ, efficiency, entropy, network_efficiency
-from .states import compress_states, decompress_states, sort_states
+from . import _legacy_paths
+from .core import (
+    StateCounter,
+    StateSpaceMemoryWarning,
+    aIQ,
+    compress_states,
+    decompress_states,
+    efficiency,
+    entropy,
+    sort_states,
+)
+from .integrations._dispatch import (
+    build_efficiency_model,
+    network_efficiency,
+    reset_efficiency_model,
+)
 
 __version__ = "0.1.0"
 
@@ -32,3 +47,5 @@ __all__ = [
     "reset_efficiency_model",
     "sort_states",
 ]
+
+_legacy_paths.install()

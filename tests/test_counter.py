@@ -64,7 +64,7 @@ def test_buffered_batches_are_counted_exactly(monkeypatch):
     """Small batches are packed straight into the counter's row buffer: filling it,
     overflowing it, a batch too big to buffer, a read, a copy and a reset must
     all see every row."""
-    from tensorstate_callbacks import row_buffer
+    from tensorstate_callbacks.core import _row_buffer as row_buffer
 
     monkeypatch.setattr(row_buffer, "MAX_BYTES", 1 << 20)  # a smaller buffer: a quicker test
     rng = np.random.default_rng(7)
@@ -95,7 +95,7 @@ def test_batch_of_several_chunks_into_shards(threads, diverse):
     """A batch of several partitioning chunks, into shards that already hold
     keys: mostly distinct rows are sketched ahead (each shard is sized once for
     the whole batch), repeated ones are not."""
-    from tensorstate_callbacks import _table
+    from tensorstate_callbacks.core import _table
 
     rng = np.random.default_rng(threads)
     rows = _table.CHUNK_ROWS * threads * 5 // 2
@@ -261,7 +261,7 @@ def test_concurrent_counters_lose_nothing():
 def test_parallel_chunk_with_fewer_rows_than_threads(threads):
     """The last chunk of a threaded count can leave a thread no rows: it must not
     re-insert its share of the chunk before (which once counted 262,144 rows twice)."""
-    from tensorstate_callbacks import _table
+    from tensorstate_callbacks.core import _table
 
     rows = _table.CHUNK_ROWS * threads + threads - 1
     x = np.random.default_rng(threads).standard_normal((rows, 40)).astype(np.float32)

@@ -12,6 +12,7 @@ from reference import packed_states, renyi_entropy, sorted_rows, unique_counts
 
 import tensorstate_callbacks as ts
 from tensorstate_callbacks import keras as ts_keras
+from tensorstate_callbacks.integrations.keras import probes as keras_probes
 from tensorstate_callbacks.keras import (
     StateCapture,
     StateReader,
@@ -180,7 +181,7 @@ def test_device_packer_matches_numpy(neurons):
 @pytest.fixture(params=[False, True], ids=["host", "packed-on-device"])
 def packing_on_device(request, monkeypatch):
     """Run the GPU code path (states packed by Keras ops in the graph) on the CPU too."""
-    monkeypatch.setattr(ts_keras, "backend_sees_gpu", lambda: request.param)
+    monkeypatch.setattr(keras_probes, "backend_sees_gpu", lambda: request.param)
     return request.param
 
 

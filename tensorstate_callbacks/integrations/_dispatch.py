@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import sys
 
+from ..core import metrics
+
+__all__ = ["build_efficiency_model", "integration_for", "network_efficiency",
+           "reset_efficiency_model"]
+
 
 def _is_torch_module(obj) -> bool:
     torch = sys.modules.get("torch")
@@ -24,10 +29,10 @@ def integration_for(model):
     ...
     TypeError: expected a torch.nn.Module or a keras.Model, got list
     """
-    if _is_torch_module(model):
-        from . import torch as integration
-    elif _is_keras_model(model):
+    if _is_keras_model(model):  # first: under KERAS_BACKEND=torch a model is both
         from . import keras as integration
+    elif _is_torch_module(model):
+        from . import torch as integration
     else:
         raise TypeError(
             f"expected a torch.nn.Module or a keras.Model, got {type(model).__name__}"
@@ -80,3 +85,23 @@ def reset_efficiency_model(model) -> None:
     TypeError: expected a torch.nn.Module or a keras.Model, got object
     """
     integration_for(model).reset_efficiency_model(model)
+
+
+def network_efficiency(efficiencies) -> float:
+    """Geometric mean of layer efficiencies.
+
+    Args:
+        efficiencies: floats, or a model prepared by ``build_efficiency_model``
+            (PyTorch or Keras), whose probes' efficiencies are used.
+
+    Raises:
+        ValueError: no efficiency, one not finite or negative, or a model without probes.
+
+    Example:
+        >>> network_efficiency([0.25, 1.0])
+        0.5
+    """
+    layers = efficiency_layers_of(efficiencies)
+    if layers is not None:
+        efficiencies = [layer.efficiency() for layer in layers]
+    return metrics.network_efficiency(efficiencies)

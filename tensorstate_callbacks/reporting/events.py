@@ -56,8 +56,8 @@ def read_run(directory) -> RunMetrics:
     """Metrics of the event files directly inside ``directory``.
 
     >>> import tempfile
-    >>> from tensorstate_callbacks.report import EpochReport
-    >>> from tensorstate_callbacks.tensorboard import open_writer, write_scalars
+    >>> from tensorstate_callbacks.reporting.report import EpochReport
+    >>> from tensorstate_callbacks.reporting.tensorboard import open_writer, write_scalars
     >>> logdir = tempfile.mkdtemp()
     >>> writer = open_writer(logdir)
     >>> write_scalars(writer, EpochReport.from_values(0, {"fc": (0.5, 3, 8)}, 1.0, 2))

@@ -1,4 +1,4 @@
-"""Pack CUDA arrays on the GPU with CuPy, so only packed bytes reach the host.
+"""Pack CUDA arrays on the GPU with CuPy (optional), so only packed bytes reach the host.
 
 Used automatically by :meth:`StateCounter.add` when a CUDA array arrives
 (anything with ``__cuda_array_interface__`` or a CUDA DLPack capsule) and CuPy
@@ -13,8 +13,12 @@ from functools import cache
 
 import numpy as np
 
+from .._imports import cupy_available, require
+
+__all__ = ["KERNEL_SOURCE", "cupy_available", "pack_cuda"]
+
 # One CUDA thread per output byte: it reads up to 8 neurons of one state.
-_KERNEL_SOURCE = r"""
+KERNEL_SOURCE = r"""
 #include <cuda_fp16.h>
 
 template <typename T>
@@ -54,29 +58,13 @@ _CUDA_TYPES = {
 }
 
 
-def cupy_available() -> bool:
-    """True when CuPy imports and sees at least one CUDA device.
-
-    >>> isinstance(cupy_available(), bool)
-    True
-    """
-    try:
-        import cupy
-    except ImportError:
-        return False
-    try:
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # CUDA driver missing or broken
-        return False
-
-
 @cache
 def _kernel(type_name: str):
     import cupy
 
     name = f"pack_states<{type_name}>"
     module = cupy.RawModule(
-        code=_KERNEL_SOURCE,
+        code=KERNEL_SOURCE,
         options=("-std=c++14",),
         name_expressions=[name],
     )
@@ -84,13 +72,7 @@ def _kernel(type_name: str):
 
 
 def _as_cupy(array):
-    try:
-        import cupy
-    except ImportError as error:
-        raise ImportError(
-            "a CUDA array arrived but CuPy is not installed: pip install "
-            "'tensorstate-callbacks[gpu]' (or move the array to the CPU first)"
-        ) from error
+    cupy = require("cupy", "packing a CUDA array on its GPU (or move it to the CPU first)")
     if hasattr(array, "__cuda_array_interface__"):
         return cupy.asarray(array)
     return cupy.from_dlpack(array)
@@ -104,7 +86,7 @@ def pack_cuda(array, neuron_axis: int = -1):
         import cupy
         pack_cuda(cupy.array([[1.0, -1.0, 2.0]]))   # -> (array([[5]], dtype=uint8), 3)
     """
-    from .states import merge_state_axes, neuron_axis_index
+    from .packing import merge_state_axes, neuron_axis_index
 
     x = _as_cupy(array)
     dtype_name = "bool" if x.dtype == np.bool_ else x.dtype.name

@@ -118,19 +118,12 @@ def ratio(numerator: float, denominator: float, alpha2=None) -> float:
 
 
 def network_efficiency(efficiencies) -> float:
-    """Geometric mean of layer efficiencies.
-
-    ``efficiencies`` is a list of floats, or a model prepared by
-    ``build_efficiency_model`` (PyTorch or Keras), whose probes are used.
+    """Geometric mean of layer efficiencies (floats; ``tensorstate_callbacks.network_efficiency``
+    also takes a model prepared by ``build_efficiency_model``).
 
     >>> network_efficiency([0.25, 1.0])
     0.5
     """
-    from .frameworks import efficiency_layers_of
-
-    layers = efficiency_layers_of(efficiencies)
-    if layers is not None:
-        efficiencies = [layer.efficiency() for layer in layers]
     values = np.asarray(list(efficiencies), dtype=np.float64)
     if values.size == 0:
         raise ValueError("network_efficiency needs at least one layer efficiency")

@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from .datasets import MNIST_HINT, mnist_available
+from .demos.datasets import MNIST_HINT, mnist_available
 
 EXTRA_HINT = "pip install 'tensorstate-callbacks[{extra}]'"
 
@@ -65,7 +65,7 @@ def _cell(value) -> str:
 
 
 def report_row(report) -> dict:
-    """One table row of an :class:`~tensorstate_callbacks.report.EpochReport`."""
+    """One table row of an :class:`~tensorstate_callbacks.reporting.report.EpochReport`."""
     row = {"epoch": report.epoch}
     row.update({layer.name: layer.efficiency for layer in report.layers})
     row.update({"network_efficiency": report.network_efficiency, "accuracy": report.accuracy,
@@ -76,7 +76,7 @@ def report_row(report) -> dict:
 # -- summary ---------------------------------------------------------------------
 def summary(logdirs: list[str], fmt: str) -> str:
     """Per-epoch tables of every run under ``logdirs`` and each run's best-aIQ epoch."""
-    from .events import find_runs
+    from ..reporting.events import find_runs
 
     runs = []
     for logdir in logdirs:
@@ -122,8 +122,8 @@ def demo_lightning(args) -> list:
     import lightning as L
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from .lenet5_torch import LitLeNet5, mnist_dataloaders
-    from .lightning import StateSpaceCallback
+    from ..integrations.lightning import StateSpaceCallback
+    from .demos.lenet5_torch import LitLeNet5, mnist_dataloaders
 
     class PrintRows(L.Callback):
         def __init__(self, source):
@@ -152,8 +152,8 @@ def demo_keras(args) -> list:
     _require("keras", "keras")
     import keras
 
-    from .keras import StateSpaceCallback
-    from .lenet5_keras import build_lenet5, compile_lenet5, mnist_images
+    from ..integrations.keras import StateSpaceCallback
+    from .demos.lenet5_keras import build_lenet5, compile_lenet5, mnist_images
 
     (x_train, y_train), (x_valid, y_valid) = mnist_images(
         limit=max(args.limit, args.valid_limit))

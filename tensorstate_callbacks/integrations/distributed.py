@@ -14,7 +14,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .capture import StateCounter
+from ..core.counter import StateCounter
+
+__all__ = ["merge_across_ranks"]
 
 
 def _device() -> torch.device:

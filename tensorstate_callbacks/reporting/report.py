@@ -7,7 +7,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
-from .metrics import aIQ, network_efficiency
+from ..core.metrics import aIQ, network_efficiency
+
+__all__ = ["TAG_PREFIX", "EpochReport", "LayerStats", "efficiency_tag"]
 
 TAG_PREFIX = "state_space"
 

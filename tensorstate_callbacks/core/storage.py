@@ -14,22 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .._imports import require
+
 # About 1 MiB of packed states per chunk, whatever the batch size.
 _CHUNK_BYTES = 1 << 20
 # Marks the arrays this package writes, the only ones it may overwrite.
 _MARKER = {"tensorstate_callbacks": "raw_states"}
 # Storage paths held by live stores: two stores must never share one.
 _claimed_paths: set[Path] = set()
-
-
-def _import_zarr():
-    try:
-        import zarr
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "storing raw states needs zarr: pip install 'tensorstate-callbacks[zarr]'"
-        ) from error
-    return zarr
 
 
 def check_writable(path) -> Path:
@@ -87,7 +79,7 @@ class RawStateStore:
     """
 
     def __init__(self, path: str | os.PathLike | None = None):
-        self._zarr = _import_zarr()
+        self._zarr = require("zarr", "storing raw states")
         self.path = None if path is None else _claim(Path(path))
         if self.path is not None:
             weakref.finalize(self, _claimed_paths.discard, self.path)

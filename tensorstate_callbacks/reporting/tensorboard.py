@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from .._imports import require
 from .report import TAG_PREFIX, EpochReport
 
 IMAGE_TAG = f"{TAG_PREFIX}/efficiency_over_epochs"
@@ -24,7 +25,7 @@ def open_writer(log_dir):
     """A tensorboardX ``SummaryWriter`` at ``log_dir`` (created lazily by callers).
 
     >>> import tempfile
-    >>> from tensorstate_callbacks.report import EpochReport
+    >>> from tensorstate_callbacks.reporting.report import EpochReport
     >>> writer = open_writer(tempfile.mkdtemp())
     >>> report = EpochReport.from_values(0, {"conv": (0.5, 3, 8)}, accuracy=0.9, beta=2)
     >>> write_layout(writer); write_scalars(writer, report)
@@ -32,14 +33,8 @@ def open_writer(log_dir):
     >>> write_efficiency_image(writer, [report]); write_hparams(writer, {"beta": 2})
     >>> writer.close()
     """
-    try:
-        from tensorboardX import SummaryWriter
-    except ImportError as error:
-        raise ImportError(
-            "writing TensorBoard logs needs tensorboardX: pip install "
-            "'tensorstate-callbacks[tensorboard]'"
-        ) from error
-    return SummaryWriter(str(log_dir))
+    tensorboard_x = require("tensorboardX", "writing TensorBoard logs")
+    return tensorboard_x.SummaryWriter(str(log_dir))
 
 
 def custom_scalars_layout() -> dict:

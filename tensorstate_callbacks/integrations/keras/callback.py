@@ -17,23 +17,26 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from . import tensorboard
-from .keras import METHODS, StateReader, batches
-from .report import EpochReport
+from ...reporting import tensorboard
+from ...reporting.report import EpochReport
+from .._selection import check_method
+from .._validation import (
+    check_accuracy_key,
+    check_beta,
+    check_log_dir,
+    check_positive_int,
+    names,
+)
+from .reader import StateReader, batches
 
+__all__ = ["StateSpaceCallback"]
 
-def _names(value, argument: str) -> list[str]:
-    names = [value] if isinstance(value, str) else value
-    if not isinstance(names, Sequence) or not all(isinstance(name, str) for name in names):
-        raise TypeError(f"{argument} must be a list of layer class names or layer names, "
-                        f"got {value!r}")
-    return list(names)
+_LAYER_NAMES = "layer class names or layer names"
 
 
 def _inputs_of(validation_data):
@@ -90,26 +93,16 @@ class StateSpaceCallback(keras.callbacks.Callback):
         if isinstance(self.validation_inputs, np.ndarray) and len(self.validation_inputs) == 0:
             raise ValueError("validation_data holds no samples")
         batches(self.validation_inputs)  # TypeError now for data that cannot be re-read
-        self.attach_to = _names(attach_to, "attach_to")
+        self.attach_to = names(attach_to, "attach_to", _LAYER_NAMES)
         if not self.attach_to:
             raise ValueError("attach_to is empty: name at least one layer class or layer name")
-        self.exclude = _names(exclude, "exclude")
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+        self.exclude = names(exclude, "exclude", _LAYER_NAMES)
+        check_method(method)
         self.method = method
-        if not isinstance(log_dir, (str, Path)):
-            raise TypeError(f"log_dir must be a str or Path, got {type(log_dir).__name__}")
-        self.log_dir = Path(log_dir)
-        if accuracy_key is not None and not isinstance(accuracy_key, str):
-            raise TypeError(f"accuracy_key must be a logs key (str) or None, got {accuracy_key!r}")
-        self.accuracy_key = accuracy_key
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta > 0:
-            raise ValueError(f"beta must be a number > 0, got {beta!r}")
-        self.beta = beta
-        if batch_size is not None and (isinstance(batch_size, bool) or not
-                                       isinstance(batch_size, int) or batch_size <= 0):
-            raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
-        self.batch_size = batch_size
+        self.log_dir = check_log_dir(log_dir)
+        self.accuracy_key = check_accuracy_key(accuracy_key)
+        self.beta = check_beta(beta)
+        self.batch_size = check_positive_int(batch_size, "batch_size")
         self.log_histograms = bool(log_histograms)
         self.log_images = bool(log_images)
         self.history: list[EpochReport] = []

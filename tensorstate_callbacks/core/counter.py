@@ -1,0 +1,408 @@
+"""The public counter of one layer's states: :class:`StateCounter`.
+
+It turns arrays into packed states (:mod:`.packing`), hands them to its
+counting engine (:mod:`._engine`: tables, buffers, spill, threads), computes
+metrics from the counts (:mod:`.metrics`) and, when asked, keeps the raw
+packed states (:mod:`.storage`).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections.abc import Iterator
+from numbers import Integral
+
+import numpy as np
+
+from . import metrics, packing
+from ._engine import CountEngine
+from .storage import RawStateStore, check_writable
+
+__all__ = ["DEFAULT_MEMORY_LIMIT", "StateCounter", "StateSpaceMemoryWarning"]
+
+DEFAULT_MEMORY_LIMIT = 1 << 30  # bytes of count tables per counter
+
+
+class StateSpaceMemoryWarning(RuntimeWarning):
+    """A counter outgrew its memory cap and now keeps its counts on disk."""
+
+
+def _check_padding(packed: np.ndarray, num_neurons: int) -> None:
+    """Padding bits past the last neuron must be 0, as the packer writes them."""
+    spare = -num_neurons % 8
+    if spare and len(packed) and np.any(packed[:, -1] >> (8 - spare)):
+        raise ValueError(
+            f"packed states of {num_neurons} neurons have non-zero padding bits in their last "
+            "byte; pack with tensorstate_callbacks.compress_states (or np.packbits(..., "
+            "bitorder='little')) so bits past the last neuron are 0"
+        )
+
+
+def _check_threads(threads: int | None) -> int | None:
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, Integral)
+                                or threads < 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    return threads
+
+
+def _default_memory_limit() -> int:
+    return int(os.environ.get("TENSORSTATE_MEMORY_LIMIT", DEFAULT_MEMORY_LIMIT))
+
+
+def _is_cuda_array(array) -> bool:
+    if hasattr(array, "__cuda_array_interface__"):
+        return True
+    device = getattr(array, "__dlpack_device__", None)
+    return callable(device) and device()[0] == 2  # kDLCUDA
+
+
+class StateCounter:
+    """Streaming, exact counter of the states of one layer.
+
+    ``add(array, neuron_axis)`` packs a batch (each position along the other
+    axes is one state of ``array.shape[neuron_axis]`` neurons) and counts it.
+    Memory grows with the number of *distinct* states.  Past ``memory_limit``
+    bytes of tables the counter warns once (:class:`StateSpaceMemoryWarning`)
+    and spills its counts to disk (``spill_dir``, default the temp directory):
+    every result stays exact.  Raw packed states are kept only when asked
+    (``store_states=True`` in memory, or ``storage_path`` on disk, as zarr).
+    ``threads`` caps the threads one batch uses (default: every usable core).
+
+    >>> counter = StateCounter("conv")
+    >>> counter.add(np.array([[1.0, -2.0], [3.0, -1.0], [-1.0, 5.0]]), neuron_axis=-1)
+    >>> counter.state_count, sorted(counter.counts().tolist()), counter.max_entropy()
+    (3, [1, 2], 2)
+    >>> round(counter.efficiency(), 4)
+    0.4591
+    """
+
+    def __init__(self, name: str = "states", *, store_states: bool = False,
+                 storage_path=None, memory_limit: int | None = None, spill_dir=None,
+                 threads: int | None = None):
+        limit = _default_memory_limit() if memory_limit is None else memory_limit
+        if isinstance(limit, bool) or not isinstance(limit, Integral) or limit <= 0:
+            raise ValueError(f"memory_limit must be a positive number of bytes, got {limit!r}")
+        limit = int(limit)
+        _check_threads(threads)
+        self.name = name
+        self.memory_limit = limit
+        self.threads = threads  # None: TENSORSTATE_NUM_THREADS or every usable core
+        self.spill_dir = None if spill_dir is None else check_writable(spill_dir)
+        self._store = (
+            RawStateStore(storage_path) if store_states or storage_path is not None else None
+        )
+        self._engine: CountEngine | None = None
+        self._warned = False
+        self._lock = threading.RLock()  # hooks may feed one counter from several threads
+        self.reset_states()
+
+    # -- feeding ---------------------------------------------------------------
+    def reset_states(self) -> None:
+        """Forget every state seen so far, stored raw states included."""
+        with self._lock:
+            self.reset_counts()
+            if self._store is not None:
+                self._store.clear()
+
+    def reset_counts(self) -> None:
+        """Forget the counts (and the layer width) but keep stored raw states."""
+        with self._lock:
+            if self._engine is not None:
+                self._engine.close()
+            self._engine: CountEngine | None = None  # created by the first batch
+            self._state_count = 0
+
+    def add(self, array, neuron_axis: int = -1, dtype: str | None = None, *,
+            threads: int | None = None) -> None:
+        """Pack and count one batch of activations.
+
+        Each position along the axes other than ``neuron_axis`` is one state of
+        ``array.shape[neuron_axis]`` neurons.
+
+        Args:
+            array: NumPy array of any float/int/bool dtype and memory layout (read
+                in place), or a CUDA array (CuPy, DLPack), packed on its GPU.
+            neuron_axis: the axis whose entries are the neurons.
+            dtype: ``"bfloat16"`` reads an int16 array as bfloat16 bits.
+            threads: caps the threads of this batch (default: the counter's).
+
+        Raises:
+            ValueError: the array has another number of neurons than the
+                states counted before, or ``neuron_axis`` is out of range.
+            TypeError: the dtype holds no numbers.
+
+        Example:
+            >>> counter = StateCounter("conv")
+            >>> counter.add(np.ones((2, 3, 4, 4)), neuron_axis=1)
+            >>> counter.state_count, counter.num_neurons
+            (32, 3)
+        """
+        threads = self.threads if threads is None else _check_threads(threads)
+        if not isinstance(array, np.ndarray) and _is_cuda_array(array):
+            from ._cuda import pack_cuda
+
+            self._add_own_packing(*pack_cuda(array, neuron_axis), threads)
+            return
+        array = packing.kernel_readable(array)
+        plan = packing.layout(array.shape, array.strides, array.dtype, neuron_axis, dtype)
+        with self._lock:
+            engine = self._engine_for(plan.num_neurons)
+            # Small batches are packed straight into the row buffer.
+            space = engine.buffer_space(plan.num_states, threads)
+            packed = packing.pack_layout(array, plan, out=space, threads=threads)
+            if space is None:
+                engine.count_now(packed, None, threads)
+            else:
+                engine.commit(plan.num_states)
+            self._added(packed)
+
+    def add_packed(self, packed: np.ndarray, num_neurons: int, *,
+                   threads: int | None = None) -> None:
+        """Count states that are already packed.
+
+        Args:
+            packed: ``uint8[n, ceil(num_neurons / 8)]``, bits past the last neuron 0.
+            num_neurons: the width of the states.
+            threads: as in :meth:`add`.
+
+        Raises:
+            ValueError: wrong dtype, shape or padding bits, or another width
+                than the states counted before.
+
+        Example:
+            >>> counter = StateCounter()
+            >>> counter.add_packed(np.array([[5], [5]], dtype=np.uint8), num_neurons=3)
+            >>> counter.distinct_count
+            1
+        """
+        threads = self.threads if threads is None else _check_threads(threads)
+        packed = np.ascontiguousarray(packed)
+        num_bytes = (num_neurons + 7) // 8
+        if packed.ndim != 2 or packed.dtype != np.uint8 or packed.shape[1] != num_bytes:
+            raise ValueError(
+                f"packed states of {num_neurons} neurons must be uint8 with shape "
+                f"(n, {num_bytes}), got {packed.dtype} {packed.shape}"
+            )
+        _check_padding(packed, num_neurons)
+        self._add_own_packing(packed, num_neurons, threads)
+
+    def _add_own_packing(self, packed: np.ndarray, num_neurons: int,
+                         threads: int | None) -> None:
+        """Count packed states whose shape and padding are known to be right."""
+        with self._lock:
+            self._engine_for(num_neurons).count(packed, None, threads)
+            self._added(packed)
+
+    def _added(self, packed: np.ndarray) -> None:
+        """Book a counted batch: its states, and its raw rows where they are kept."""
+        self._state_count += packed.shape[0]
+        if self._store is not None:
+            self._store.append(packed)
+
+    def merge(self, other: StateCounter) -> None:
+        """Add every count of ``other`` (same layer width) to this counter, exactly.
+
+        Example:
+            >>> a, b = StateCounter("a"), StateCounter("b")
+            >>> a.add(np.array([[1.0, 0.0]])); b.add(np.array([[0.0, 1.0]]))
+            >>> a.merge(b); a.state_count, a.distinct_count
+            (2, 2)
+        """
+        if other is self:
+            raise ValueError(f"{self.name}: cannot merge a counter into itself")
+        if other._engine is None:
+            return
+        with self._lock, other._lock:
+            engine = self._engine_for(other.num_neurons)
+            for keys, counts in other.count_chunks():
+                engine.count(keys, counts, self.threads)
+            self._state_count += other._state_count
+
+    def add_counts(self, state_ids: np.ndarray, counts: np.ndarray, num_neurons: int) -> None:
+        """Add packed states with how often each occurred (e.g. from another process).
+
+        Args:
+            state_ids: ``uint8[n, ceil(num_neurons / 8)]`` packed states.
+            counts: ``n`` integers >= 0, one per row of ``state_ids``.
+            num_neurons: the width of the states.
+
+        Example:
+            >>> counter = StateCounter()
+            >>> counter.add_counts(np.array([[1], [2]], np.uint8), np.array([3, 1]), 2)
+            >>> counter.state_count
+            4
+        """
+        state_ids, counts = np.asarray(state_ids), np.asarray(counts)
+        num_bytes = (num_neurons + 7) // 8
+        if state_ids.ndim != 2 or state_ids.dtype != np.uint8 or state_ids.shape[1] != num_bytes:
+            raise ValueError(
+                f"state_ids of {num_neurons} neurons must be uint8 rows of width {num_bytes} "
+                f"byte(s), shape (n, {num_bytes}); got {state_ids.dtype} {state_ids.shape}"
+            )
+        if counts.shape != (len(state_ids),) or counts.dtype.kind not in "iu" or (
+            counts.size and counts.min() < 0
+        ):
+            raise ValueError(
+                f"counts must be {len(state_ids)} integers >= 0, one per row of state_ids; "
+                f"got {counts.dtype} {counts.shape}"
+            )
+        _check_padding(state_ids, num_neurons)
+        keep = counts > 0
+        with self._lock:
+            self._engine_for(num_neurons).count(
+                np.ascontiguousarray(state_ids[keep]),
+                np.ascontiguousarray(counts[keep], dtype=np.uint64), self.threads)
+            self._state_count += int(counts.sum())
+
+    def _engine_for(self, num_neurons: int) -> CountEngine:
+        """The engine counting states of ``num_neurons`` neurons (made by the
+        first batch); a ValueError for states of another width."""
+        if self._engine is None:
+            self._engine = CountEngine(self.name, num_neurons, self.memory_limit,
+                                       self.spill_dir, self.threads, self._warn_spilled)
+        elif num_neurons != self._engine.num_neurons:
+            raise ValueError(
+                f"{self.name}: got states of {num_neurons} neurons, but this counter holds "
+                f"states of {self._engine.num_neurons}; call reset_states() before changing "
+                "layers or check neuron_axis"
+            )
+        return self._engine
+
+    def _warn_spilled(self, directory, distinct: int) -> None:
+        if not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"{self.name}: {distinct:,} distinct states need more than "
+                f"memory_limit={self.memory_limit:,} bytes; counts now spill to "
+                f"{directory} and stay exact, but metrics get slower. Raise "
+                "memory_limit (or TENSORSTATE_MEMORY_LIMIT) to keep them in memory.",
+                StateSpaceMemoryWarning,
+                stacklevel=5,
+            )
+
+    # -- reading ---------------------------------------------------------------
+    def count_chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(state_ids, counts)`` chunks; each distinct state is in exactly one.
+
+        Example:
+            >>> counter = StateCounter()
+            >>> counter.add(np.array([[1.0], [1.0]]))
+            >>> [(k.tolist(), c.tolist()) for k, c in counter.count_chunks()]
+            [([[1]], [2])]
+        """
+        if self._engine is not None:
+            yield from self._engine.count_chunks()
+
+    @property
+    def state_count(self) -> int:
+        """Number of states seen, repeats included."""
+        return self._state_count
+
+    @property
+    def num_neurons(self) -> int | None:
+        """Width of the layer's states (None until the first batch)."""
+        return None if self._engine is None else self._engine.num_neurons
+
+    @property
+    def distinct_count(self) -> int:
+        """Number of distinct states seen (counts any buffered rows first)."""
+        with self._lock:
+            return 0 if self._engine is None else self._engine.distinct
+
+    @property
+    def is_spilled(self) -> bool:
+        """True once the counts outgrew ``memory_limit`` and went to disk."""
+        with self._lock:
+            return self._engine is not None and self._engine.is_spilled
+
+    def items(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(state_ids, counts)``: every distinct packed state and how often it occurred."""
+        self._require_states()
+        with self._lock:
+            chunks = list(self.count_chunks())
+        return np.concatenate([k for k, _ in chunks]), np.concatenate([c for _, c in chunks])
+
+    def counts(self) -> np.ndarray:
+        """How often each distinct state occurred (aligned with :meth:`state_ids`)."""
+        return self.items()[1].astype(np.int64)
+
+    def state_ids(self) -> np.ndarray:
+        """The distinct packed states, one row each (aligned with :meth:`counts`)."""
+        return self.items()[0]
+
+    def max_entropy(self) -> int:
+        """Largest possible entropy: the number of neurons."""
+        self._require_states()
+        return self._engine.num_neurons
+
+    def entropy(self, alpha=1) -> float:
+        """Renyi entropy of order ``alpha`` of the states (``None``: max entropy)."""
+        self._require_states()
+        if alpha is None:
+            return float(self.max_entropy())
+        with self._lock:
+            return metrics.entropy_of_chunks(self._engine.count_arrays(), self._state_count,
+                                             alpha)
+
+    def efficiency(self, alpha1=1, alpha2=None) -> float:
+        """``entropy(alpha1)`` over ``max_entropy()`` (or over ``entropy(alpha2)``)."""
+        denominator = self.max_entropy() if alpha2 is None else self.entropy(alpha2)
+        return metrics.ratio(self.entropy(alpha1), denominator, alpha2)
+
+    @property
+    def raw_states(self) -> np.ndarray:
+        """Every packed state in arrival order (needs ``store_states`` or ``storage_path``)."""
+        if self._store is None:
+            raise ValueError(
+                f"{self.name}: raw states are not stored; create the counter with "
+                "store_states=True or storage_path=... to keep them"
+            )
+        return self._store.read()
+
+    @property
+    def states(self) -> np.ndarray:
+        """Every state as ``bool[state_count, num_neurons]`` (needs stored raw states)."""
+        raw = self.raw_states
+        if self._engine is None:
+            return np.empty((0, 0), dtype=bool)
+        return packing.decompress_states(raw, self._engine.num_neurons)
+
+    def _require_states(self) -> None:
+        if self._state_count == 0:
+            raise ValueError(
+                f"{self.name}: no states counted yet; run data through the model (or "
+                "add() arrays) before asking for metrics"
+            )
+
+    # -- copying and pickling -------------------------------------------------
+    def __getstate__(self) -> dict:
+        """Counts and stored raw states travel; a disk store becomes an in-memory
+        copy (two counters must not share a storage path)."""
+        with self._lock:
+            state = {k: v for k, v in self.__dict__.items()
+                     if k not in ("_lock", "_engine", "_store")}
+            state["_items_copy"] = self.items() if self._state_count else None
+            state["_num_neurons"] = self.num_neurons
+            state["_raw_copy"] = None if self._store is None else self._store.read()
+            return state
+
+    def __setstate__(self, state: dict) -> None:
+        items, raw = state.pop("_items_copy"), state.pop("_raw_copy")
+        num_neurons = state.pop("_num_neurons")
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+        self._engine = None
+        self._store = None if raw is None else RawStateStore()
+        self.reset_counts()
+        if items is not None:
+            self.add_counts(items[0], items[1], num_neurons)
+        if raw is not None and raw.size:
+            self._store.append(raw)
+
+    def __repr__(self) -> str:
+        return (
+            f"StateCounter(name={self.name!r}, num_neurons={self.num_neurons}, "
+            f"state_count={self._state_count})"
+        )

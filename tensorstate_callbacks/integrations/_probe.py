@@ -1,0 +1,85 @@
+"""The probe API both frameworks' probes share, read from a composed counter.
+
+A probe is whatever a framework needs to see a layer's tensors (a PyTorch
+forward hook, a Keras layer) plus a :class:`~tensorstate_callbacks.StateCounter`
+in ``self.counter`` that counts them.  :class:`CountingProbe` gives every probe
+the reference TensorState probe API by reading that counter, so the PyTorch
+and Keras probes answer the same questions the same way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..core.counter import StateCounter
+
+__all__ = ["CountingProbe"]
+
+
+class CountingProbe:
+    """Mixin: the TensorState probe API of a probe whose counter is ``self.counter``.
+
+    Example:
+        >>> class Probe(CountingProbe):
+        ...     def __init__(self):
+        ...         self.counter = StateCounter("probe")
+        >>> probe = Probe()
+        >>> probe.counter.add(np.array([[1.0, -1.0], [2.0, 3.0]]))
+        >>> probe.state_count, probe.distinct_count, probe.efficiency()
+        (2, 2, 0.5)
+    """
+
+    counter: StateCounter
+
+    @property
+    def state_count(self) -> int:
+        """Number of states seen, repeats included."""
+        return self.counter.state_count
+
+    @property
+    def distinct_count(self) -> int:
+        """Number of distinct states seen."""
+        return self.counter.distinct_count
+
+    @property
+    def num_neurons(self) -> int | None:
+        """Width of the states (None before the first batch)."""
+        return self.counter.num_neurons
+
+    @property
+    def raw_states(self) -> np.ndarray:
+        """Every packed state in arrival order (needs ``storage_path``)."""
+        return self.counter.raw_states
+
+    @property
+    def states(self) -> np.ndarray:
+        """Every state as ``bool[state_count, num_neurons]`` (needs ``storage_path``)."""
+        return self.counter.states
+
+    def items(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(state_ids, counts)``: every distinct packed state and how often it occurred."""
+        return self.counter.items()
+
+    def counts(self) -> np.ndarray:
+        """How often each distinct state occurred (aligned with :meth:`state_ids`)."""
+        return self.counter.counts()
+
+    def state_ids(self) -> np.ndarray:
+        """The distinct packed states, one row each."""
+        return self.counter.state_ids()
+
+    def entropy(self, alpha=1) -> float:
+        """Renyi entropy of order ``alpha`` of the states (base 2)."""
+        return self.counter.entropy(alpha)
+
+    def efficiency(self, alpha1=1, alpha2=None) -> float:
+        """``entropy(alpha1)`` over ``max_entropy()`` (or over ``entropy(alpha2)``)."""
+        return self.counter.efficiency(alpha1, alpha2)
+
+    def max_entropy(self) -> int:
+        """The number of neurons."""
+        return self.counter.max_entropy()
+
+    def reset_states(self) -> None:
+        """Forget every state seen so far."""
+        self.counter.reset_states()

@@ -1,0 +1,186 @@
+"""The PyTorch Lightning ``StateSpaceCallback``.
+
+>>> from tensorstate_callbacks.lightning import StateSpaceCallback
+>>> callback = StateSpaceCallback(attach_to=["Conv2d"], accuracy_key="val_acc", beta=2)
+
+During each validation epoch (never training batches, never the sanity check)
+probes count the states of the chosen layers; at its end the callback merges
+the counts of every DDP rank, computes per-layer efficiency, network
+efficiency and aIQ, logs them through every logger of the trainer (tags of
+DESIGN.md, step = validation epoch index) from rank zero, adds TensorBoard
+extras when a TensorBoardLogger is present, and resets the probes.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import lightning as L
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from ..reporting import tensorboard
+from ..reporting.report import EpochReport
+from ._selection import check_method
+from ._validation import check_accuracy_key, check_beta, check_neuron_axis, names
+from .distributed import merge_across_ranks
+from .torch import build_efficiency_model, remove_efficiency_probes
+
+__all__ = ["StateSpaceCallback"]
+
+
+class StateSpaceCallback(L.Callback):
+    """Measure the state space of chosen layers every validation epoch.
+
+    Args:
+        attach_to: module class names (subclasses match) or module names to probe.
+        exclude: module names (or classes) to leave out.
+        method: ``'after'`` (outputs), ``'before'`` (inputs) or ``'both'``.
+        accuracy_key: key of ``trainer.callback_metrics`` holding the validation
+            accuracy in [0, 1]; when absent, efficiency is logged and aIQ skipped.
+        beta: aIQ weight of accuracy (> 0).
+        neuron_axis: override the neuron axis of every probe (default: DESIGN.md rule).
+        log_histograms / log_images / log_hparams: TensorBoard extras.
+        memory_limit: bytes of count tables per probe before spilling to disk.
+    """
+
+    def __init__(self, attach_to=("Conv2d",), exclude=(), method: str = "after",
+                 accuracy_key: str | None = "val_acc", beta: float = 2.0,
+                 neuron_axis: int | None = None, log_histograms: bool = True,
+                 log_images: bool = True, log_hparams: bool = True,
+                 memory_limit: int | None = None):
+        self.attach_to = names(attach_to, "attach_to")
+        if not self.attach_to:
+            raise ValueError("attach_to is empty: name at least one module class or module name")
+        self.exclude = names(exclude, "exclude")
+        check_method(method)
+        self.method = method
+        self.accuracy_key = check_accuracy_key(accuracy_key)
+        self.beta = check_beta(beta)
+        self.neuron_axis = check_neuron_axis(neuron_axis)
+        self.log_histograms = log_histograms
+        self.log_images = log_images
+        self.log_hparams = log_hparams
+        self.memory_limit = memory_limit
+        self.history: list[EpochReport] = []
+        self.validation_epochs = 0  # index (step) of the next validation epoch
+        self._probes: list = []
+        self._module = None
+        self._warned_accuracy = False
+        self._layout_written = False
+
+    # -- lifecycle -------------------------------------------------------------
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if self._probes:
+            return
+        build_efficiency_model(pl_module, attach_to=self.attach_to, exclude=self.exclude,
+                               method=self.method, neuron_axis=self.neuron_axis,
+                               memory_limit=self.memory_limit)
+        self._module = pl_module
+        self._probes = list(pl_module.efficiency_layers)
+        self._set_capturing(False)
+        if self.log_hparams:
+            self._write_hparams(trainer, pl_module)
+
+    @rank_zero_only
+    def _write_hparams(self, trainer, pl_module) -> None:
+        # Before the trainer logs the module's hparams: TensorBoard shows the
+        # first hparams of a run, so ours carry the module's too.
+        hparams = {**dict(getattr(pl_module, "hparams", {})), **self._hparams()}
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                tensorboard.write_hparams(logger.experiment, hparams, extra_metrics=["hp_metric"])
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        self._remove_probes()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self._remove_probes()
+
+    def _remove_probes(self) -> None:
+        if self._module is not None:
+            remove_efficiency_probes(self._module)
+        self._module = None
+        self._probes = []
+
+    def _set_capturing(self, enabled: bool) -> None:
+        for probe in self._probes:
+            probe.enabled = enabled
+
+    # -- validation ------------------------------------------------------------
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        for probe in self._probes:
+            probe.reset_states()
+        self._set_capturing(True)
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or not self._probes:
+            return
+        self._set_capturing(False)
+        epoch = self.validation_epochs
+        self.validation_epochs += 1
+        merge_across_ranks([probe.counter for probe in self._probes])
+        if not any(probe.state_count for probe in self._probes):
+            warnings.warn(
+                f"StateSpaceCallback: validation epoch {epoch} ran no data through "
+                f"{[probe.name for probe in self._probes]}; nothing logged for it",
+                stacklevel=2,
+            )
+            return
+        report = EpochReport.from_counters(
+            epoch, {probe.name: probe for probe in self._probes},
+            self._accuracy(trainer), self.beta,
+        )
+        self.history.append(report)
+        self._log(trainer, report)
+        for probe in self._probes:
+            probe.reset_states()
+
+    def _accuracy(self, trainer) -> float | None:
+        value = trainer.callback_metrics.get(self.accuracy_key) if self.accuracy_key else None
+        if value is None:
+            if not self._warned_accuracy:
+                self._warned_accuracy = True
+                available = sorted(trainer.callback_metrics)
+                warnings.warn(
+                    f"StateSpaceCallback: no {self.accuracy_key!r} in trainer.callback_metrics "
+                    f"(available: {available}); logging efficiency without aIQ. Log the "
+                    "validation accuracy under that key or pass accuracy_key=...",
+                    stacklevel=2,
+                )
+            return None
+        return float(value)
+
+    @rank_zero_only
+    def _log(self, trainer, report: EpochReport) -> None:
+        scalars = report.scalars()
+        for logger in trainer.loggers:
+            logger.log_metrics(scalars, step=report.epoch)
+            if isinstance(logger, TensorBoardLogger):
+                self._log_tensorboard_extras(logger.experiment, report)
+
+    def _log_tensorboard_extras(self, writer, report: EpochReport) -> None:
+        if not self._layout_written:
+            self._layout_written = True
+            tensorboard.write_layout(writer)
+        if self.log_histograms:
+            counts = {probe.name: probe.counts() for probe in self._probes if probe.state_count}
+            tensorboard.write_state_histograms(writer, counts, report.epoch)
+        if self.log_images:
+            tensorboard.write_efficiency_image(writer, self.history)
+        writer.flush()
+
+    def _hparams(self) -> dict:
+        return {"state_space/beta": self.beta, "state_space/attach_to": ",".join(self.attach_to),
+                "state_space/method": self.method}
+
+    # -- checkpointing ---------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"history": [report.to_dict() for report in self.history],
+                "validation_epochs": self.validation_epochs}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = [EpochReport.from_dict(item) for item in state_dict.get("history", [])]
+        self.validation_epochs = state_dict.get("validation_epochs", len(self.history))
