@@ -6,25 +6,27 @@
 During each validation epoch (never training batches, never the sanity check)
 probes count the states of the chosen layers; at its end the callback merges
 the counts of every DDP rank, computes per-layer efficiency, network
-efficiency and aIQ, logs them through every logger of the trainer (tags of
-DESIGN.md, step = validation epoch index) from rank zero, adds TensorBoard
-extras when a TensorBoardLogger is present, and resets the probes.
+efficiency and aIQ, logs them through every logger of the trainer (the
+``state_space/...`` tags of :mod:`tensorstate_callbacks.reporting.report`,
+step = validation epoch index) from rank zero, adds TensorBoard extras when a
+TensorBoardLogger is present, and resets the probes.
 """
 
 from __future__ import annotations
 
-import warnings
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+from typing_extensions import override
 
 from ..reporting import tensorboard
 from ..reporting.report import EpochReport
 from ._selection import check_method
 from ._validation import check_accuracy_key, check_beta, check_neuron_axis, names
 from .distributed import merge_across_ranks
-from .torch import build_efficiency_model, remove_efficiency_probes
+from .torch import StateCaptureHook, attach_probes
 
 __all__ = ["StateSpaceCallback"]
 
@@ -39,9 +41,24 @@ class StateSpaceCallback(L.Callback):
         accuracy_key: key of ``trainer.callback_metrics`` holding the validation
             accuracy in [0, 1]; when absent, efficiency is logged and aIQ skipped.
         beta: aIQ weight of accuracy (> 0).
-        neuron_axis: override the neuron axis of every probe (default: DESIGN.md rule).
-        log_histograms / log_images / log_hparams: TensorBoard extras.
+        neuron_axis: override the neuron axis of every probe (default: the
+            rule of :func:`tensorstate_callbacks.torch.default_neuron_axis`).
+        log_histograms: write a histogram of log2(state occurrences) per probe.
+        log_images: write a heat map of efficiency over epochs.
+        log_hparams: register the callback's settings with TensorBoard's HParams.
         memory_limit: bytes of count tables per probe before spilling to disk.
+
+    Several instances with different layers can share one Trainer: each owns
+    its probes, and its :attr:`state_key` tells their checkpoint states apart.
+
+    Raises:
+        ValueError: a malformed argument (at construction), or ``attach_to``
+            matching no module of the model (at ``setup``).
+
+    Example:
+        >>> callback = StateSpaceCallback(attach_to=["Conv2d"], beta=2)
+        >>> callback.state_key
+        "StateSpaceCallback{'attach_to': ['Conv2d'], 'exclude': [], 'method': 'after'}"
     """
 
     def __init__(self, attach_to=("Conv2d",), exclude=(), method: str = "after",
@@ -64,26 +81,30 @@ class StateSpaceCallback(L.Callback):
         self.memory_limit = memory_limit
         self.history: list[EpochReport] = []
         self.validation_epochs = 0  # index (step) of the next validation epoch
-        self._probes: list = []
-        self._module = None
+        self._probes: list[StateCaptureHook] = []
         self._warned_accuracy = False
         self._layout_written = False
 
+    @property
+    @override
+    def state_key(self) -> str:
+        return self._generate_state_key(attach_to=self.attach_to, exclude=self.exclude,
+                                        method=self.method)
+
     # -- lifecycle -------------------------------------------------------------
-    def setup(self, trainer, pl_module, stage: str) -> None:
+    @override
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self._probes:
             return
-        build_efficiency_model(pl_module, attach_to=self.attach_to, exclude=self.exclude,
-                               method=self.method, neuron_axis=self.neuron_axis,
-                               memory_limit=self.memory_limit)
-        self._module = pl_module
-        self._probes = list(pl_module.efficiency_layers)
+        self._probes = attach_probes(pl_module, attach_to=self.attach_to, exclude=self.exclude,
+                                     method=self.method, neuron_axis=self.neuron_axis,
+                                     memory_limit=self.memory_limit)
         self._set_capturing(False)
         if self.log_hparams:
             self._write_hparams(trainer, pl_module)
 
     @rank_zero_only
-    def _write_hparams(self, trainer, pl_module) -> None:
+    def _write_hparams(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Before the trainer logs the module's hparams: TensorBoard shows the
         # first hparams of a run, so ours carry the module's too.
         hparams = {**dict(getattr(pl_module, "hparams", {})), **self._hparams()}
@@ -91,16 +112,18 @@ class StateSpaceCallback(L.Callback):
             if isinstance(logger, TensorBoardLogger):
                 tensorboard.write_hparams(logger.experiment, hparams, extra_metrics=["hp_metric"])
 
-    def teardown(self, trainer, pl_module, stage: str) -> None:
+    @override
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._remove_probes()
 
-    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+    @override
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                     exception: BaseException) -> None:
         self._remove_probes()
 
     def _remove_probes(self) -> None:
-        if self._module is not None:
-            remove_efficiency_probes(self._module)
-        self._module = None
+        for probe in self._probes:
+            probe.remove()
         self._probes = []
 
     def _set_capturing(self, enabled: bool) -> None:
@@ -108,14 +131,17 @@ class StateSpaceCallback(L.Callback):
             probe.enabled = enabled
 
     # -- validation ------------------------------------------------------------
-    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+    @override
+    def on_validation_epoch_start(self, trainer: L.Trainer,
+                                  pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         for probe in self._probes:
             probe.reset_states()
         self._set_capturing(True)
 
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+    @override
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not self._probes:
             return
         self._set_capturing(False)
@@ -123,11 +149,9 @@ class StateSpaceCallback(L.Callback):
         self.validation_epochs += 1
         merge_across_ranks([probe.counter for probe in self._probes])
         if not any(probe.state_count for probe in self._probes):
-            warnings.warn(
+            rank_zero_warn(
                 f"StateSpaceCallback: validation epoch {epoch} ran no data through "
-                f"{[probe.name for probe in self._probes]}; nothing logged for it",
-                stacklevel=2,
-            )
+                f"{[probe.name for probe in self._probes]}; nothing logged for it")
             return
         report = EpochReport.from_counters(
             epoch, {probe.name: probe for probe in self._probes},
@@ -138,23 +162,21 @@ class StateSpaceCallback(L.Callback):
         for probe in self._probes:
             probe.reset_states()
 
-    def _accuracy(self, trainer) -> float | None:
+    def _accuracy(self, trainer: L.Trainer) -> float | None:
         value = trainer.callback_metrics.get(self.accuracy_key) if self.accuracy_key else None
         if value is None:
             if not self._warned_accuracy:
                 self._warned_accuracy = True
                 available = sorted(trainer.callback_metrics)
-                warnings.warn(
+                rank_zero_warn(
                     f"StateSpaceCallback: no {self.accuracy_key!r} in trainer.callback_metrics "
                     f"(available: {available}); logging efficiency without aIQ. Log the "
-                    "validation accuracy under that key or pass accuracy_key=...",
-                    stacklevel=2,
-                )
+                    "validation accuracy under that key or pass accuracy_key=...")
             return None
         return float(value)
 
     @rank_zero_only
-    def _log(self, trainer, report: EpochReport) -> None:
+    def _log(self, trainer: L.Trainer, report: EpochReport) -> None:
         scalars = report.scalars()
         for logger in trainer.loggers:
             logger.log_metrics(scalars, step=report.epoch)
@@ -177,10 +199,12 @@ class StateSpaceCallback(L.Callback):
                 "state_space/method": self.method}
 
     # -- checkpointing ---------------------------------------------------------
-    def state_dict(self) -> dict:
+    @override
+    def state_dict(self) -> dict[str, Any]:
         return {"history": [report.to_dict() for report in self.history],
                 "validation_epochs": self.validation_epochs}
 
-    def load_state_dict(self, state_dict: dict) -> None:
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = [EpochReport.from_dict(item) for item in state_dict.get("history", [])]
         self.validation_epochs = state_dict.get("validation_epochs", len(self.history))

@@ -1,15 +1,12 @@
 """State probes for PyTorch modules: forward hooks that count states.
 
 ``build_efficiency_model(model, attach_to=["Conv2d"])`` hooks every matching
-module; each hook is a :class:`StateCaptureHook`, a :class:`StateCounter` that
-reads the module's output (``method="after"``) or input (``"before"``).
-The hooks never change what the model computes: they read a detached tensor
-and return nothing.
-
-On the CPU the tensor's memory goes to the compiled kernel as it is (no copy,
-any strides, channels-last included).  On a GPU it is packed on the device
-(CuPy kernel when CuPy is installed, else torch ops), so only packed bytes
-reach the host.
+module; each hook is a :class:`StateCaptureHook` that reads the module's
+output (``method="after"``) or input (``"before"``) and counts its states in
+its own :class:`~tensorstate_callbacks.StateCounter`.  The hooks never change
+what the model computes: they read a detached tensor and return nothing.
+Where the tensor is packed (in place on the CPU; on its GPU otherwise) is
+decided by :mod:`.devices`.
 """
 
 from __future__ import annotations
@@ -27,7 +24,8 @@ from ._selection import METHODS, Site, check_method, select, torch_probe_name
 from ._validation import check_neuron_axis
 from .devices import count_tensor, pack_with_torch
 
-__all__ = ["METHODS", "StateCaptureHook", "build_efficiency_model", "default_neuron_axis",
+__all__ = ["METHODS", "StateCaptureHook", "attach_probes", "build_efficiency_model",
+           "default_neuron_axis",
            "find_modules", "pack_with_torch", "remove_efficiency_probes",
            "reset_efficiency_model"]
 # Modules whose outputs keep features in the last dim, whatever their rank.
@@ -36,7 +34,7 @@ _FEATURES_LAST = ("Linear", "Bilinear", "Embedding", "Attention", "LayerNorm", "
 
 
 def default_neuron_axis(module: torch.nn.Module, tensor: torch.Tensor) -> int:
-    """The neuron axis DESIGN.md gives a tensor seen at ``module``.
+    """The neuron axis of a tensor seen at ``module`` (see docs/state-space.md).
 
     Last dim for 1-D/2-D tensors and for Linear-like or attention modules;
     dim 1 (channels-first) for every other tensor of 3 or more dims.
@@ -76,7 +74,8 @@ class StateCaptureHook(CountingProbe):
     """A probe on one module: counts the states of its input or output in
     ``self.counter`` (a :class:`~tensorstate_callbacks.StateCounter`).
 
-    ``name`` follows DESIGN.md (``conv_1_post_states``, ``block_0_fc_pre_states``).
+    ``name`` is ``<module name>_post_states`` after a module, ``_pre_states``
+    before it (``conv_1_post_states``, ``block_0_fc_pre_states``).
     Capture can be paused with ``enabled = False`` (the Lightning callback
     captures during validation epochs only).
 
@@ -183,33 +182,48 @@ def find_modules(model: torch.nn.Module, attach_to: Sequence[str], exclude: Sequ
     return [named[index] for index in select(sites, attach_to, exclude, kind="module")]
 
 
-def build_efficiency_model(model: torch.nn.Module, attach_to=("Conv2d",), exclude=(),
-                           method: str = "after", storage_path=None, *,
-                           neuron_axis: int | None = None, output_selector: Callable | None = None,
-                           memory_limit: int | None = None) -> torch.nn.Module:
-    """Hook state probes onto the modules of ``model`` named by ``attach_to``.
+def attach_probes(model: torch.nn.Module, attach_to=("Conv2d",), exclude=(),
+                  method: str = "after", storage_path=None, *,
+                  neuron_axis: int | None = None, output_selector: Callable | None = None,
+                  memory_limit: int | None = None) -> list[StateCaptureHook]:
+    """Hook new probes onto the modules of ``model`` that ``attach_to`` picks.
 
-    ``attach_to`` holds module class names (subclasses match too) or module
-    names; ``exclude`` names modules (or classes) to skip.  ``method`` is
-    ``'after'`` (outputs), ``'before'`` (inputs) or ``'both'``.  With
-    ``storage_path`` each probe also stores its raw states as zarr at
-    ``storage_path/<probe name>``.  Probes from an earlier call are removed
-    first.  Returns ``model`` itself with ``model.efficiency_layers`` set.
+    Unlike :func:`build_efficiency_model` it leaves ``model.efficiency_layers``
+    and every other probe alone: the caller owns the probes it gets (and
+    ``remove()`` s them), so several sets of probes can share a model.
 
-    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
-    >>> net = build_efficiency_model(net, attach_to=["Linear"], method="after")
-    >>> _ = net(torch.randn(100, 4))
-    >>> [(p.name, p.state_count) for p in net.efficiency_layers]
-    [('0_post_states', 100), ('2_post_states', 100)]
-    >>> remove_efficiency_probes(net)
+    Args:
+        model: the module to probe.
+        attach_to: module class names (subclasses match too) or module names.
+        exclude: module names or classes to leave out.
+        method: ``'after'`` (outputs), ``'before'`` (inputs) or ``'both'``.
+        storage_path: if given, each probe also stores its raw states as zarr
+            at ``storage_path/<probe name>``.
+        neuron_axis: the neuron axis of every probe (default: see
+            :func:`default_neuron_axis`).
+        output_selector: picks the tensor to read from a module's output.
+        memory_limit: bytes of count tables per probe before spilling to disk.
+
+    Returns:
+        The probes, in model order (for ``'both'``: before, then after).
+
+    Raises:
+        TypeError: ``model`` is not a ``torch.nn.Module``.
+        ValueError: ``attach_to``/``exclude``/``method`` pick nothing or are malformed.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU())
+        >>> probes = attach_probes(net, ["Linear", "ReLU"])
+        >>> _ = net(torch.randn(10, 4))
+        >>> [(p.name, p.state_count) for p in probes]
+        [('0_post_states', 10), ('1_post_states', 10)]
+        >>> for probe in probes: probe.remove()
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
     methods = check_method(method)
-    modules = find_modules(model, attach_to, exclude)
-    remove_efficiency_probes(model)
     probes = []
-    for module_name, module in modules:
+    for module_name, module in find_modules(model, attach_to, exclude):
         for where in methods:
             name = torch_probe_name(module_name, where)
             probe = StateCaptureHook(
@@ -219,7 +233,38 @@ def build_efficiency_model(model: torch.nn.Module, attach_to=("Conv2d",), exclud
             )
             probe.attach(module)
             probes.append(probe)
-    model.efficiency_layers = probes
+    return probes
+
+
+def build_efficiency_model(model: torch.nn.Module, attach_to=("Conv2d",), exclude=(),
+                           method: str = "after", storage_path=None, **options
+                           ) -> torch.nn.Module:
+    """Hook state probes onto the modules of ``model`` named by ``attach_to``,
+    as TensorState does.
+
+    Probes from an earlier call are removed first.  Arguments and errors are
+    those of :func:`attach_probes` (``options``: ``neuron_axis``,
+    ``output_selector``, ``memory_limit``).
+
+    Returns:
+        ``model`` itself, with its probes in ``model.efficiency_layers``.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(),
+        ...                           torch.nn.Linear(8, 2))
+        >>> net = build_efficiency_model(net, attach_to=["Linear"], method="after")
+        >>> _ = net(torch.randn(100, 4))
+        >>> [(p.name, p.state_count) for p in net.efficiency_layers]
+        [('0_post_states', 100), ('2_post_states', 100)]
+        >>> remove_efficiency_probes(net)
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    find_modules(model, attach_to, exclude)  # a bad choice raises before old probes go
+    check_method(method)
+    remove_efficiency_probes(model)
+    model.efficiency_layers = attach_probes(model, attach_to, exclude, method, storage_path,
+                                            **options)
     return model
 
 
