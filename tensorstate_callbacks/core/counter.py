@@ -3,7 +3,17 @@
 It turns arrays into packed states (:mod:`.packing`), hands them to its
 counting engine (:mod:`._engine`: tables, buffers, spill, threads), computes
 metrics from the counts (:mod:`.metrics`) and, when asked, keeps the raw
-packed states (:mod:`.storage`).
+packed states (:mod:`.storage`).  Every probe of the integrations holds one.
+
+A state is the firing pattern (value ``> 0``) of the neurons along one axis
+at one position of the other axes; packed, neuron ``i`` is bit ``i % 8``
+(least significant first) of byte ``i // 8`` (docs/architecture.md).
+
+Example:
+    >>> counter = StateCounter("fc")
+    >>> counter.add(np.array([[0.5, -1.0, 2.0], [0.1, 0.0, 3.0]]))
+    >>> counter.state_ids().tolist(), counter.counts().tolist()   # 1 0 1 = byte 5
+    ([[5]], [2])
 """
 
 from __future__ import annotations
@@ -26,7 +36,22 @@ DEFAULT_MEMORY_LIMIT = 1 << 30  # bytes of count tables per counter
 
 
 class StateSpaceMemoryWarning(RuntimeWarning):
-    """A counter outgrew its memory cap and now keeps its counts on disk."""
+    """A counter outgrew its memory cap and now keeps its counts on disk.
+
+    Warned once per counter; its results stay exact.  Raise ``memory_limit``
+    (or the environment variable ``TENSORSTATE_MEMORY_LIMIT``) to keep the
+    counts in memory.
+
+    Example:
+        >>> import warnings
+        >>> counter = StateCounter("wide", memory_limit=4096)
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     counter.add(np.random.default_rng(0).standard_normal((5000, 40)))
+        >>> counter.is_spilled, caught[0].category.__name__, counter.distinct_count
+        (True, 'StateSpaceMemoryWarning', 5000)
+        >>> counter.reset_counts()                # removes the spill files
+    """
 
 
 def _check_padding(packed: np.ndarray, num_neurons: int) -> None:
@@ -70,12 +95,33 @@ class StateCounter:
     (``store_states=True`` in memory, or ``storage_path`` on disk, as zarr).
     ``threads`` caps the threads one batch uses (default: every usable core).
 
-    >>> counter = StateCounter("conv")
-    >>> counter.add(np.array([[1.0, -2.0], [3.0, -1.0], [-1.0, 5.0]]), neuron_axis=-1)
-    >>> counter.state_count, sorted(counter.counts().tolist()), counter.max_entropy()
-    (3, [1, 2], 2)
-    >>> round(counter.efficiency(), 4)
-    0.4591
+    A counter may be fed from several threads (its methods hold a lock), merged
+    with another one (:meth:`merge`), and pickled (counts and stored raw
+    states travel).
+
+    Args:
+        name: a name for messages (probes use their probe name).
+        store_states: keep every raw packed state in memory (needs zarr).
+        storage_path: keep every raw packed state in a zarr array in this
+            directory (new or empty; needs zarr).
+        memory_limit: bytes of count tables before spilling to disk (default
+            1 GiB, or the environment variable ``TENSORSTATE_MEMORY_LIMIT``).
+        spill_dir: where spill files go (default: the temp directory).
+        threads: the most threads one batch uses (default: the environment
+            variable ``TENSORSTATE_NUM_THREADS``, or every usable core).
+
+    Raises:
+        ValueError: ``memory_limit`` or ``threads`` is not a positive integer,
+            or ``storage_path`` / ``spill_dir`` cannot be written.
+        ImportError: raw states are asked for and zarr is not installed.
+
+    Example:
+        >>> counter = StateCounter("conv")
+        >>> counter.add(np.array([[1.0, -2.0], [3.0, -1.0], [-1.0, 5.0]]), neuron_axis=-1)
+        >>> counter.state_count, sorted(counter.counts().tolist()), counter.max_entropy()
+        (3, [1, 2], 2)
+        >>> round(counter.efficiency(), 4)
+        0.4591
     """
 
     def __init__(self, name: str = "states", *, store_states: bool = False,
@@ -100,14 +146,32 @@ class StateCounter:
 
     # -- feeding ---------------------------------------------------------------
     def reset_states(self) -> None:
-        """Forget every state seen so far, stored raw states included."""
+        """Forget every state seen so far, stored raw states included.
+
+        The next batch may have another number of neurons.
+
+        Example:
+            >>> counter = StateCounter()
+            >>> counter.add(np.ones((4, 3)))
+            >>> counter.reset_states()
+            >>> counter.state_count, counter.num_neurons
+            (0, None)
+        """
         with self._lock:
             self.reset_counts()
             if self._store is not None:
                 self._store.clear()
 
     def reset_counts(self) -> None:
-        """Forget the counts (and the layer width) but keep stored raw states."""
+        """Forget the counts (and the layer width) but keep stored raw states.
+
+        Example:
+            >>> counter = StateCounter(store_states=True)
+            >>> counter.add(np.ones((4, 3)))
+            >>> counter.reset_counts()
+            >>> counter.state_count, counter.raw_states.shape
+            (0, (4, 1))
+        """
         with self._lock:
             if self._engine is not None:
                 self._engine.close()
@@ -204,6 +268,14 @@ class StateCounter:
     def merge(self, other: StateCounter) -> None:
         """Add every count of ``other`` (same layer width) to this counter, exactly.
 
+        ``other`` is left as it is; its raw states are not copied.
+
+        Args:
+            other: another counter of states of the same width.
+
+        Raises:
+            ValueError: ``other`` is this counter, or holds states of another width.
+
         Example:
             >>> a, b = StateCounter("a"), StateCounter("b")
             >>> a.add(np.array([[1.0, 0.0]])); b.add(np.array([[0.0, 1.0]]))
@@ -227,6 +299,10 @@ class StateCounter:
             state_ids: ``uint8[n, ceil(num_neurons / 8)]`` packed states.
             counts: ``n`` integers >= 0, one per row of ``state_ids``.
             num_neurons: the width of the states.
+
+        Raises:
+            ValueError: wrong dtype or shape, padding bits set, negative
+                counts, or another width than the states counted before.
 
         Example:
             >>> counter = StateCounter()
@@ -286,6 +362,13 @@ class StateCounter:
     def count_chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(state_ids, counts)`` chunks; each distinct state is in exactly one.
 
+        Counts are read chunk by chunk, so a counter spilled to disk never
+        loads all its states at once.  Yields nothing before the first batch.
+
+        Yields:
+            ``(uint8[k, ceil(num_neurons / 8)], uint64[k])``: packed states and
+            how often each occurred.
+
         Example:
             >>> counter = StateCounter()
             >>> counter.add(np.array([[1.0], [1.0]]))
@@ -297,48 +380,153 @@ class StateCounter:
 
     @property
     def state_count(self) -> int:
-        """Number of states seen, repeats included."""
+        """Number of states seen, repeats included.
+
+        Example:
+            >>> counter = StateCounter()
+            >>> counter.add(np.ones((2, 3, 5)), neuron_axis=1)   # 2 * 5 states of 3 neurons
+            >>> counter.state_count
+            10
+        """
         return self._state_count
 
     @property
     def num_neurons(self) -> int | None:
-        """Width of the layer's states (None until the first batch)."""
+        """Width of the layer's states (None until the first batch).
+
+        Example:
+            >>> counter = StateCounter()
+            >>> counter.num_neurons is None
+            True
+            >>> counter.add(np.ones((2, 3, 5)), neuron_axis=1)
+            >>> counter.num_neurons
+            3
+        """
         return None if self._engine is None else self._engine.num_neurons
 
     @property
     def distinct_count(self) -> int:
-        """Number of distinct states seen (counts any buffered rows first)."""
+        """Number of distinct states seen (counts any buffered rows first).
+
+        Example:
+            >>> counter = StateCounter()
+            >>> counter.add(np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]))
+            >>> counter.distinct_count
+            2
+        """
         with self._lock:
             return 0 if self._engine is None else self._engine.distinct
 
     @property
     def is_spilled(self) -> bool:
-        """True once the counts outgrew ``memory_limit`` and went to disk."""
+        """True once the counts outgrew ``memory_limit`` and went to disk.
+
+        See :class:`StateSpaceMemoryWarning`.
+
+        Example:
+            >>> counter = StateCounter()
+            >>> counter.add(np.ones((4, 3)))
+            >>> counter.is_spilled
+            False
+        """
         with self._lock:
             return self._engine is not None and self._engine.is_spilled
 
     def items(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(state_ids, counts)``: every distinct packed state and how often it occurred."""
+        """Every distinct packed state and how often it occurred.
+
+        The order of the rows is the tables' own (not arrival order); the two
+        arrays are aligned.
+
+        Returns:
+            ``(state_ids, counts)``: ``uint8[distinct, ceil(num_neurons / 8)]``
+            and ``uint64[distinct]``.
+
+        Raises:
+            ValueError: no state counted yet.
+
+        Example:
+            >>> counter = StateCounter()
+            >>> counter.add(np.array([[1.0, 0.0, 1.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]))
+            >>> state_ids, counts = counter.items()
+            >>> sorted(zip(state_ids[:, 0].tolist(), counts.tolist()))   # 0b101, 0b010
+            [(2, 1), (5, 2)]
+        """
         self._require_states()
         with self._lock:
             chunks = list(self.count_chunks())
         return np.concatenate([k for k, _ in chunks]), np.concatenate([c for _, c in chunks])
 
     def counts(self) -> np.ndarray:
-        """How often each distinct state occurred (aligned with :meth:`state_ids`)."""
+        """How often each distinct state occurred (aligned with :meth:`state_ids`).
+
+        Returns:
+            ``int64[distinct_count]``, summing to :attr:`state_count`.
+
+        Raises:
+            ValueError: no state counted yet.
+
+        Example:
+            >>> counter = StateCounter()
+            >>> counter.add(np.array([[1.0], [1.0], [0.0]]))
+            >>> sorted(counter.counts().tolist())
+            [1, 2]
+        """
         return self.items()[1].astype(np.int64)
 
     def state_ids(self) -> np.ndarray:
-        """The distinct packed states, one row each (aligned with :meth:`counts`)."""
+        """The distinct packed states, one row each (aligned with :meth:`counts`).
+
+        Returns:
+            ``uint8[distinct_count, ceil(num_neurons / 8)]``; neuron ``i`` is
+            bit ``i % 8`` of byte ``i // 8``.
+
+        Raises:
+            ValueError: no state counted yet.
+
+        Example:
+            >>> counter = StateCounter()
+            >>> counter.add(np.array([[1.0, -1.0, 1.0]]))
+            >>> counter.state_ids()
+            array([[5]], dtype=uint8)
+        """
         return self.items()[0]
 
     def max_entropy(self) -> int:
-        """Largest possible entropy: the number of neurons."""
+        """Largest possible entropy: the number of neurons.
+
+        Raises:
+            ValueError: no state counted yet.
+
+        Example:
+            >>> counter = StateCounter()
+            >>> counter.add(np.ones((4, 6)))
+            >>> counter.max_entropy()
+            6
+        """
         self._require_states()
         return self._engine.num_neurons
 
     def entropy(self, alpha=1) -> float:
-        """Renyi entropy of order ``alpha`` of the states (``None``: max entropy)."""
+        """Renyi entropy (base 2) of the distribution of the states counted.
+
+        Args:
+            alpha: the order: ``1`` Shannon, ``0`` the log of the number of
+                distinct states, ``math.inf`` the min-entropy, any number >= 0;
+                ``None`` gives :meth:`max_entropy`.
+
+        Returns:
+            The entropy in bits.
+
+        Raises:
+            ValueError: no state counted yet, or ``alpha`` is not a number >= 0.
+
+        Example:
+            >>> counter = StateCounter()
+            >>> counter.add(np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [1.0, 1.0]]))
+            >>> counter.entropy(), counter.entropy(alpha=0), counter.entropy(alpha=None)
+            (1.5, 1.584962500721156, 2.0)
+        """
         self._require_states()
         if alpha is None:
             return float(self.max_entropy())
@@ -347,13 +535,45 @@ class StateCounter:
                                              alpha)
 
     def efficiency(self, alpha1=1, alpha2=None) -> float:
-        """``entropy(alpha1)`` over ``max_entropy()`` (or over ``entropy(alpha2)``)."""
+        """The layer's efficiency: ``entropy(alpha1)`` over ``max_entropy()``.
+
+        Args:
+            alpha1: order of the entropy in the numerator.
+            alpha2: ``None`` divides by the number of neurons; a number divides
+                by ``entropy(alpha2)`` instead.
+
+        Returns:
+            The efficiency, between 0 and 1 when ``alpha2`` is None.
+
+        Raises:
+            ValueError: no state counted yet, or the denominator is 0 (a single
+                distinct state with ``alpha2`` set).
+
+        Example:
+            >>> counter = StateCounter()
+            >>> counter.add(np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]]))
+            >>> counter.efficiency(), counter.efficiency(alpha1=1, alpha2=0)
+            (1.0, 1.0)
+        """
         denominator = self.max_entropy() if alpha2 is None else self.entropy(alpha2)
         return metrics.ratio(self.entropy(alpha1), denominator, alpha2)
 
     @property
     def raw_states(self) -> np.ndarray:
-        """Every packed state in arrival order (needs ``store_states`` or ``storage_path``)."""
+        """Every packed state in arrival order (needs ``store_states`` or ``storage_path``).
+
+        Returns:
+            ``uint8[state_count, ceil(num_neurons / 8)]``.
+
+        Raises:
+            ValueError: the counter keeps no raw states.
+
+        Example:
+            >>> counter = StateCounter(store_states=True)
+            >>> counter.add(np.array([[1.0, -1.0, 2.0], [0.0, 3.0, 0.0]]))
+            >>> counter.raw_states.ravel().tolist()     # 0b101, 0b010
+            [5, 2]
+        """
         if self._store is None:
             raise ValueError(
                 f"{self.name}: raw states are not stored; create the counter with "
@@ -363,7 +583,17 @@ class StateCounter:
 
     @property
     def states(self) -> np.ndarray:
-        """Every state as ``bool[state_count, num_neurons]`` (needs stored raw states)."""
+        """Every state as ``bool[state_count, num_neurons]`` (needs stored raw states).
+
+        Raises:
+            ValueError: the counter keeps no raw states.
+
+        Example:
+            >>> counter = StateCounter(store_states=True)
+            >>> counter.add(np.array([[1.0, -1.0, 2.0], [0.0, 3.0, 0.0]]))
+            >>> counter.states.tolist()
+            [[True, False, True], [False, True, False]]
+        """
         raw = self.raw_states
         if self._engine is None:
             return np.empty((0, 0), dtype=bool)

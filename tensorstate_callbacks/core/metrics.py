@@ -1,6 +1,19 @@
 """State-space metrics: Renyi entropy, efficiency, network efficiency and aIQ.
 
-Pure NumPy, log base 2.  ``counts`` are how often each distinct state occurred.
+Pure NumPy, log base 2, on plain numbers: ``counts`` are how often each
+distinct state occurred (a 1-D array), efficiencies and accuracies are floats.
+Nothing here knows about counters, probes or frameworks;
+:class:`~tensorstate_callbacks.core.counter.StateCounter` and
+:class:`~tensorstate_callbacks.reporting.report.EpochReport` call these
+functions.  docs/state-space.md explains the metrics.
+
+Example:
+    >>> entropy([1, 1, 2])                    # p = 1/4, 1/4, 1/2
+    1.5
+    >>> efficiency([1, 1, 2], num_neurons=3)
+    0.5
+    >>> round(aIQ(network_efficiency([0.25, 1.0]), accuracy=0.9, weight=2), 4)
+    0.7399
 """
 
 from __future__ import annotations
@@ -10,6 +23,8 @@ from collections.abc import Iterable
 from numbers import Real
 
 import numpy as np
+
+__all__ = ["aIQ", "efficiency", "entropy", "entropy_of_chunks", "network_efficiency", "ratio"]
 
 
 def _check_alpha(alpha) -> float:
@@ -30,13 +45,30 @@ def _as_counts(counts) -> np.ndarray:
 
 
 def entropy_of_chunks(chunks: Iterable, total: float, alpha=1) -> float:
-    """Renyi entropy of counts that arrive in chunks; ``total`` is their sum.
+    """Renyi entropy (base 2) of counts that arrive in chunks.
 
     Every distinct state must appear in exactly one chunk.  This is what lets a
     counter whose states were spilled to disk stay exact without loading them all.
 
-    >>> round(entropy_of_chunks([np.array([1, 1]), np.array([2])], total=4), 6)
-    1.5
+    Args:
+        chunks: iterable of 1-D arrays of counts (numbers >= 0); read once.
+        total: the sum of every count of every chunk (the number of states).
+        alpha: the order of the entropy: ``1`` Shannon, ``0`` the log of the
+            number of distinct states, ``math.inf`` the min-entropy; any
+            number >= 0.
+
+    Returns:
+        The entropy in bits, >= 0 (never ``-0.0``).
+
+    Raises:
+        ValueError: ``total`` is 0 (no state counted), ``alpha`` is not a
+            number >= 0, or a chunk is not a 1-D array of finite counts >= 0.
+
+    Example:
+        >>> round(entropy_of_chunks([np.array([1, 1]), np.array([2])], total=4), 6)
+        1.5
+        >>> entropy_of_chunks([np.array([1, 1]), np.array([2])], total=4, alpha=0)
+        1.584962500721156
     """
     # never -0.0 (a single state has entropy +0.0 for every alpha)
     return max(_entropy_of_chunks(chunks, total, alpha), 0.0) + 0.0
@@ -81,13 +113,25 @@ def _entropy_of_chunks(chunks: Iterable, total: float, alpha) -> float:
 def entropy(counts, alpha=1) -> float:
     """Renyi entropy (base 2) of the state distribution given by ``counts``.
 
-    ``alpha=1`` is Shannon's entropy, ``alpha=0`` the log of the number of
-    distinct states, ``alpha=math.inf`` the min-entropy ``-log2(max p)``.
+    Args:
+        counts: how often each distinct state occurred: a 1-D array (or list)
+            of finite numbers >= 0; zeros are ignored.
+        alpha: the order: ``1`` is Shannon's entropy ``-sum(p * log2(p))``,
+            ``0`` the log of the number of distinct states, ``math.inf`` the
+            min-entropy ``-log2(max p)``; any number >= 0.
 
-    >>> entropy([1, 1, 1, 1])
-    2.0
-    >>> round(entropy([3, 1], alpha=math.inf), 6)
-    0.415037
+    Returns:
+        The entropy in bits, >= 0.
+
+    Raises:
+        ValueError: no state counted (the counts sum to 0), ``counts`` is not
+            a 1-D array of finite numbers >= 0, or ``alpha`` is not a number >= 0.
+
+    Example:
+        >>> entropy([1, 1, 1, 1])
+        2.0
+        >>> round(entropy([3, 1], alpha=math.inf), 6)
+        0.415037
     """
     counts = _as_counts(counts)
     return entropy_of_chunks([counts], float(np.sum(counts, dtype=np.float64)), alpha)
@@ -96,8 +140,26 @@ def entropy(counts, alpha=1) -> float:
 def efficiency(counts, num_neurons: int, alpha1=1, alpha2=None) -> float:
     """Layer efficiency: ``H_alpha1`` over ``num_neurons`` (or over ``H_alpha2``).
 
-    >>> efficiency([1, 1, 1, 1], num_neurons=4)
-    0.5
+    Args:
+        counts: how often each distinct state occurred (see :func:`entropy`).
+        num_neurons: the width of the states: the largest entropy they can have.
+        alpha1: order of the entropy in the numerator.
+        alpha2: ``None`` divides by ``num_neurons``; a number divides by the
+            entropy of that order instead.
+
+    Returns:
+        The efficiency, between 0 and 1 when ``alpha2`` is None.
+
+    Raises:
+        ValueError: the denominator is 0 (no neurons, or a single distinct
+            state with ``alpha2`` set), or the arguments of :func:`entropy`
+            are invalid.
+
+    Example:
+        >>> efficiency([1, 1, 1, 1], num_neurons=4)
+        0.5
+        >>> efficiency([1, 1, 1, 1], num_neurons=4, alpha1=1, alpha2=0)
+        1.0
     """
     denominator = float(num_neurons) if alpha2 is None else entropy(counts, alpha2)
     return ratio(entropy(counts, alpha1), denominator, alpha2)
@@ -106,8 +168,21 @@ def efficiency(counts, num_neurons: int, alpha1=1, alpha2=None) -> float:
 def ratio(numerator: float, denominator: float, alpha2=None) -> float:
     """``numerator / denominator`` for an efficiency, with a clear error at 0.
 
-    >>> ratio(1.0, 4.0)
-    0.25
+    Args:
+        numerator: an entropy.
+        denominator: the number of neurons, or an entropy of order ``alpha2``.
+        alpha2: the order of the denominator's entropy (None: the number of
+            neurons); only changes the error message.
+
+    Returns:
+        The quotient.
+
+    Raises:
+        ValueError: ``denominator`` is 0.
+
+    Example:
+        >>> ratio(1.0, 4.0)
+        0.25
     """
     if denominator == 0:
         what = "the layer has no neurons" if alpha2 is None else (
@@ -118,11 +193,25 @@ def ratio(numerator: float, denominator: float, alpha2=None) -> float:
 
 
 def network_efficiency(efficiencies) -> float:
-    """Geometric mean of layer efficiencies (floats; ``tensorstate_callbacks.network_efficiency``
-    also takes a model prepared by ``build_efficiency_model``).
+    """Geometric mean of layer efficiencies.
 
-    >>> network_efficiency([0.25, 1.0])
-    0.5
+    ``tensorstate_callbacks.network_efficiency`` also takes a model prepared by
+    ``build_efficiency_model``; this one takes numbers only.
+
+    Args:
+        efficiencies: an iterable of layer efficiencies (finite numbers >= 0).
+
+    Returns:
+        Their geometric mean; 0.0 when one of them is 0.
+
+    Raises:
+        ValueError: no efficiency, or one that is not finite or is negative.
+
+    Example:
+        >>> network_efficiency([0.25, 1.0])
+        0.5
+        >>> network_efficiency([0.5, 0.0])
+        0.0
     """
     values = np.asarray(list(efficiencies), dtype=np.float64)
     if values.size == 0:
@@ -137,8 +226,23 @@ def network_efficiency(efficiencies) -> float:
 def aIQ(net_efficiency: float, accuracy: float, weight: float) -> float:  # noqa: N802
     """Artificial intelligence quotient: ``(efficiency * accuracy**w) ** (1 / (w + 1))``.
 
-    >>> round(aIQ(0.5, 1.0, 1), 6)
-    0.707107
+    Args:
+        net_efficiency: the network efficiency, in [0, 1].
+        accuracy: the accuracy, in [0, 1].
+        weight: ``w``, the weight of accuracy (the callbacks' ``beta``), > 0.
+
+    Returns:
+        The aIQ, in [0, 1].
+
+    Raises:
+        ValueError: ``weight`` is not a number > 0, or ``net_efficiency`` or
+            ``accuracy`` is not a number in [0, 1].
+
+    Example:
+        >>> round(aIQ(0.5, 1.0, 1), 6)
+        0.707107
+        >>> round(aIQ(0.25, accuracy=0.9, weight=2), 4)
+        0.5872
     """
     if isinstance(weight, bool) or not isinstance(weight, Real) or not weight > 0:
         raise ValueError(f"aIQ weight must be a number > 0, got {weight!r}")

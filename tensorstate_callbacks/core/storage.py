@@ -1,7 +1,21 @@
 """Optional raw storage of packed states in a zarr (v3) array, Blosc-compressed.
 
 Off by default: counting never needs the raw states.  Store them in memory, or
-on disk at a path, when you want to look at individual states later.
+on disk at a path, when you want to look at individual states later
+(``StateCounter(store_states=True)`` or ``StateCounter(storage_path=...)``;
+a probe's ``storage_path``).  Needs the ``zarr`` extra.
+
+The array holds the packed states (``uint8[states, ceil(neurons / 8)]``,
+neuron ``i`` is bit ``i % 8`` of byte ``i // 8``) in the order they arrived.
+
+Example:
+    >>> import tempfile, zarr
+    >>> path = tempfile.mkdtemp()
+    >>> store = RawStateStore(path)
+    >>> store.append(np.array([[5], [2]], dtype=np.uint8))
+    >>> zarr.open_array(path)[:].ravel().tolist()       # any zarr reader sees them
+    [5, 2]
+    >>> del store
 """
 
 from __future__ import annotations
@@ -16,6 +30,8 @@ import numpy as np
 
 from .._imports import require
 
+__all__ = ["RawStateStore", "check_writable"]
+
 # About 1 MiB of packed states per chunk, whatever the batch size.
 _CHUNK_BYTES = 1 << 20
 # Marks the arrays this package writes, the only ones it may overwrite.
@@ -27,9 +43,19 @@ _claimed_paths: set[Path] = set()
 def check_writable(path) -> Path:
     """Create ``path`` (a directory) if needed and prove it can be written.
 
-    >>> import tempfile
-    >>> check_writable(tempfile.mkdtemp()).is_dir()
-    True
+    Args:
+        path: a directory (str or path-like); created with its parents.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: the directory cannot be created or written to.
+
+    Example:
+        >>> import tempfile
+        >>> check_writable(tempfile.mkdtemp()).is_dir()
+        True
     """
     path = Path(path)
     try:
@@ -72,10 +98,25 @@ def _claim(path: Path) -> Path:
 class RawStateStore:
     """Append-only zarr array of packed states: ``uint8[num_states, num_bytes]``.
 
-    >>> store = RawStateStore()                 # in memory
-    >>> store.append(np.array([[1], [2]], dtype=np.uint8))
-    >>> store.read().ravel().tolist()
-    [1, 2]
+    Blosc-compressed (zstd, bit shuffle), about 1 MiB of states per chunk.
+    The array is marked as this package's, and a store only ever overwrites
+    such an array.
+
+    Args:
+        path: a directory for the array on disk; ``None`` keeps it in memory.
+            It must be new, empty or hold raw states this package wrote
+            (replaced), and no other live store may use it.
+
+    Raises:
+        ImportError: zarr is not installed (``pip install 'tensorstate-callbacks[zarr]'``).
+        ValueError: ``path`` cannot be written, is not empty, or is used by
+            another store.
+
+    Example:
+        >>> store = RawStateStore()                 # in memory
+        >>> store.append(np.array([[1], [2]], dtype=np.uint8))
+        >>> store.read().ravel().tolist()
+        [1, 2]
     """
 
     def __init__(self, path: str | os.PathLike | None = None):
@@ -100,18 +141,44 @@ class RawStateStore:
         )
 
     def append(self, packed: np.ndarray) -> None:
-        """Append packed states (rows) to the store."""
+        """Append packed states (rows) to the store.
+
+        Args:
+            packed: ``uint8[n, num_bytes]``; the first call fixes ``num_bytes``.
+
+        Example:
+            >>> store = RawStateStore()
+            >>> store.append(np.array([[1, 0]], dtype=np.uint8))
+            >>> store.append(np.array([[2, 1], [3, 0]], dtype=np.uint8))
+            >>> store.read().shape
+            (3, 2)
+        """
         if self._array is None:
             self._array = self._create(packed.shape[1])
         if packed.shape[0]:
             self._array.append(packed, axis=0)
 
     def read(self) -> np.ndarray:
-        """All stored states, in the order they arrived."""
+        """All stored states, in the order they arrived.
+
+        Returns:
+            ``uint8[num_states, num_bytes]``; ``uint8[0, 0]`` before the first append.
+
+        Example:
+            >>> RawStateStore().read().shape
+            (0, 0)
+        """
         if self._array is None:
             return np.empty((0, 0), dtype=np.uint8)
         return self._array[:]
 
     def clear(self) -> None:
-        """Forget every stored state (the next append starts a new array)."""
+        """Forget every stored state (the next append starts a new array).
+
+        Example:
+            >>> store = RawStateStore()
+            >>> store.append(np.array([[1]], dtype=np.uint8))
+            >>> store.clear(); store.read().size
+            0
+        """
         self._array = None
