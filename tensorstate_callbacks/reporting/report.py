@@ -1,5 +1,28 @@
 """What one validation epoch measured: per-layer and network metrics, and
-their TensorBoard tags (the same for the Lightning and Keras callbacks)."""
+their TensorBoard tags (the same for the Lightning and Keras callbacks).
+
+Every scalar is logged at step = epoch under the prefix ``state_space``:
+
+* ``state_space/efficiency/<probe>``: the layer's efficiency;
+* ``state_space/unique_states/<probe>``: its number of distinct states;
+* ``state_space/states/<probe>``: its number of states, repeats included;
+* ``state_space/network_efficiency``: the geometric mean of the efficiencies;
+* ``state_space/accuracy`` and ``state_space/aIQ``: only when an accuracy is known.
+
+``<probe>`` is the probe's name (``conv_1_post_states`` for PyTorch,
+``conv_1_states`` for Keras; docs/architecture.md lists the conventions).
+
+Example:
+    >>> report = EpochReport.from_values(3, {"conv_1_states": (0.5, 12, 40)}, 0.9, beta=2)
+    >>> for tag, value in report.scalars().items():
+    ...     print(f"{tag} {value:.4f}")
+    state_space/efficiency/conv_1_states 0.5000
+    state_space/unique_states/conv_1_states 12.0000
+    state_space/states/conv_1_states 40.0000
+    state_space/network_efficiency 0.5000
+    state_space/accuracy 0.9000
+    state_space/aIQ 0.7399
+"""
 
 from __future__ import annotations
 
@@ -12,20 +35,39 @@ from ..core.metrics import aIQ, network_efficiency
 __all__ = ["TAG_PREFIX", "EpochReport", "LayerStats", "efficiency_tag"]
 
 TAG_PREFIX = "state_space"
+"""The first part of every TensorBoard tag this package writes."""
 
 
 def efficiency_tag(probe: str) -> str:
     """TensorBoard tag of a probe's efficiency.
 
-    >>> efficiency_tag("conv_1_post_states")
-    'state_space/efficiency/conv_1_post_states'
+    Args:
+        probe: the probe's name.
+
+    Returns:
+        ``state_space/efficiency/<probe>``.
+
+    Example:
+        >>> efficiency_tag("conv_1_post_states")
+        'state_space/efficiency/conv_1_post_states'
     """
     return f"{TAG_PREFIX}/efficiency/{probe}"
 
 
 @dataclass
 class LayerStats:
-    """Metrics of one probe over one validation epoch."""
+    """Metrics of one probe over one validation epoch.
+
+    Attributes:
+        name: the probe's name.
+        efficiency: the layer's efficiency (entropy over number of neurons).
+        unique_states: how many distinct states the probe saw.
+        states: how many states it saw, repeats included.
+
+    Example:
+        >>> LayerStats("fc_states", efficiency=0.25, unique_states=3, states=10)
+        LayerStats(name='fc_states', efficiency=0.25, unique_states=3, states=10)
+    """
 
     name: str
     efficiency: float
@@ -37,11 +79,25 @@ class LayerStats:
 class EpochReport:
     """Metrics of every probe, the network efficiency, accuracy and aIQ of one epoch.
 
-    >>> report = EpochReport.from_values(0, {"fc": (0.25, 3, 10)}, accuracy=1.0, beta=2)
-    >>> report.network_efficiency, round(report.aIQ, 4)
-    (0.25, 0.63)
-    >>> sorted(report.scalars())[:3]
-    ['state_space/aIQ', 'state_space/accuracy', 'state_space/efficiency/fc']
+    Build one with :meth:`from_counters` (from probes) or :meth:`from_values`;
+    both callbacks keep one per epoch in their ``history``.
+
+    Attributes:
+        epoch: the step the metrics are logged at (the validation epoch's index).
+        layers: one :class:`LayerStats` per probe that saw states.
+        network_efficiency: the geometric mean of the layers' efficiencies.
+        accuracy: the validation accuracy, or None when none was logged.
+        aIQ: ``(network_efficiency * accuracy**beta) ** (1 / (beta + 1))``,
+            or None without an accuracy.
+        beta: the weight of accuracy in aIQ.
+        skipped_layers: probes that saw no state this epoch.
+
+    Example:
+        >>> report = EpochReport.from_values(0, {"fc": (0.25, 3, 10)}, accuracy=1.0, beta=2)
+        >>> report.network_efficiency, round(report.aIQ, 4)
+        (0.25, 0.63)
+        >>> sorted(report.scalars())[:3]
+        ['state_space/aIQ', 'state_space/accuracy', 'state_space/efficiency/fc']
     """
 
     epoch: int
@@ -56,7 +112,28 @@ class EpochReport:
     def from_values(cls, epoch: int, values: Mapping[str, tuple[float, int, int]],
                     accuracy: float | None, beta: float,
                     skipped_layers: list[str] | None = None) -> EpochReport:
-        """Build from ``{probe: (efficiency, unique_states, states)}``."""
+        """Build a report from each probe's numbers.
+
+        Args:
+            epoch: the epoch (step) of the report.
+            values: ``{probe name: (efficiency, unique_states, states)}``.
+            accuracy: the validation accuracy in [0, 1], or None (then no aIQ).
+            beta: the weight of accuracy in aIQ (> 0).
+            skipped_layers: names of probes that saw no state.
+
+        Returns:
+            The report, with network efficiency and aIQ computed.
+
+        Raises:
+            ValueError: ``values`` is empty, or an efficiency, the accuracy or
+                ``beta`` is out of range (see :mod:`~tensorstate_callbacks.core.metrics`).
+
+        Example:
+            >>> report = EpochReport.from_values(
+            ...     1, {"a": (0.25, 3, 10), "b": (1.0, 4, 10)}, accuracy=None, beta=2)
+            >>> report.network_efficiency, report.aIQ
+            (0.5, None)
+        """
         if not values:
             raise ValueError("no probe recorded any state this epoch")
         layers = [LayerStats(name, float(e), int(u), int(s)) for name, (e, u, s) in values.items()]
@@ -68,8 +145,32 @@ class EpochReport:
     @classmethod
     def from_counters(cls, epoch: int, counters: Mapping, accuracy: float | None,
                       beta: float) -> EpochReport:
-        """Build from probes (anything with ``state_count``, ``efficiency()`` and
-        ``distinct_count``); probes that saw no state are listed in ``skipped_layers``."""
+        """Build a report from probes or counters.
+
+        Args:
+            epoch: the epoch (step) of the report.
+            counters: ``{name: probe}``; a probe is anything with
+                ``state_count``, ``distinct_count`` and ``efficiency()``
+                (a :class:`~tensorstate_callbacks.StateCounter`, a probe).
+                Those that saw no state are listed in ``skipped_layers``.
+            accuracy: the validation accuracy in [0, 1], or None (then no aIQ).
+            beta: the weight of accuracy in aIQ (> 0).
+
+        Returns:
+            The report.
+
+        Raises:
+            ValueError: no probe saw a state, or the accuracy or ``beta`` is out of range.
+
+        Example:
+            >>> import numpy as np
+            >>> from tensorstate_callbacks import StateCounter
+            >>> fc, idle = StateCounter("fc"), StateCounter("idle")
+            >>> fc.add(np.array([[1.0, 0.0], [0.0, 1.0]]))
+            >>> report = EpochReport.from_counters(0, {"fc": fc, "idle": idle}, 1.0, beta=1)
+            >>> report.layers[0], report.skipped_layers
+            (LayerStats(name='fc', efficiency=0.5, unique_states=2, states=2), ['idle'])
+        """
         values, skipped = {}, []
         for name, counter in counters.items():
             if counter.state_count == 0:
@@ -79,7 +180,26 @@ class EpochReport:
         return cls.from_values(epoch, values, accuracy, beta, skipped)
 
     def scalars(self) -> dict[str, float]:
-        """``{tag: value}`` for every scalar of DESIGN.md, logged at step = epoch."""
+        """Every scalar of the report under its TensorBoard tag.
+
+        Per probe ``state_space/efficiency/<probe>``,
+        ``state_space/unique_states/<probe>`` and ``state_space/states/<probe>``;
+        then ``state_space/network_efficiency``, and ``state_space/accuracy`` and
+        ``state_space/aIQ`` when the accuracy is known.  The callbacks log them
+        at step = :attr:`epoch`.
+
+        Returns:
+            ``{tag: value}``, values as floats.
+
+        Example:
+            >>> report = EpochReport.from_values(0, {"fc": (0.5, 3, 8)}, None, beta=2)
+            >>> for tag, value in report.scalars().items():
+            ...     print(tag, value)
+            state_space/efficiency/fc 0.5
+            state_space/unique_states/fc 3.0
+            state_space/states/fc 8.0
+            state_space/network_efficiency 0.5
+        """
         out = {}
         for layer in self.layers:
             out[efficiency_tag(layer.name)] = layer.efficiency
@@ -92,16 +212,42 @@ class EpochReport:
         return out
 
     def to_dict(self) -> dict:
-        """Plain-data form, for ``state_dict()`` and JSON."""
+        """Plain-data form, for ``state_dict()`` and JSON.
+
+        Returns:
+            A dict of the fields, layers as dicts.
+
+        Example:
+            >>> report = EpochReport.from_values(0, {"fc": (0.5, 3, 8)}, None, beta=2)
+            >>> report.to_dict()["layers"]
+            [{'name': 'fc', 'efficiency': 0.5, 'unique_states': 3, 'states': 8}]
+        """
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> EpochReport:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`.
+
+        Args:
+            data: what :meth:`to_dict` returned (or its JSON round trip).
+
+        Returns:
+            An equal report.
+
+        Example:
+            >>> report = EpochReport.from_values(0, {"fc": (0.5, 3, 8)}, 0.9, beta=2)
+            >>> EpochReport.from_dict(report.to_dict()) == report
+            True
+        """
         data = dict(data)
         data["layers"] = [LayerStats(**layer) for layer in data["layers"]]
         return cls(**data)
 
     def is_finite(self) -> bool:
-        """True when every metric is a finite number."""
+        """True when every metric is a finite number.
+
+        Example:
+            >>> EpochReport.from_values(0, {"fc": (0.5, 3, 8)}, None, beta=2).is_finite()
+            True
+        """
         return all(math.isfinite(value) for value in self.scalars().values())

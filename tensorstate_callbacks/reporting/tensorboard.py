@@ -5,6 +5,26 @@ Every function takes a ``writer`` with the ``SummaryWriter`` API shared by
 ``add_custom_scalars``, ``add_histogram``, ``add_image``, ``file_writer``).
 The Lightning callback passes its TensorBoardLogger's writer; the Keras
 callback opens :func:`open_writer` at ``log_dir/validation``.
+
+What goes where (tags under ``state_space``, see :mod:`.report`):
+
+* Scalars: :func:`write_scalars`, every tag of :meth:`.EpochReport.scalars`.
+* Custom scalars: :func:`write_layout`, the charts of :func:`custom_scalars_layout`.
+* Histograms: :func:`write_state_histograms`, ``state_space/state_frequency/<probe>``.
+* Images: :func:`write_efficiency_image`, ``state_space/efficiency_over_epochs``.
+* HParams: :func:`write_hparams`.
+
+Needs the ``tensorboard`` extra (tensorboardX, tensorboard, matplotlib).
+
+Example:
+    >>> import tempfile
+    >>> from tensorstate_callbacks.reporting.report import EpochReport
+    >>> writer = open_writer(tempfile.mkdtemp())
+    >>> report = EpochReport.from_values(0, {"conv": (0.5, 3, 8)}, accuracy=0.9, beta=2)
+    >>> write_layout(writer); write_scalars(writer, report)
+    >>> write_state_histograms(writer, {"conv": np.array([5, 2, 1])}, step=0)
+    >>> write_efficiency_image(writer, [report]); write_hparams(writer, {"beta": 2})
+    >>> writer.close()
 """
 
 from __future__ import annotations
@@ -17,32 +37,56 @@ import numpy as np
 from .._imports import require
 from .report import TAG_PREFIX, EpochReport
 
+__all__ = ["HISTOGRAM_PREFIX", "IMAGE_TAG", "custom_scalars_layout", "efficiency_image",
+           "open_writer", "write_efficiency_image", "write_hparams", "write_layout",
+           "write_scalars", "write_state_histograms"]
+
 IMAGE_TAG = f"{TAG_PREFIX}/efficiency_over_epochs"
+"""Tag of the heat map of layer efficiency over epochs."""
 HISTOGRAM_PREFIX = f"{TAG_PREFIX}/state_frequency"
+"""Prefix of the per-probe histograms of state occurrences."""
 
 
 def open_writer(log_dir):
-    """A tensorboardX ``SummaryWriter`` at ``log_dir`` (created lazily by callers).
+    """A tensorboardX ``SummaryWriter`` at ``log_dir``.
 
-    >>> import tempfile
-    >>> from tensorstate_callbacks.reporting.report import EpochReport
-    >>> writer = open_writer(tempfile.mkdtemp())
-    >>> report = EpochReport.from_values(0, {"conv": (0.5, 3, 8)}, accuracy=0.9, beta=2)
-    >>> write_layout(writer); write_scalars(writer, report)
-    >>> write_state_histograms(writer, {"conv": np.array([5, 2, 1])}, step=0)
-    >>> write_efficiency_image(writer, [report]); write_hparams(writer, {"beta": 2})
-    >>> writer.close()
+    Callers open it when they first write (the Keras callback at its first
+    epoch's end), so no empty run appears.
+
+    Args:
+        log_dir: the run's directory (created if needed).
+
+    Returns:
+        The writer; close it when done.
+
+    Raises:
+        ImportError: tensorboardX is not installed (the message names the extra).
+
+    Example:
+        >>> import os, tempfile
+        >>> log_dir = tempfile.mkdtemp()
+        >>> writer = open_writer(log_dir)
+        >>> writer.close()
+        >>> [name.split(".")[0] for name in os.listdir(log_dir)]
+        ['events']
     """
     tensorboard_x = require("tensorboardX", "writing TensorBoard logs")
     return tensorboard_x.SummaryWriter(str(log_dir))
 
 
 def custom_scalars_layout() -> dict:
-    """Layout for TensorBoard's custom-scalars plugin: every layer's efficiency
-    on one chart; network efficiency and aIQ on another.
+    """Layout for TensorBoard's custom-scalars plugin.
 
-    >>> sorted(custom_scalars_layout()["State space"])
-    ['Layer efficiency', 'Network efficiency and aIQ', 'Unique states per layer']
+    One category, "State space", with three charts: every layer's efficiency;
+    network efficiency, aIQ and accuracy; distinct states per layer.
+
+    Returns:
+        ``{category: {chart: ["Multiline", [tag regexes]]}}``, the format of
+        ``SummaryWriter.add_custom_scalars``.
+
+    Example:
+        >>> sorted(custom_scalars_layout()["State space"])
+        ['Layer efficiency', 'Network efficiency and aIQ', 'Unique states per layer']
     """
     return {
         "State space": {
@@ -58,18 +102,54 @@ def custom_scalars_layout() -> dict:
 
 
 def write_layout(writer) -> None:
-    """Write the custom-scalars layout (once per run is enough)."""
+    """Write the custom-scalars layout (once per run is enough).
+
+    Args:
+        writer: a ``SummaryWriter`` (tensorboardX or torch.utils.tensorboard).
+
+    Example:
+        >>> import tempfile
+        >>> writer = open_writer(tempfile.mkdtemp())
+        >>> write_layout(writer); writer.close()
+    """
     writer.add_custom_scalars(custom_scalars_layout())
 
 
 def write_scalars(writer, report: EpochReport) -> None:
-    """Write every scalar of ``report`` at step = its epoch."""
+    """Write every scalar of ``report`` at step = its epoch.
+
+    Args:
+        writer: a ``SummaryWriter``.
+        report: the epoch's report; its tags are :meth:`.EpochReport.scalars`.
+
+    Example:
+        >>> import tempfile
+        >>> from tensorstate_callbacks.reporting.report import EpochReport
+        >>> writer = open_writer(tempfile.mkdtemp())
+        >>> report = EpochReport.from_values(4, {"fc": (0.5, 3, 8)}, 0.9, beta=2)
+        >>> write_scalars(writer, report); writer.close()
+    """
     for tag, value in report.scalars().items():
         writer.add_scalar(tag, value, report.epoch)
 
 
 def write_state_histograms(writer, counts_by_probe: Mapping[str, np.ndarray], step: int) -> None:
-    """Histogram of log2(occurrences) of each distinct state, per probe."""
+    """Histogram of log2(occurrences) of each distinct state, per probe.
+
+    Written as ``state_space/state_frequency/<probe>``; probes without states
+    are left out.
+
+    Args:
+        writer: a ``SummaryWriter``.
+        counts_by_probe: ``{probe name: counts}`` (``StateCounter.counts()``).
+        step: the epoch.
+
+    Example:
+        >>> import tempfile
+        >>> writer = open_writer(tempfile.mkdtemp())
+        >>> write_state_histograms(writer, {"fc": np.array([8, 2, 1])}, step=0)
+        >>> writer.close()
+    """
     for probe, counts in counts_by_probe.items():
         if len(counts):
             values = np.log2(np.asarray(counts, dtype=np.float64))
@@ -77,12 +157,20 @@ def write_state_histograms(writer, counts_by_probe: Mapping[str, np.ndarray], st
 
 
 def efficiency_image(history: Sequence[EpochReport]) -> np.ndarray:
-    """Heat map of layer efficiency (rows) over epochs (columns), as uint8 RGB (H, W, 3).
+    """Heat map of layer efficiency (rows) over epochs (columns).
 
-    >>> report = EpochReport.from_values(0, {"a": (0.5, 2, 4)}, accuracy=None, beta=2)
-    >>> image = efficiency_image([report])
-    >>> image.dtype, image.ndim, image.shape[2]
-    (dtype('uint8'), 3, 3)
+    Args:
+        history: one report per epoch, oldest first; a layer missing from an
+            epoch is left blank.
+
+    Returns:
+        The picture as ``uint8[height, width, 3]`` RGB, drawn with matplotlib.
+
+    Example:
+        >>> report = EpochReport.from_values(0, {"a": (0.5, 2, 4)}, accuracy=None, beta=2)
+        >>> image = efficiency_image([report])
+        >>> image.dtype, image.ndim, image.shape[2]
+        (dtype('uint8'), 3, 3)
     """
     import matplotlib
 
@@ -112,14 +200,44 @@ def efficiency_image(history: Sequence[EpochReport]) -> np.ndarray:
 
 
 def write_efficiency_image(writer, history: Sequence[EpochReport]) -> None:
-    """Write the heat map of ``history`` at the step of its last epoch."""
+    """Write the heat map of ``history`` at the step of its last epoch.
+
+    Written as ``state_space/efficiency_over_epochs``, every epoch again with
+    the whole history, so TensorBoard's image slider shows how it grew.
+
+    Args:
+        writer: a ``SummaryWriter``.
+        history: one report per epoch so far, oldest first (not empty).
+
+    Example:
+        >>> import tempfile
+        >>> from tensorstate_callbacks.reporting.report import EpochReport
+        >>> writer = open_writer(tempfile.mkdtemp())
+        >>> report = EpochReport.from_values(0, {"fc": (0.5, 3, 8)}, None, beta=2)
+        >>> write_efficiency_image(writer, [report]); writer.close()
+    """
     writer.add_image(IMAGE_TAG, efficiency_image(history), history[-1].epoch, dataformats="HWC")
 
 
 def write_hparams(writer, hparams: Mapping[str, object], extra_metrics: Sequence[str] = ()) -> None:
-    """Register ``hparams`` in this run, with aIQ and network efficiency (and
-    ``extra_metrics`` tags) as the metrics the HParams dashboard compares runs by.
-    TensorBoard shows the first hparams written to a run."""
+    """Register ``hparams`` in this run for TensorBoard's HParams dashboard.
+
+    aIQ and network efficiency (and ``extra_metrics``) are the metrics the
+    dashboard compares runs by.  TensorBoard shows the first hparams written
+    to a run.
+
+    Args:
+        writer: a tensorboardX or torch.utils.tensorboard ``SummaryWriter``.
+        hparams: ``{name: value}``; values other than bool, int, float and str
+            are written as their ``str``.
+        extra_metrics: more scalar tags to show beside aIQ and network efficiency.
+
+    Example:
+        >>> import tempfile
+        >>> writer = open_writer(tempfile.mkdtemp())
+        >>> write_hparams(writer, {"beta": 2.0, "attach_to": ["Conv2d"]})
+        >>> writer.close()
+    """
     if type(writer).__module__.startswith("torch."):  # torch.utils.tensorboard's writer
         from torch.utils.tensorboard.summary import hparams as hparams_summary
     else:
