@@ -7,6 +7,18 @@ tensorstate-callbacks summary LOGDIR... [--format table|csv|json|markdown]
 
 Also ``python -m tensorstate_callbacks``.  Problems the user can fix end with a
 one-line message and exit code 1; bad options with argparse's exit code 2.
+docs/cli.md shows both commands' output.
+
+``demo`` trains the LeNet-5 models of :mod:`.demos` with a
+``StateSpaceCallback`` and prints a row per epoch; ``summary`` reads logged
+runs back with :mod:`tensorstate_callbacks.reporting.events`.
+
+Example:
+    >>> main(["summary", "/no/such/dir"])   # "error: ..." goes to stderr
+    1
+    >>> print(format_rows([{"epoch": 0, "conv": 0.25, "aIQ": None}], "table"))
+    epoch    conv  aIQ
+        0  0.2500    -
 """
 
 from __future__ import annotations
@@ -21,21 +33,47 @@ from pathlib import Path
 
 from .demos.datasets import MNIST_HINT, mnist_available
 
+__all__ = ["CommandError", "build_parser", "demo", "demo_keras", "demo_lightning",
+           "format_rows", "main", "report_row", "summary"]
+
 EXTRA_HINT = "pip install 'tensorstate-callbacks[{extra}]'"
 
 
 class CommandError(Exception):
-    """A problem the user can fix; printed without a traceback, exit code 1."""
+    """A problem the user can fix; printed without a traceback, exit code 1.
+
+    Example:
+        >>> summary(["/no/such/dir"], "table")
+        Traceback (most recent call last):
+        ...
+        tensorstate_callbacks.cli.CommandError: log directory '/no/such/dir' does not exist
+    """
 
 
 # -- tables ----------------------------------------------------------------------
 def format_rows(rows: list[dict], fmt: str) -> str:
     """Render rows (dicts with the same keys) as table, csv, json or markdown.
 
-    >>> print(format_rows([{"epoch": 0, "aIQ": 0.51234}], "markdown"))
-    | epoch | aIQ |
-    |---|---|
-    | 0 | 0.5123 |
+    In ``table`` and ``markdown`` floats show 4 decimals and None shows ``-``;
+    ``csv`` and ``json`` keep the values as they are.
+
+    Args:
+        rows: dicts with the same keys, in the same order (the columns).
+        fmt: ``"table"`` (right-aligned columns), ``"csv"``, ``"json"`` or
+            ``"markdown"``.
+
+    Returns:
+        The text, without a trailing newline.
+
+    Example:
+        >>> print(format_rows([{"epoch": 0, "aIQ": 0.51234}], "markdown"))
+        | epoch | aIQ |
+        |---|---|
+        | 0 | 0.5123 |
+        >>> print(format_rows([{"epoch": 0, "aIQ": 0.51234}, {"epoch": 1, "aIQ": None}], "csv"))
+        epoch,aIQ
+        0,0.51234
+        1,
     """
     if fmt == "json":
         return json.dumps(rows, indent=2)
@@ -65,7 +103,19 @@ def _cell(value) -> str:
 
 
 def report_row(report) -> dict:
-    """One table row of an :class:`~tensorstate_callbacks.reporting.report.EpochReport`."""
+    """One table row of an :class:`~tensorstate_callbacks.reporting.report.EpochReport`.
+
+    Args:
+        report: the epoch's report.
+
+    Returns:
+        ``{"epoch", <each probe's efficiency>, "network_efficiency", "accuracy", "aIQ"}``.
+
+    Example:
+        >>> from tensorstate_callbacks.reporting.report import EpochReport
+        >>> report_row(EpochReport.from_values(2, {"conv": (0.5, 3, 8)}, None, beta=2))
+        {'epoch': 2, 'conv': 0.5, 'network_efficiency': 0.5, 'accuracy': None, 'aIQ': None}
+    """
     row = {"epoch": report.epoch}
     row.update({layer.name: layer.efficiency for layer in report.layers})
     row.update({"network_efficiency": report.network_efficiency, "accuracy": report.accuracy,
@@ -75,7 +125,39 @@ def report_row(report) -> dict:
 
 # -- summary ---------------------------------------------------------------------
 def summary(logdirs: list[str], fmt: str) -> str:
-    """Per-epoch tables of every run under ``logdirs`` and each run's best-aIQ epoch."""
+    """Per-epoch tables of every run under ``logdirs`` and each run's best-aIQ epoch.
+
+    What ``tensorstate-callbacks summary`` prints.
+
+    Args:
+        logdirs: TensorBoard log directories; every run under each is read.
+        fmt: ``"table"`` or ``"markdown"`` (a block per run: heading, table,
+            best epoch), ``"csv"`` (one table, with a ``run`` column) or
+            ``"json"`` (per run: its rows and its best epoch).
+
+    Returns:
+        The text to print.
+
+    Raises:
+        CommandError: a directory is missing or holds no state-space metrics.
+
+    Example:
+        >>> import tempfile
+        >>> from tensorstate_callbacks.reporting.report import EpochReport
+        >>> from tensorstate_callbacks.reporting.tensorboard import open_writer, write_scalars
+        >>> logdir = tempfile.mkdtemp()
+        >>> writer = open_writer(logdir)
+        >>> write_scalars(writer, EpochReport.from_values(0, {"conv": (0.5, 3, 8)}, 0.9, 2))
+        >>> writer.close()
+        >>> print(summary([logdir], "markdown").replace(logdir, "LOGDIR"))
+        ## LOGDIR
+        <BLANKLINE>
+        | epoch | conv | network_efficiency | accuracy | aIQ |
+        |---|---|---|---|---|
+        | 0 | 0.5000 | 0.5000 | 0.9000 | 0.7399 |
+        <BLANKLINE>
+        best aIQ 0.7399 at epoch 0
+    """
     from ..reporting.events import find_runs
 
     runs = []
@@ -118,6 +200,17 @@ def _require_mnist() -> None:
 
 
 def demo_lightning(args) -> list:
+    """Train the Lightning LeNet-5 on MNIST with the callback, printing a row per epoch.
+
+    Args:
+        args: the ``demo`` options (:func:`build_parser`).
+
+    Returns:
+        The callback's ``history``: one EpochReport per validation epoch.
+
+    Raises:
+        CommandError: Lightning is not installed.
+    """
     _require("lightning", "lightning")
     import lightning as L
     from lightning.pytorch.loggers import TensorBoardLogger
@@ -148,6 +241,17 @@ def demo_lightning(args) -> list:
 
 
 def demo_keras(args) -> list:
+    """Train the Keras LeNet-5 on MNIST with the callback, printing a row per epoch.
+
+    Args:
+        args: the ``demo`` options (:func:`build_parser`).
+
+    Returns:
+        The callback's ``history``: one EpochReport per epoch.
+
+    Raises:
+        CommandError: TensorFlow or Keras is not installed.
+    """
     _require("tensorflow", "keras")
     _require("keras", "keras")
     import keras
@@ -185,6 +289,20 @@ def _print_row(report, header: bool) -> None:
 
 
 def demo(args) -> None:
+    """The ``demo`` command: train LeNet-5 with the chosen framework, then print
+    the table of every epoch and the commands to look at the run.
+
+    Args:
+        args: the ``demo`` options (:func:`build_parser`).
+
+    Raises:
+        CommandError: the MNIST data or the framework is not installed.
+
+    Example:
+        >>> args = build_parser().parse_args(["demo", "--epochs", "1", "--limit", "500"])
+        >>> args.framework, args.epochs, args.limit, args.logdir
+        ('lightning', 1, 500, 'runs')
+    """
     _require_mnist()
     print(f"Training LeNet-5 on {args.limit:,} MNIST images ({args.valid_limit:,} for "
           f"validation) for {args.epochs} epoch(s) with {args.framework}; logs in "
@@ -205,6 +323,17 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of the command line (``demo`` and ``summary``).
+
+    Returns:
+        An :class:`argparse.ArgumentParser`; its ``parse_args`` exits with code
+        2 on bad options.
+
+    Example:
+        >>> args = build_parser().parse_args(["summary", "runs", "--format", "csv"])
+        >>> args.command, args.logdirs, args.format
+        ('summary', ['runs'], 'csv')
+    """
     parser = argparse.ArgumentParser(
         prog="tensorstate-callbacks",
         description="State-space efficiency and aIQ of neural network layers.")
@@ -226,7 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _tensorboard_without_tensorflow() -> None:
     """Make tensorboard use its own TensorFlow stub, as it does where TF is not
     installed (a Lightning-only install): ``summary`` then answers in a second
-    instead of loading TensorFlow (~20 s), and the Lightning demo starts sooner.
+    instead of loading TensorFlow first (see docs/performance.md), and the
+    Lightning demo starts sooner.
     Only in a command-line process that needs no TensorFlow; scalars written by
     ``tf.summary`` read the same with the stub."""
     import types
@@ -235,10 +365,21 @@ def _tensorboard_without_tensorflow() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit code.
+    """Run the command line (the ``tensorstate-callbacks`` script).
 
-    >>> main(["summary", "/no/such/dir"])   # the message goes to stderr
-    1
+    Args:
+        argv: the arguments without the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code: 0, or 1 after a one-line ``error: ...`` on stderr for a
+        problem the user can fix (:class:`CommandError`).
+
+    Raises:
+        SystemExit: bad options (code 2) or ``--help`` (code 0), from argparse.
+
+    Example:
+        >>> main(["summary", "/no/such/dir"])   # the message goes to stderr
+        1
     """
     args = build_parser().parse_args(argv)
     no_tf = args.command == "summary" or args.framework == "lightning"
