@@ -13,7 +13,7 @@ import numpy as np
 
 from ..core.counter import StateCounter
 
-__all__ = ["CountingProbe"]
+__all__ = ["CountingProbe", "ProbeHealth"]
 
 
 class CountingProbe:
@@ -83,3 +83,52 @@ class CountingProbe:
     def reset_states(self) -> None:
         """Forget every state seen so far."""
         self.counter.reset_states()
+
+
+class ProbeHealth:
+    """Warns, once per probe, about a measurement that would mislead silently.
+
+    * A probe that saw nothing while others did: its module never ran as a
+      module (a fused fast path, such as ``nn.MultiheadAttention``'s
+      ``out_proj`` in eval mode, or a branch not taken).
+    * A probe that saw one distinct state: its efficiency is 0, which makes
+      the network efficiency and aIQ 0 (e.g. a softmax output layer).
+
+    Example:
+        >>> import warnings
+        >>> a, b = StateCounter("a_states"), StateCounter("b_states")
+        >>> a.add(np.ones((4, 3)))
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     ProbeHealth().check({"a_states": a, "b_states": b}, warnings.warn)
+        >>> [str(w.message).split(":")[0] for w in caught]
+        ['a_states', 'b_states']
+    """
+
+    def __init__(self):
+        self._warned: set[tuple[str, str]] = set()
+
+    def check(self, counters, warn) -> None:
+        """Look at ``{probe name: counter}`` after a measurement; ``warn(message)`` reports."""
+        ran = [name for name, counter in counters.items() if counter.state_count]
+        if not ran:
+            return
+        for name, counter in counters.items():
+            if not counter.state_count:
+                self._once(warn, "silent", name,
+                           f"{name}: saw no state while {len(ran)} other probe(s) did; its "
+                           "module never ran as a module (a fused fast path, e.g. "
+                           "nn.MultiheadAttention's out_proj or a TransformerEncoderLayer's "
+                           "inner layers in eval mode, or a branch not taken). Probe a module "
+                           "that is called, or leave this one out with exclude=[...]")
+            elif counter.distinct_count == 1:
+                self._once(warn, "single", name,
+                           f"{name}: all {counter.state_count:,} states are the same one, so "
+                           "its efficiency is 0 and so are the network efficiency and aIQ "
+                           "(typical of a softmax or other all-positive output). Leave it out "
+                           "with exclude=[...]")
+
+    def _once(self, warn, kind: str, name: str, message: str) -> None:
+        if (kind, name) not in self._warned:
+            self._warned.add((kind, name))
+            warn(message)

@@ -12,12 +12,14 @@ Probe names follow one convention (see docs/architecture.md):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
 from ._validation import names
 
-__all__ = ["METHODS", "Site", "check_method", "keras_probe_name", "select", "torch_probe_name"]
+__all__ = ["METHODS", "Site", "check_method", "for_probe", "keras_probe_name", "select",
+           "torch_probe_name"]
 
 METHODS = ("before", "after", "both")
 
@@ -86,22 +88,52 @@ def select(sites: Sequence[Site], attach_to, exclude=(), *, kind: str = "module"
     return found
 
 
-def torch_probe_name(module_name: str, where: str) -> str:
-    """The name of a probe on a PyTorch module.
+def _call_site(call: int) -> str:
+    return f"_call{call}" if call else ""
+
+
+def torch_probe_name(module_name: str, where: str, call: int = 0) -> str:
+    """The name of a probe on the ``call``-th call site of a PyTorch module.
 
     Example:
         >>> torch_probe_name("block.0.conv", "after"), torch_probe_name("", "before")
         ('block_0_conv_post_states', 'model_pre_states')
+        >>> torch_probe_name("act", "after", call=1)
+        'act_call1_post_states'
     """
     suffix = "post" if where == "after" else "pre"
-    return f"{module_name.replace('.', '_') or 'model'}_{suffix}_states"
+    base = module_name.replace(".", "_").replace("/", "_") or "model"
+    return f"{base}{_call_site(call)}_{suffix}_states"
 
 
-def keras_probe_name(layer_name: str, where: str) -> str:
-    """The name of a probe on a Keras layer.
+def keras_probe_name(layer_name: str, where: str, call: int = 0) -> str:
+    """The name of a probe on the ``call``-th call site of a Keras layer.
 
     Example:
         >>> keras_probe_name("conv_1", "after"), keras_probe_name("conv_1", "before")
         ('conv_1_states', 'conv_1_pre_states')
+        >>> keras_probe_name("shared", "after", call=1)
+        'shared_call1_states'
     """
-    return layer_name + ("_states" if where == "after" else "_pre_states")
+    base = layer_name.replace("/", "_")
+    return f"{base}{_call_site(call)}" + ("_states" if where == "after" else "_pre_states")
+
+
+def for_probe(option, *keys: str):
+    """The value a per-probe ``option`` gives a probe known by ``keys`` (its
+    probe name, module or layer name, class names): ``option`` itself unless it
+    is a mapping from ``fnmatch`` patterns to values, where the first pattern
+    that matches a key wins (None when none does).
+
+    Example:
+        >>> for_probe({"encoder.*": -1, "Conv*": 1}, "x_post_states", "encoder.act", "GELU")
+        -1
+        >>> for_probe(2, "any"), for_probe({"fc": 0}, "conv")
+        (2, None)
+    """
+    if not isinstance(option, Mapping):
+        return option
+    for pattern, value in option.items():
+        if any(fnmatchcase(key, pattern) for key in keys):
+            return value
+    return None

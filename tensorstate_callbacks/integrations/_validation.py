@@ -8,6 +8,7 @@ type raises :class:`ArgumentTypeError`, a ``TypeError`` that is also a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from numbers import Integral, Real
 from pathlib import Path
 
@@ -80,18 +81,24 @@ def check_positive_int(value, argument: str, allow_none: bool = True) -> int | N
     return int(value)
 
 
-def check_neuron_axis(axis, allow_none: bool = True) -> int | None:
-    """An axis index (int), or None for the default rule where allowed.
+def check_neuron_axis(axis, allow_none: bool = True, allow_mapping: bool = False):
+    """An axis index (int), None for the automatic rule where allowed, or (where
+    allowed) a mapping from name patterns to axis indices.
 
     Example:
-        >>> check_neuron_axis(-1), check_neuron_axis(None)
-        (-1, None)
-    """
+        >>> check_neuron_axis(-1), check_neuron_axis(None), check_neuron_axis({"fc*": -1}, True, True)
+        (-1, None, {'fc*': -1})
+    """  # noqa: E501
     if axis is None and allow_none:
         return None
-    if isinstance(axis, bool) or not isinstance(axis, Integral):
-        raise ArgumentTypeError(f"neuron_axis must be an int, got {axis!r}")
-    return int(axis)
+    if allow_mapping and isinstance(axis, Mapping):
+        if all(isinstance(key, str) and isinstance(value, Integral)
+               and not isinstance(value, bool) for key, value in axis.items()):
+            return dict(axis)
+    elif not isinstance(axis, bool) and isinstance(axis, Integral):
+        return int(axis)
+    also = ", or a mapping of probe/module/class name patterns to ints" if allow_mapping else ""
+    raise ArgumentTypeError(f"neuron_axis must be an int{also}, got {axis!r}")
 
 
 def check_log_dir(log_dir) -> Path:

@@ -23,10 +23,11 @@ from typing_extensions import override
 
 from ..reporting import tensorboard
 from ..reporting.report import EpochReport
+from ._probe import ProbeHealth
 from ._selection import check_method
 from ._validation import check_accuracy_key, check_beta, check_neuron_axis, names
 from .distributed import merge_across_ranks
-from .torch import StateCaptureHook, attach_probes
+from .torch import ProbeList, attach_probes
 
 __all__ = ["StateSpaceCallback"]
 
@@ -41,8 +42,13 @@ class StateSpaceCallback(L.Callback):
         accuracy_key: key of ``trainer.callback_metrics`` holding the validation
             accuracy in [0, 1]; when absent, efficiency is logged and aIQ skipped.
         beta: aIQ weight of accuracy (> 0).
-        neuron_axis: override the neuron axis of every probe (default: the
-            rule of :func:`tensorstate_callbacks.torch.default_neuron_axis`).
+        neuron_axis: the neuron axis of every probe (an int), or a mapping from
+            probe, module or class name patterns to axes; by default each probe
+            takes the features of what it sees (see
+            :func:`tensorstate_callbacks.torch.attach_probes`).
+        output_selector: picks the tensor, or ``(tensor, mask)``, a probe reads
+            (a callable, or a mapping like ``neuron_axis``); see
+            :class:`tensorstate_callbacks.torch.StateCaptureHook`.
         log_histograms: write a histogram of log2(state occurrences) per probe.
         log_images: write a heat map of efficiency over epochs.
         log_hparams: register the callback's settings with TensorBoard's HParams.
@@ -63,7 +69,7 @@ class StateSpaceCallback(L.Callback):
 
     def __init__(self, attach_to=("Conv2d",), exclude=(), method: str = "after",
                  accuracy_key: str | None = "val_acc", beta: float = 2.0,
-                 neuron_axis: int | None = None, log_histograms: bool = True,
+                 neuron_axis=None, output_selector=None, log_histograms: bool = True,
                  log_images: bool = True, log_hparams: bool = True,
                  memory_limit: int | None = None):
         self.attach_to = names(attach_to, "attach_to")
@@ -74,14 +80,16 @@ class StateSpaceCallback(L.Callback):
         self.method = method
         self.accuracy_key = check_accuracy_key(accuracy_key)
         self.beta = check_beta(beta)
-        self.neuron_axis = check_neuron_axis(neuron_axis)
+        self.neuron_axis = check_neuron_axis(neuron_axis, allow_mapping=True)
+        self.output_selector = output_selector
         self.log_histograms = log_histograms
         self.log_images = log_images
         self.log_hparams = log_hparams
         self.memory_limit = memory_limit
         self.history: list[EpochReport] = []
         self.validation_epochs = 0  # index (step) of the next validation epoch
-        self._probes: list[StateCaptureHook] = []
+        self._probes: ProbeList | list = []
+        self._health = ProbeHealth()
         self._warned_accuracy = False
         self._layout_written = False
 
@@ -98,6 +106,7 @@ class StateSpaceCallback(L.Callback):
             return
         self._probes = attach_probes(pl_module, attach_to=self.attach_to, exclude=self.exclude,
                                      method=self.method, neuron_axis=self.neuron_axis,
+                                     output_selector=self.output_selector,
                                      memory_limit=self.memory_limit)
         self._set_capturing(False)
         if self.log_hparams:
@@ -122,13 +131,18 @@ class StateSpaceCallback(L.Callback):
         self._remove_probes()
 
     def _remove_probes(self) -> None:
-        for probe in self._probes:
-            probe.remove()
+        if self._probes:
+            self._probes.detach()
         self._probes = []
 
     def _set_capturing(self, enabled: bool) -> None:
-        for probe in self._probes:
-            probe.enabled = enabled
+        self._probes.enabled = enabled
+
+    @override
+    def on_validation_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                                  batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if self._probes:
+            self._probes.new_pass()  # validation_step may not call the module itself
 
     # -- validation ------------------------------------------------------------
     @override
@@ -148,6 +162,7 @@ class StateSpaceCallback(L.Callback):
         epoch = self.validation_epochs
         self.validation_epochs += 1
         merge_across_ranks([probe.counter for probe in self._probes])
+        self._health.check({probe.name: probe for probe in self._probes}, rank_zero_warn)
         if not any(probe.state_count for probe in self._probes):
             rank_zero_warn(
                 f"StateSpaceCallback: validation epoch {epoch} ran no data through "

@@ -13,79 +13,84 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from functools import lru_cache
 from pathlib import Path
 
 import torch
 
 from ..core.counter import StateCounter
 from ._probe import CountingProbe
-from ._selection import METHODS, Site, check_method, select, torch_probe_name
+from ._selection import METHODS, Site, check_method, for_probe, select, torch_probe_name
+from ._torch_axis import LayoutTracker, _first_tensor, layout_kind, neuron_axis_from_context
 from ._validation import check_neuron_axis
 from .devices import count_tensor, pack_with_torch
 
-__all__ = ["METHODS", "StateCaptureHook", "attach_probes", "build_efficiency_model",
-           "default_neuron_axis",
-           "find_modules", "pack_with_torch", "remove_efficiency_probes",
+__all__ = ["METHODS", "ProbeList", "StateCaptureHook", "attach_probes", "build_efficiency_model",
+           "default_neuron_axis", "find_modules", "pack_with_torch", "remove_efficiency_probes",
            "reset_efficiency_model"]
-# Modules whose outputs keep features in the last dim, whatever their rank.
-_FEATURES_LAST = ("Linear", "Bilinear", "Embedding", "Attention", "LayerNorm", "Transformer",
-                  "RMSNorm", "GRU", "LSTM", "RNN")
 
 
 def default_neuron_axis(module: torch.nn.Module, tensor: torch.Tensor) -> int:
-    """The neuron axis of a tensor seen at ``module`` (see docs/state-space.md).
+    """The neuron axis of ``tensor`` seen at ``module`` by the module's class alone.
 
-    Last dim for 1-D/2-D tensors and for Linear-like or attention modules;
-    dim 1 (channels-first) for every other tensor of 3 or more dims.
+    Last dim for tensors of at most 2 dims and for modules that keep features
+    last (linear, attention, norms over the last dim, recurrent layers); dim 1
+    for convolution-like modules and any other tensor of 3 or more dims.  In a
+    model, a probe on a module that does not fix its layout (an activation, a
+    block) follows the module that ran before it instead (see
+    :mod:`._torch_axis`).
 
-    >>> default_neuron_axis(torch.nn.Conv2d(1, 4, 3), torch.zeros(2, 4, 5, 5))
-    1
-    >>> default_neuron_axis(torch.nn.Linear(3, 4), torch.zeros(2, 7, 4))
-    -1
+    Example:
+        >>> default_neuron_axis(torch.nn.Conv2d(1, 4, 3), torch.zeros(2, 4, 5, 5))
+        1
+        >>> default_neuron_axis(torch.nn.Linear(3, 4), torch.zeros(2, 7, 4))
+        -1
     """
-    return _default_axis(type(module), tensor.dim())
+    return neuron_axis_from_context(type(module), tensor, None)
 
 
-@lru_cache(maxsize=256)  # bounded: torch.fx makes a class per GraphModule
-def _default_axis(module_class: type, ndim: int) -> int:
-    if ndim <= 2:
-        return -1
-    names = [cls.__name__ for cls in module_class.__mro__]
-    if any(marker in name for name in names for marker in _FEATURES_LAST):
-        return -1
-    return 1
-
-
-def _first_tensor(value):
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, (tuple, list)):
-        for item in value:
-            found = _first_tensor(item)
-            if found is not None:
-                return found
+def _unreadable(tensor: torch.Tensor) -> str | None:
+    """Why a probe cannot read ``tensor``'s states, or None when it can."""
+    if tensor.dim() == 0:
+        return "a 0-d tensor has no neuron axis"
+    if tensor.layout != torch.strided and not tensor.is_nested:
+        return f"{tensor.layout} tensors are not read (pass output_selector= to densify one)"
+    if tensor.is_complex():
+        return f"{tensor.dtype} values have no sign to fire on"
     return None
 
 
 class StateCaptureHook(CountingProbe):
-    """A probe on one module: counts the states of its input or output in
-    ``self.counter`` (a :class:`~tensorstate_callbacks.StateCounter`).
+    """A probe on one call site of a module: counts the states of its input or
+    output in ``self.counter`` (a :class:`~tensorstate_callbacks.StateCounter`).
 
     ``name`` is ``<module name>_post_states`` after a module, ``_pre_states``
-    before it (``conv_1_post_states``, ``block_0_fc_pre_states``).
-    Capture can be paused with ``enabled = False`` (the Lightning callback
-    captures during validation epochs only).
+    before it (``conv_1_post_states``, ``block_0_fc_pre_states``); the k-th
+    call (k >= 1) of a module in one forward pass has its own probe,
+    ``<module name>_call<k>_post_states``.  Capture can be paused with
+    ``enabled = False`` (the Lightning callback captures during validation
+    epochs only).
 
-    >>> layer = torch.nn.Linear(3, 4)
-    >>> probe = StateCaptureHook("fc_post_states", method="after")
-    >>> probe.attach(layer)
-    >>> _ = layer(torch.randn(10, 3))
-    >>> probe.state_count, probe.max_entropy()
-    (10, 4)
-    >>> probe.remove()
+    Args:
+        name: the probe's name.
+        method: ``'after'`` (the module's output) or ``'before'`` (its input).
+        neuron_axis: the neuron axis (None: decided at the first batch, see
+            :mod:`._torch_axis`).
+        output_selector: ``f(value)`` picks what to read from the module's
+            output (or input tuple): a tensor, or ``(tensor, mask)`` where
+            ``mask`` is a bool tensor over the tensor's state axes (its shape
+            without the neuron axis) and only states where it is True count,
+            e.g. the tokens of a padded batch.
+        storage_path: keep the raw packed states as zarr there.
+        memory_limit: bytes of count tables before spilling to disk.
+
+    Example:
+        >>> layer = torch.nn.Linear(3, 4)
+        >>> probe = StateCaptureHook("fc_post_states", method="after")
+        >>> probe.attach(layer)
+        >>> _ = layer(torch.randn(10, 3))
+        >>> probe.state_count, probe.max_entropy()
+        (10, 4)
+        >>> probe.remove()
     """
 
     def __init__(self, name: str, *, method: str = "after", neuron_axis: int | None = None,
@@ -100,42 +105,50 @@ class StateCaptureHook(CountingProbe):
         self.output_selector = output_selector
         self.enabled = True
         self.module: torch.nn.Module | None = None
-        self._handle = None
-        self._warned_no_tensor = False
+        self.layout_context: Callable[[], tuple[str, int] | None] = lambda: None
+        self._axis: int | None = None  # the axis taken at the first batch
+        self._width: int | None = None  # its neurons
+        self._detach: Callable[[], None] | None = None
+        self._warned: set[str] = set()
 
     def attach(self, module: torch.nn.Module) -> None:
-        """Register this probe as a forward (pre-)hook of ``module``."""
-        if self._handle is not None:
+        """Register this probe alone as a forward (pre-)hook of ``module``
+        (every call of the module feeds it)."""
+        if self._detach is not None:
             raise ValueError(f"{self.name} is already attached; remove() it first")
         self.module = module
         if self.method == "after":
-            self._handle = module.register_forward_hook(self._after_hook)
+            handle = module.register_forward_hook(
+                lambda module, inputs, output: self.capture_call(module, output))
         else:
-            self._handle = module.register_forward_pre_hook(self._before_hook)
+            handle = module.register_forward_pre_hook(
+                lambda module, inputs: self.capture_call(module, inputs))
+        self._detach = handle.remove
 
     def remove(self) -> None:
-        """Remove this probe's hook (and only it) from its module."""
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
+        """Stop this probe (its hook goes once no probe needs it); other hooks stay."""
+        if self._detach is not None:
+            self._detach()
+            self._detach = None
 
     @property
     def attached(self) -> bool:
-        """True while the hook is registered."""
-        return self._handle is not None
+        """True while the probe is hooked to its module."""
+        return self._detach is not None
 
-    def _after_hook(self, module, inputs, output) -> None:
-        if self.enabled:
-            self._capture_now(module, output)
+    @property
+    def needs_layout_context(self) -> bool:
+        """True while the probe has yet to take its neuron axis from the module
+        that runs before it (see :mod:`._torch_axis`)."""
+        return (self.neuron_axis is None and self._width is None
+                and self.module is not None and layout_kind(type(self.module)) is None)
 
-    def _before_hook(self, module, inputs) -> None:
-        if self.enabled:
-            self._capture_now(module, inputs)
-
-    def _capture_now(self, module, value) -> None:
-        # Under torch.compile the capture runs eagerly, outside the graph: the
-        # compiler must not trace into the kernel call (it would hand over
-        # symbolic tensors).  Eager calls skip the wrapper's cost.
+    def capture_call(self, module: torch.nn.Module, value) -> None:
+        """A hook's entry: count ``value`` when enabled.  Under torch.compile
+        the capture runs eagerly, outside the graph: the compiler must not
+        trace into the kernel call (it would hand over symbolic tensors)."""
+        if not self.enabled:
+            return
         if torch.compiler.is_compiling():
             self._capture_eagerly(module, value)
         else:
@@ -150,22 +163,176 @@ class StateCaptureHook(CountingProbe):
 
         Only a detached tensor is read: nothing here enters autograd.  The
         counting runs on one thread: inside a forward pass the framework's own
-        threads keep the cores busy, and handing work to a pool only adds
-        waiting (reads of the counts, between passes, use every core)."""
+        threads keep the cores busy (reads of the counts, between passes, use
+        every core).  A value that holds no readable tensor is skipped with
+        one warning.
+
+        Raises:
+            ValueError: the neuron axis changed size since the first batch."""
+        tensor, mask = self._select(value)
+        if tensor is None:
+            return
+        axis = self._axis_for(module, tensor)
+        if mask is not None:
+            tensor, axis = tensor.movedim(axis, -1)[mask], -1
+        count_tensor(self.counter, tensor, axis, threads=1)
+
+    def _select(self, value):
+        """``(tensor, mask or None)`` to read from ``value``, or ``(None, None)``."""
+        mask = None
         if self.output_selector:
             with torch.no_grad():
                 tensor = self.output_selector(value)
+            if isinstance(tensor, tuple) and len(tensor) == 2:
+                tensor, mask = tensor
         else:
             tensor = _first_tensor(value)
         if not isinstance(tensor, torch.Tensor):
-            if not self._warned_no_tensor:
-                self._warned_no_tensor = True
-                warnings.warn(f"{self.name}: the probed value holds no tensor; nothing captured "
-                              "(pass output_selector= to pick one)", stacklevel=2)
-            return
-        axis = self.neuron_axis if self.neuron_axis is not None else \
-            default_neuron_axis(module, tensor)
-        count_tensor(self.counter, tensor, axis, threads=1)
+            self._warn_once("no tensor", "the probed value holds no tensor; nothing captured "
+                                         "(pass output_selector= to pick one)")
+            return None, None
+        reason = _unreadable(tensor)
+        if reason is not None:
+            self._warn_once(reason, f"skipped: {reason}")
+            return None, None
+        if tensor.is_floating_point() and tensor.element_size() == 1:  # float8: exact in float32
+            tensor = tensor.detach().float()
+        return tensor, mask
+
+    def _axis_for(self, module, tensor: torch.Tensor) -> int:
+        """The neuron axis of ``tensor``: fixed, or taken at the first batch and
+        then checked: a neuron axis never changes size."""
+        axis = self.neuron_axis
+        if axis is None:
+            axis = -1 if tensor.is_nested else None
+        if axis is None and self._width is None:
+            axis = neuron_axis_from_context(type(module), tensor, self.layout_context())
+            self._axis = axis
+        elif axis is None:
+            axis = self._axis
+        width = tensor.size(-1) if tensor.is_nested else tensor.shape[axis]
+        if self._width is None:
+            self._width = width
+        elif width != self._width:
+            raise ValueError(
+                f"{self.name}: its neuron axis (axis {axis} of a tensor of shape "
+                f"{tuple(tensor.shape)}) had {self._width} neurons and now has {width}: an axis "
+                "that changes size between batches is a batch or sequence axis, not the "
+                "neurons. Pass neuron_axis={" + repr(self.name) + ": <axis>} (a probe name, "
+                "module name or class name pattern) to choose the axis"
+            )
+        return axis
+
+    def reset_states(self) -> None:
+        """Forget every state seen so far (the neuron axis taken stays)."""
+        self.counter.reset_states()
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(f"{self.name}: {message}", stacklevel=4)
+
+
+class _CallSites:
+    """The hook on one module at one position: the k-th call of the module in
+    a forward pass feeds the k-th probe, made when that call first runs."""
+
+    def __init__(self, probes: ProbeList, module: torch.nn.Module, where: str, make_probe):
+        self.probes = probes
+        self.make_probe = make_probe  # k -> StateCaptureHook
+        self.sites: list[StateCaptureHook | None] = []
+        self.calls = 0
+        if where == "after":
+            self._handle = module.register_forward_hook(
+                lambda module, inputs, output: self.called(module, output))
+        else:
+            self._handle = module.register_forward_pre_hook(
+                lambda module, inputs: self.called(module, inputs))
+
+    def add_site(self) -> StateCaptureHook:
+        probe = self.make_probe(len(self.sites))
+        probe.enabled = self.probes.enabled
+        probe.layout_context = self.probes.layout_context
+        probe._detach = lambda: self.drop(probe)
+        self.sites.append(probe)
+        self.probes.append(probe)
+        return probe
+
+    def called(self, module, value) -> None:
+        call, self.calls = self.calls, self.calls + 1
+        if call == len(self.sites):
+            if not self.probes.enabled:
+                return
+            self.add_site()
+        probe = self.sites[call] if call < len(self.sites) else None
+        if probe is not None:
+            probe.capture_call(module, value)
+
+    def drop(self, probe: StateCaptureHook) -> None:
+        self.sites[self.sites.index(probe)] = None
+        if not any(self.sites):
+            self._handle.remove()
+
+
+class ProbeList(list):
+    """The probes of one :func:`attach_probes` call, in model order.
+
+    It grows when a module runs more than once in a forward pass (one probe per
+    call site).  ``enabled`` pauses or resumes them all; :meth:`new_pass`
+    starts counting call sites again (called by a hook before each forward
+    pass of the model, and by the Lightning callback before each batch).
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self._model = model
+        self._enabled = True
+        self._call_sites: list[_CallSites] = []
+        self._tracker: LayoutTracker | None = None
+        self._pass_hook = model.register_forward_pre_hook(lambda module, inputs: self.new_pass())
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the probes capture."""
+        return self._enabled
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        self._enabled = bool(value)
+        for probe in self:
+            probe.enabled = self._enabled
+        self._sync_tracker()
+
+    def layout_context(self) -> tuple[str, int] | None:
+        """What the last layout-defining module that ran produced (see :mod:`._torch_axis`)."""
+        return None if self._tracker is None else self._tracker.last
+
+    def new_pass(self) -> None:
+        """A new forward pass starts: the next call of each module is its first."""
+        for sites in self._call_sites:
+            sites.calls = 0
+        if self._tracker is not None:
+            self._tracker.last = None
+        self._sync_tracker()
+
+    def _sync_tracker(self) -> None:
+        """Watch layouts only while a probe still has to take its neuron axis
+        from them, and only while capturing."""
+        needed = self._enabled and self._pass_hook is not None \
+            and any(probe.needs_layout_context for probe in self)
+        if needed and self._tracker is None:
+            self._tracker = LayoutTracker(self._model)
+        elif not needed and self._tracker is not None:
+            self._tracker.remove()
+            self._tracker = None
+
+    def detach(self) -> None:
+        """Remove every hook of these probes (the model is as before)."""
+        for probe in self:
+            probe.remove()
+        self._pass_hook.remove()
+        self._pass_hook = None
+        self._sync_tracker()
 
 
 def find_modules(model: torch.nn.Module, attach_to: Sequence[str], exclude: Sequence[str] = ()):
@@ -184,13 +351,13 @@ def find_modules(model: torch.nn.Module, attach_to: Sequence[str], exclude: Sequ
 
 def attach_probes(model: torch.nn.Module, attach_to=("Conv2d",), exclude=(),
                   method: str = "after", storage_path=None, *,
-                  neuron_axis: int | None = None, output_selector: Callable | None = None,
-                  memory_limit: int | None = None) -> list[StateCaptureHook]:
+                  neuron_axis=None, output_selector: Callable | None = None,
+                  memory_limit: int | None = None) -> ProbeList:
     """Hook new probes onto the modules of ``model`` that ``attach_to`` picks.
 
     Unlike :func:`build_efficiency_model` it leaves ``model.efficiency_layers``
     and every other probe alone: the caller owns the probes it gets (and
-    ``remove()`` s them), so several sets of probes can share a model.
+    ``detach()`` es them), so several sets of probes can share a model.
 
     Args:
         model: the module to probe.
@@ -199,40 +366,59 @@ def attach_probes(model: torch.nn.Module, attach_to=("Conv2d",), exclude=(),
         method: ``'after'`` (outputs), ``'before'`` (inputs) or ``'both'``.
         storage_path: if given, each probe also stores its raw states as zarr
             at ``storage_path/<probe name>``.
-        neuron_axis: the neuron axis of every probe (default: see
-            :func:`default_neuron_axis`).
-        output_selector: picks the tensor to read from a module's output.
+        neuron_axis: the neuron axis of every probe (an int), or a mapping from
+            probe names, module names or class names (``fnmatch`` patterns) to
+            axes; probes it does not name take theirs automatically (see
+            :mod:`._torch_axis`).
+        output_selector: picks the tensor (or ``(tensor, mask)``) to read from a
+            module's output; a callable, or a mapping like ``neuron_axis``.
         memory_limit: bytes of count tables per probe before spilling to disk.
 
     Returns:
-        The probes, in model order (for ``'both'``: before, then after).
+        A :class:`ProbeList` of the probes in model order (for ``'both'``:
+        before, then after); it grows by one probe for each further call site
+        of a probed module.
 
     Raises:
-        TypeError: ``model`` is not a ``torch.nn.Module``.
+        TypeError: ``model`` is not a ``torch.nn.Module``, or ``neuron_axis``
+            is neither an int nor a mapping.
         ValueError: ``attach_to``/``exclude``/``method`` pick nothing or are malformed.
 
     Example:
-        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU())
-        >>> probes = attach_probes(net, ["Linear", "ReLU"])
+        >>> act = torch.nn.ReLU()
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), act, torch.nn.Linear(8, 16), act)
+        >>> probes = attach_probes(net, ["ReLU"])
         >>> _ = net(torch.randn(10, 4))
-        >>> [(p.name, p.state_count) for p in probes]
-        [('0_post_states', 10), ('1_post_states', 10)]
-        >>> for probe in probes: probe.remove()
+        >>> [(p.name, p.num_neurons) for p in probes]
+        [('1_post_states', 8), ('1_call1_post_states', 16)]
+        >>> probes.detach()
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    neuron_axis = check_neuron_axis(neuron_axis, allow_mapping=True)
     methods = check_method(method)
-    probes = []
-    for module_name, module in find_modules(model, attach_to, exclude):
+    chosen = find_modules(model, attach_to, exclude)
+    probes = ProbeList(model)
+    for module_name, module in chosen:
+        classes = [cls.__name__ for cls in type(module).__mro__]
         for where in methods:
-            name = torch_probe_name(module_name, where)
-            probe = StateCaptureHook(
-                name, method=where, neuron_axis=neuron_axis, output_selector=output_selector,
-                storage_path=None if storage_path is None else Path(storage_path) / name,
-                memory_limit=memory_limit,
-            )
-            probe.attach(module)
-            probes.append(probe)
+            def make_probe(call, module=module, module_name=module_name, where=where,
+                           classes=classes):
+                name = torch_probe_name(module_name, where, call)
+                keys = (name, module_name, *classes)
+                probe = StateCaptureHook(
+                    name, method=where, neuron_axis=for_probe(neuron_axis, *keys),
+                    output_selector=for_probe(output_selector, *keys),
+                    storage_path=None if storage_path is None else Path(storage_path) / name,
+                    memory_limit=memory_limit,
+                )
+                probe.module = module
+                return probe
+
+            sites = _CallSites(probes, module, where, make_probe)
+            probes._call_sites.append(sites)
+            sites.add_site()
+    probes._sync_tracker()
     return probes
 
 
@@ -288,7 +474,10 @@ def remove_efficiency_probes(model: torch.nn.Module) -> None:
     >>> len(net[0]._forward_hooks), hasattr(net, "efficiency_layers")
     (0, False)
     """
-    for probe in getattr(model, "efficiency_layers", ()):
+    probes = getattr(model, "efficiency_layers", ())
+    if isinstance(probes, ProbeList):
+        probes.detach()
+    for probe in probes:
         probe.remove()
     if "efficiency_layers" in model.__dict__:
         del model.efficiency_layers
