@@ -28,7 +28,7 @@ import time
 import numpy as np
 
 from tensorstate_callbacks import StateCounter
-from tensorstate_callbacks._parallel import num_threads
+from tensorstate_callbacks.core.packing import num_threads
 from tensorstate_callbacks.states import pack
 
 # (label, shape, neuron_axis)

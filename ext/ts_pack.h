@@ -9,8 +9,8 @@
  * pointer and byte strides, so any memory layout (C, Fortran, channels-first,
  * channels-last, sliced) is read in place without a copy.  Rows are numbered
  * row = outer_index * n_states + state_index and written to out[row * n_bytes].
- * Each call packs rows [row_begin, row_end), so callers can split the work
- * across threads.
+ * ts_pack packs rows [row_begin, row_end); ts_pack_view packs them all,
+ * split into shares among threads.
  *
  * Two loops, picked by layout:
  *  - neurons contiguous (channels-last, dense layers): one row at a time,
@@ -29,6 +29,9 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+
+#include "ts_status.h"
+#include "ts_threads.h"
 
 #define TS_BLOCK_MIN_ROWS 256 /* rows of a block, at least (see ts_pack_blocks) */
 
@@ -194,14 +197,14 @@ typedef void (*ts_column_fn)(const char *x, int64_t stride, int64_t m, int shift
                              uint8_t *acc);
 #define TS_BLOCK_BYTES 16384
 
-static int ts_pack_blocks(const ts_view *v, ts_column_fn column, uint8_t *out,
-                          int64_t row_begin, int64_t row_end)
+static ts_status ts_pack_blocks(const ts_view *v, ts_column_fn column, uint8_t *out,
+                                int64_t row_begin, int64_t row_end)
 {
     const int64_t n = v->n_neurons, nb = (n + 7) / 8;
     int64_t rows = (TS_BLOCK_BYTES / nb) & ~(int64_t)15;
     if (rows < TS_BLOCK_MIN_ROWS) rows = TS_BLOCK_MIN_ROWS;
     uint8_t *block = (uint8_t *)malloc((size_t)(nb * rows));
-    if (block == NULL) return -1;
+    if (block == NULL) return TS_NO_MEMORY;
     int64_t row = row_begin;
     while (row < row_end) {
         const int64_t a = row / v->n_states, s0 = row % v->n_states;
@@ -216,52 +219,102 @@ static int ts_pack_blocks(const ts_view *v, ts_column_fn column, uint8_t *out,
         row += m;
     }
     free(block);
-    return 0;
+    return TS_OK;
 }
 
-enum ts_kind {
-    TS_F32, TS_F64, TS_I8, TS_I16, TS_I32, TS_I64,
-    TS_U8, TS_U16, TS_U32, TS_U64, TS_F16, TS_BF16
-};
+/* Element types of the input.  The Python side builds its dtype-name ->
+ * kind mapping from these names ("TS_FLOAT32" -> "float32"): keep them
+ * NumPy's dtype names. */
+typedef enum ts_kind {
+    TS_FLOAT32, TS_FLOAT64, TS_INT8, TS_INT16, TS_INT32, TS_INT64,
+    TS_UINT8, TS_UINT16, TS_UINT32, TS_UINT64, TS_FLOAT16, TS_BFLOAT16,
+    TS_KINDS /* how many */
+} ts_kind;
 
-/* Pack rows [row_begin, row_end) of the view.  Returns 0, -1 when out of
- * memory, -2 for an unknown kind. */
-static int ts_pack(int kind, const ts_view *v, uint8_t *out,
-                   int64_t row_begin, int64_t row_end)
+static const int64_t ts_item_size[TS_KINDS] = {
+    [TS_FLOAT32] = 4, [TS_FLOAT64] = 8, [TS_INT8] = 1, [TS_INT16] = 2, [TS_INT32] = 4,
+    [TS_INT64] = 8, [TS_UINT8] = 1, [TS_UINT16] = 2, [TS_UINT32] = 4, [TS_UINT64] = 8,
+    [TS_FLOAT16] = 2, [TS_BFLOAT16] = 2};
+
+/* Pack rows [row_begin, row_end) of the view (kind checked by the caller). */
+static ts_status ts_pack(ts_kind kind, const ts_view *v, uint8_t *out,
+                         int64_t row_begin, int64_t row_end)
 {
-    static const int64_t item_size[] = {4, 8, 1, 2, 4, 8, 1, 2, 4, 8, 2, 2};
-    if (kind < TS_F32 || kind > TS_BF16) return -2;
-    if (v->stride_neuron != item_size[kind]) {
-        static const ts_column_fn columns[] = {
+    if (v->stride_neuron != ts_item_size[kind]) {
+        static const ts_column_fn columns[TS_KINDS] = {
 #if defined(__SSE2__)
-            ts_column_f32_sse2,
+            [TS_FLOAT32] = ts_column_f32_sse2,
 #else
-            ts_column_f32,
+            [TS_FLOAT32] = ts_column_f32,
 #endif
-            ts_column_f64, ts_column_i8, ts_column_i16, ts_column_i32, ts_column_i64,
-            ts_column_u8, ts_column_u16, ts_column_u32, ts_column_u64, ts_column_f16,
-            ts_column_bf16};
+            [TS_FLOAT64] = ts_column_f64, [TS_INT8] = ts_column_i8,
+            [TS_INT16] = ts_column_i16, [TS_INT32] = ts_column_i32,
+            [TS_INT64] = ts_column_i64, [TS_UINT8] = ts_column_u8,
+            [TS_UINT16] = ts_column_u16, [TS_UINT32] = ts_column_u32,
+            [TS_UINT64] = ts_column_u64, [TS_FLOAT16] = ts_column_f16,
+            [TS_BFLOAT16] = ts_column_bf16};
         return ts_pack_blocks(v, columns[kind], out, row_begin, row_end);
     }
     switch (kind) {
 #if defined(__SSE2__)
-    case TS_F32: ts_pack_rows_f32_sse2(v, out, row_begin, row_end); break;
+    case TS_FLOAT32: ts_pack_rows_f32_sse2(v, out, row_begin, row_end); break;
 #else
-    case TS_F32: ts_pack_rows_f32(v, out, row_begin, row_end); break;
+    case TS_FLOAT32: ts_pack_rows_f32(v, out, row_begin, row_end); break;
 #endif
-    case TS_F64: ts_pack_rows_f64(v, out, row_begin, row_end); break;
-    case TS_I8: ts_pack_rows_i8(v, out, row_begin, row_end); break;
-    case TS_I16: ts_pack_rows_i16(v, out, row_begin, row_end); break;
-    case TS_I32: ts_pack_rows_i32(v, out, row_begin, row_end); break;
-    case TS_I64: ts_pack_rows_i64(v, out, row_begin, row_end); break;
-    case TS_U8: ts_pack_rows_u8(v, out, row_begin, row_end); break;
-    case TS_U16: ts_pack_rows_u16(v, out, row_begin, row_end); break;
-    case TS_U32: ts_pack_rows_u32(v, out, row_begin, row_end); break;
-    case TS_U64: ts_pack_rows_u64(v, out, row_begin, row_end); break;
-    case TS_F16: ts_pack_rows_f16(v, out, row_begin, row_end); break;
+    case TS_FLOAT64: ts_pack_rows_f64(v, out, row_begin, row_end); break;
+    case TS_INT8: ts_pack_rows_i8(v, out, row_begin, row_end); break;
+    case TS_INT16: ts_pack_rows_i16(v, out, row_begin, row_end); break;
+    case TS_INT32: ts_pack_rows_i32(v, out, row_begin, row_end); break;
+    case TS_INT64: ts_pack_rows_i64(v, out, row_begin, row_end); break;
+    case TS_UINT8: ts_pack_rows_u8(v, out, row_begin, row_end); break;
+    case TS_UINT16: ts_pack_rows_u16(v, out, row_begin, row_end); break;
+    case TS_UINT32: ts_pack_rows_u32(v, out, row_begin, row_end); break;
+    case TS_UINT64: ts_pack_rows_u64(v, out, row_begin, row_end); break;
+    case TS_FLOAT16: ts_pack_rows_f16(v, out, row_begin, row_end); break;
     default: ts_pack_rows_bf16(v, out, row_begin, row_end); break;
     }
-    return 0;
+    return TS_OK;
+}
+
+/* One thread's share of a threaded pack. */
+typedef struct {
+    ts_kind kind;
+    const ts_view *view;
+    uint8_t *out;
+    int64_t row_begin, row_end;
+    ts_status status;
+} ts_pack_share;
+
+static void ts_pack_share_task(void *task)
+{
+    ts_pack_share *share = (ts_pack_share *)task;
+    share->status = ts_pack(share->kind, share->view, share->out, share->row_begin,
+                            share->row_end);
+}
+
+/* Packs every row of the view into out (rows x (n_neurons + 7) / 8 bytes) on
+ * up to `threads` threads, a contiguous share of the rows each.  Returns
+ * TS_OK, TS_NO_MEMORY, or TS_BAD_ARGUMENT for an unknown kind. */
+static ts_status ts_pack_view(int kind, const ts_view *v, uint8_t *out, int threads)
+{
+    if (kind < 0 || kind >= TS_KINDS) return TS_BAD_ARGUMENT;
+    const int64_t rows = v->n_outer * v->n_states;
+    if (threads > rows) threads = (int)rows;
+    if (threads > TS_MAX_THREADS) threads = TS_MAX_THREADS;
+    if (threads < 1) threads = 1;
+    ts_pack_share shares[TS_MAX_THREADS];
+    for (int i = 0; i < threads; ++i) {
+        shares[i].kind = (ts_kind)kind;
+        shares[i].view = v;
+        shares[i].out = out;
+        shares[i].row_begin = ts_share_start(0, rows, i, threads);
+        shares[i].row_end = ts_share_start(0, rows, i + 1, threads);
+        shares[i].status = TS_OK;
+    }
+    ts_run_tasks(ts_pack_share_task, shares, sizeof(ts_pack_share), threads);
+    for (int i = 0; i < threads; ++i)
+        if (shares[i].status != TS_OK) return shares[i].status;
+    return TS_OK;
 }
 
 #endif /* TS_PACK_H */

@@ -16,12 +16,13 @@ from collections.abc import Iterator
 import numpy as np
 
 from . import _table
-from ._parallel import num_threads, run_parallel
 from ._row_buffer import RowBuffer
 from ._spill import SpillFiles
+from .packing import num_threads
 
 # Below this many rows a batch is counted on one thread; into a dense table,
 # below the second (a thread's copy of the table only pays on large batches).
+# The threads are the kernels' own, created for the call (see ext/ts_batch.h).
 _PARALLEL_MIN_ROWS = 1 << 16
 _PARALLEL_DENSE_MIN_ROWS = 1 << 20
 # A counter starts with one hash table; once it could outgrow the cache it
@@ -82,7 +83,7 @@ class CountEngine:
         from now on buffer small batches (one table fits in cache: no need before)."""
         keys, counts = self._shards[0].items()
         self._shards = [_table.CountTable(self.key_bytes) for _ in range(_NUM_SHARDS)]
-        _table.count_rows(self._shards, _NUM_SHARDS.bit_length() - 1, keys, counts)
+        _table.count_rows(self._shards, keys, counts)
         if self._pending is None:
             self._pending = RowBuffer.for_key_bytes(self.key_bytes, self.memory_limit)
 
@@ -136,15 +137,10 @@ class CountEngine:
 
     def _count_hashed(self, keys: np.ndarray, weights: np.ndarray | None,
                       threads: int | None) -> None:
-        """Count into the hash table(s); large batches into shards on several threads."""
-        shards = len(self._shards)
-        bits = shards.bit_length() - 1
-        threads = min(threads or num_threads(), shards) \
-            if len(keys) >= _PARALLEL_MIN_ROWS else 1
-        if threads == 1:
-            _table.count_rows(self._shards, bits, keys, weights)
-        else:
-            _count_in_parallel(self._shards, bits, keys, weights, threads)
+        """Count into the hash table(s); large batches into shards on several
+        threads (at most one per shard)."""
+        threads = (threads or num_threads()) if len(keys) >= _PARALLEL_MIN_ROWS else 1
+        _table.count_rows(self._shards, keys, weights, threads)
 
     def _count_dense(self, keys: np.ndarray, weights: np.ndarray | None,
                      threads: int | None) -> None:
@@ -154,19 +150,10 @@ class CountEngine:
         in a quarter of the memory cap."""
         table = self._shards[0]
         threads = (threads or num_threads()) if len(keys) >= _PARALLEL_DENSE_MIN_ROWS else 1
-        if threads == 1:
-            _table.count_rows(self._shards, 0, keys, weights)
-            return
-        if threads * table.memory <= self.memory_limit // 4:
+        if threads > 1 and threads * table.memory <= self.memory_limit // 4:
             while len(self._dense_copies) < threads - 1:
                 self._dense_copies.append(_table.CountTable(table.key_bytes, self.num_neurons))
-        tables = [table, *self._dense_copies[: threads - 1]]
-        bounds = [len(keys) * part // len(tables) for part in range(len(tables) + 1)]
-        run_parallel([
-            lambda table=table, begin=begin, end=end: _table.count_rows(
-                [table], 0, keys[begin:end], None if weights is None else weights[begin:end])
-            for table, begin, end in zip(tables, bounds[:-1], bounds[1:])
-        ])
+        _table.count_dense([table, *self._dense_copies[: threads - 1]], keys, weights)
 
     def _spill_to_disk(self) -> None:
         if self._spill is None:
@@ -231,39 +218,3 @@ class CountEngine:
         """True once the counts went to disk (settles first)."""
         self.settle()
         return self._spill is not None
-
-
-def _count_in_parallel(shards: list, bits: int, keys: np.ndarray, weights: np.ndarray | None,
-                       threads: int) -> None:
-    """Count rows into sharded tables on ``threads`` threads: for each chunk,
-    each thread partitions a share of the rows by shard, then inserts every
-    partitioned row of its own shards (see ext/ts_table.h).  When the first
-    chunk's rows are mostly distinct, the rest of the batch is sketched before
-    its inserts, so that each shard grows once for the whole batch."""
-    parts = _table.partitioners(bits, threads)
-    for part in parts:
-        part.clear_sketches()
-    step = _table.CHUNK_ROWS * threads
-    sketched = False
-    for base in range(0, len(keys), step):
-        end = min(len(keys), base + step)
-        _run_shares(base, end, threads, lambda part, begin, stop, sketched=sketched: part.partition(
-            keys, begin, stop, weights is not None, sketched), parts)
-        if base == 0 and end < len(keys) and _table.sketch_ahead(parts, end):
-            _run_shares(end, len(keys), threads, lambda part, begin, stop: part.sketch(
-                keys, begin, stop), parts)
-            sketched = True
-        run_parallel([
-            lambda first=first: _table.insert_partitioned(shards, bits, first, threads, keys,
-                                                          weights, parts)
-            for first in range(threads)
-        ])
-
-
-def _run_shares(begin: int, end: int, threads: int, task, parts: list) -> None:
-    """``task(part, first_row, end_row)`` for each part's share of rows [begin, end)."""
-    bounds = [begin + (end - begin) * share // threads for share in range(threads + 1)]
-    run_parallel([
-        lambda part=part, first=first, stop=stop: task(part, first, stop)
-        for part, first, stop in zip(parts, bounds[:-1], bounds[1:])
-    ])

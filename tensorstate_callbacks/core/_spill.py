@@ -67,10 +67,10 @@ class SpillFiles:
             keys_file, counts_file = self._files(partition)
             if keys_file.exists():
                 spilled = np.fromfile(keys_file, dtype=np.uint8).reshape(-1, self.key_bytes)
-                _table.count_rows([table], 0, spilled, np.fromfile(counts_file, np.uint64))
+                _table.count_rows([table], spilled, np.fromfile(counts_file, np.uint64))
             mine = parts == partition
             if mine.any():
-                _table.count_rows([table], 0, np.ascontiguousarray(keys[mine]),
+                _table.count_rows([table], np.ascontiguousarray(keys[mine]),
                                   np.ascontiguousarray(counts[mine]))
             if table.distinct:
                 yield table.items()

@@ -9,17 +9,33 @@ in the compiled kernel straight from the input's memory, whatever its layout.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache, lru_cache, partial
+from functools import cache, lru_cache
 
 import numpy as np
 
 from . import _pack
-from ._parallel import num_threads, run_parallel
 
 # Below this many input elements a batch is packed on one thread.
 _PARALLEL_MIN_ELEMENTS = 1 << 20
+
+
+def num_threads() -> int:
+    """Threads the compiled kernels use by default: the environment variable
+    ``TENSORSTATE_NUM_THREADS`` if set, else every core this process may use.
+
+    Returns:
+        The number of threads, at least 1.
+
+    >>> num_threads() >= 1
+    True
+    """
+    configured = os.environ.get("TENSORSTATE_NUM_THREADS")
+    if configured:
+        return max(1, int(configured))
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
 
 @dataclass(frozen=True)
@@ -164,10 +180,19 @@ def layout(shape: tuple, strides: tuple, dtype: np.dtype, neuron_axis: int = -1,
 
 def pack_layout(array: np.ndarray, plan: Layout, out: np.ndarray | None = None,
                 threads: int | None = None) -> np.ndarray:
-    """Pack ``array`` (kernel-readable, laid out as ``plan`` says) into ``out``
-    (``uint8[plan.num_states, plan.num_bytes]``, C-contiguous; new if None).
+    """Pack ``array`` (kernel-readable, laid out as ``plan`` says) into ``out``.
 
-    Large views are split into row ranges packed on up to ``threads`` threads.
+    Large views are split into row ranges packed on up to ``threads`` threads
+    (None: :func:`num_threads`), which the kernel creates for the call.
+
+    Args:
+        array: the input, as :func:`kernel_readable` returns it.
+        plan: its :func:`layout`.
+        out: ``uint8[plan.num_states, plan.num_bytes]``, C-contiguous; new if None.
+        threads: cap on the threads used.
+
+    Returns:
+        ``out``, holding the packed states.
 
     >>> x = np.array([[1.0, 0.0, 2.0]])
     >>> pack_layout(x, layout(x.shape, x.strides, x.dtype))
@@ -178,16 +203,10 @@ def pack_layout(array: np.ndarray, plan: Layout, out: np.ndarray | None = None,
     address = array.__array_interface__["data"][0]
     shape, strides = plan.shape, plan.strides
     rows = shape[0] * shape[1]
+    threads = 1 if rows * shape[2] < _PARALLEL_MIN_ELEMENTS else threads or num_threads()
     for view, offset in enumerate(plan.view_offsets()):
         target = out[view * rows:(view + 1) * rows] if plan.leading else out
-        pack_rows = partial(_pack.pack_rows, address + offset, shape, strides, plan.kind, target)
-        if rows * shape[2] < _PARALLEL_MIN_ELEMENTS or threads == 1:
-            pack_rows(0, rows)
-            continue
-        chunks = min(threads or num_threads(), rows)
-        bounds = [rows * chunk // chunks for chunk in range(chunks + 1)]
-        run_parallel([partial(pack_rows, begin, end)
-                      for begin, end in zip(bounds[:-1], bounds[1:])])
+        _pack.pack_rows(address + offset, shape, strides, plan.kind, target, threads)
     return out
 
 

@@ -1,0 +1,135 @@
+/*
+ * Dense tables: a count per possible state, for states of at most
+ * TS_DENSE_MAX_BITS neurons (the caller chooses them for narrow layers).
+ *
+ * dense[state as a little-endian integer] = count: no hashing, no probing,
+ * at most 8 MiB.  Several threads count one batch into copies of a table
+ * (a share of the rows each: its cells are touched at random, too often to
+ * share), which ts_dense_fold adds up later.
+ */
+#ifndef TS_DENSE_H
+#define TS_DENSE_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "ts_alloc.h"
+#include "ts_hash.h"
+#include "ts_status.h"
+#include "ts_table.h"
+#include "ts_threads.h"
+
+#define TS_DENSE_MAX_BITS 20
+
+/* An empty dense table for states of dense_bits neurons (1 ..
+ * TS_DENSE_MAX_BITS), stored in key_bytes = (dense_bits + 7) / 8 bytes. */
+static ts_status ts_dense_init(ts_table *t, int64_t key_bytes, int dense_bits)
+{
+    memset(t, 0, sizeof(*t));
+    if (dense_bits < 1 || dense_bits > TS_DENSE_MAX_BITS || (dense_bits + 7) / 8 != key_bytes)
+        return TS_BAD_ARGUMENT;
+    t->key_bytes = key_bytes;
+    t->dense_bits = dense_bits;
+    t->dense = (uint64_t *)ts_alloc_zeroed(((size_t)1 << dense_bits) * sizeof(uint64_t));
+    return t->dense == NULL ? TS_NO_MEMORY : TS_OK;
+}
+
+/* Counts rows [0, n) of `keys` into the dense table t.  Each row's state is
+ * read once, TS_DENSE_AHEAD rows before its count, and its cell prefetched
+ * then: scattered states miss the cache, and reading each key twice (to
+ * prefetch and to count) costs more than the prefetch saves when states
+ * repeat.  Far ahead, because between a framework's kernels the table
+ * leaves the cache and a miss to memory takes longer than counting 16 rows
+ * (see docs/performance.md).  Counters are kept in locals: the counts could
+ * alias the table's fields. */
+#define TS_DENSE_AHEAD 64
+
+static void ts_dense_count(ts_table *t, const uint8_t *keys, const uint64_t *weights,
+                           int64_t n)
+{
+    const int64_t nb = t->key_bytes;
+    const uint64_t mask = ((uint64_t)1 << t->dense_bits) - 1;
+    uint64_t *const dense = t->dense;
+    uint64_t ahead[TS_DENSE_AHEAD];
+    int64_t size = t->size;
+    for (int64_t i = 0; i < n && i < TS_DENSE_AHEAD; ++i) {
+        ahead[i] = ts_load_word(keys + i * nb, nb) & mask;
+        __builtin_prefetch(&dense[ahead[i]], 1);
+    }
+    for (int64_t i = 0; i < n; ++i) {
+        uint64_t *state = &ahead[(uint64_t)i % TS_DENSE_AHEAD];
+        uint64_t *cell = &dense[*state];
+        const uint64_t count = weights ? weights[i] : 1;
+        size += *cell == 0 && count != 0;
+        *cell += count;
+        if (i + TS_DENSE_AHEAD < n) {
+            *state = ts_load_word(keys + (i + TS_DENSE_AHEAD) * nb, nb) & mask;
+            __builtin_prefetch(&dense[*state], 1);
+        }
+    }
+    t->size = size;
+}
+
+/* One thread's share of a threaded dense count. */
+typedef struct {
+    ts_table *table;
+    const uint8_t *keys;
+    const uint64_t *weights; /* NULL: each row counts once */
+    int64_t rows;
+} ts_dense_share;
+
+static void ts_dense_count_share(void *task)
+{
+    ts_dense_share *share = (ts_dense_share *)task;
+    ts_dense_count(share->table, share->keys, share->weights, share->rows);
+}
+
+/* Counts rows [0, n) of `keys` into the dense tables `tables` (n_tables <=
+ * TS_MAX_THREADS of one width), one thread per table, each a contiguous
+ * share of the rows (tables[0] the first). */
+static void ts_dense_count_threads(ts_table *const *tables, int n_tables, const uint8_t *keys,
+                                   const uint64_t *weights, int64_t n)
+{
+    ts_dense_share shares[TS_MAX_THREADS];
+    const int64_t nb = tables[0]->key_bytes;
+    for (int i = 0; i < n_tables; ++i) {
+        const int64_t begin = ts_share_start(0, n, i, n_tables);
+        shares[i].table = tables[i];
+        shares[i].keys = keys + begin * nb;
+        shares[i].weights = weights ? weights + begin : NULL;
+        shares[i].rows = ts_share_start(0, n, i + 1, n_tables) - begin;
+    }
+    ts_run_tasks(ts_dense_count_share, shares, sizeof(ts_dense_share), n_tables);
+}
+
+/* Adds every count of the dense table `source` to `into` (of the same
+ * width) and empties `source`. */
+static void ts_dense_fold(ts_table *into, ts_table *source)
+{
+    const uint64_t cells = (uint64_t)1 << into->dense_bits;
+    uint64_t *const to = into->dense;
+    const uint64_t *const add = source->dense;
+    int64_t added = 0;
+    for (uint64_t state = 0; state < cells; ++state) { /* branch-free: vectorisable */
+        added += (to[state] == 0) & (add[state] != 0);
+        to[state] += add[state];
+    }
+    memset(source->dense, 0, cells * sizeof(uint64_t));
+    into->size += added;
+    source->size = 0;
+}
+
+/* Writes the states counted (size x key_bytes, unless `keys` is NULL), in
+ * increasing order, and their counts. */
+static void ts_dense_items(const ts_table *t, uint8_t *keys, uint64_t *counts)
+{
+    const int64_t nb = t->key_bytes;
+    int64_t k = 0;
+    for (uint64_t state = 0; state < ((uint64_t)1 << t->dense_bits); ++state) {
+        if (t->dense[state] == 0) continue;
+        if (keys) memcpy(keys + k * nb, &state, (size_t)nb); /* little-endian hosts */
+        counts[k++] = t->dense[state];
+    }
+}
+
+#endif /* TS_DENSE_H */
