@@ -5,12 +5,19 @@ the model and the ``logs`` dict.  ``fit()`` keeps its validation data to
 itself and its evaluation never exposes intermediate activations, so the
 callback runs its own forward pass over the data you hand it, through a
 multi-output model that shares the trained layers and returns the probed
-tensors (:class:`tensorstate_callbacks.keras.StateReader`).  That pass runs in
-inference mode and never touches weights, outputs or the training loop.
+tensors (:class:`~tensorstate_callbacks.integrations.keras.reader.StateReader`).
+That pass runs in inference mode and never touches weights, outputs or the
+training loop.
 
-The scalars use the tags of DESIGN.md (the same as the Lightning callback) and
-go to ``log_dir/validation`` at step = epoch, beside what Keras' own
-``TensorBoard(log_dir)`` callback writes there.
+The scalars use the same tags as the Lightning callback
+(:meth:`~tensorstate_callbacks.reporting.report.EpochReport.scalars`):
+``state_space/efficiency/<probe>``, ``state_space/unique_states/<probe>``,
+``state_space/states/<probe>``, ``state_space/network_efficiency`` and, with
+an accuracy, ``state_space/accuracy`` and ``state_space/aIQ``, where
+``<probe>`` is ``<layer name>_states``.  They go to ``log_dir/validation`` at
+step = epoch, beside what Keras' own ``TensorBoard(log_dir)`` callback writes
+there, with the custom-scalars layout, histograms, heat map and hparams of
+:mod:`~tensorstate_callbacks.reporting.tensorboard`.
 """
 
 from __future__ import annotations
@@ -55,7 +62,7 @@ def _inputs_of(validation_data):
 class StateSpaceCallback(keras.callbacks.Callback):
     """Measure the state space of chosen layers on validation data after every epoch.
 
-    Arguments:
+    Args:
         validation_data: the data to measure on: ``x``, ``(x, y)`` or
             ``(x, y, sample_weight)`` (only ``x`` is used), or a ``tf.data.Dataset``
             / ``keras.utils.PyDataset``; usually the ``validation_data`` of ``fit()``.
@@ -71,18 +78,32 @@ class StateSpaceCallback(keras.callbacks.Callback):
         log_histograms, log_images: also write per-probe histograms of
             log2(state occurrences) and a heat map of efficiency over epochs.
 
-    ``history`` holds one :class:`~tensorstate_callbacks.report.EpochReport` per epoch.
+    ``history`` holds one
+    :class:`~tensorstate_callbacks.reporting.report.EpochReport` per epoch.
 
-    >>> import tempfile
-    >>> inputs = keras.Input((4,))
-    >>> model = keras.Model(inputs, keras.layers.Dense(3, name="fc")(inputs))
-    >>> model.compile(loss="mse", optimizer="sgd")
-    >>> x, y = np.random.rand(32, 4).astype("float32"), np.zeros((32, 3), "float32")
-    >>> callback = StateSpaceCallback((x, y), attach_to=["Dense"], log_dir=tempfile.mkdtemp(),
-    ...                               accuracy_key=None, log_images=False)
-    >>> _ = model.fit(x, y, epochs=2, verbose=0, callbacks=[callback])
-    >>> [(report.epoch, report.layers[0].states) for report in callback.history]
-    [(0, 32), (1, 32)]
+    Raises:
+        ValueError: no validation data (or none in it), an empty ``attach_to``,
+            a bad ``method``, ``beta`` or ``batch_size``; at the start of
+            training, layers that ``attach_to`` does not find, validation
+            inputs of the wrong shape, or a ``log_dir`` that cannot be written.
+        TypeError: validation data that cannot be read again every epoch (a
+            one-shot iterator or generator).
+        ArgumentTypeError: ``attach_to``, ``exclude``, ``accuracy_key`` or
+            ``log_dir`` of the wrong type.
+
+    Example:
+        >>> import tempfile
+        >>> inputs = keras.Input((4,))
+        >>> model = keras.Model(inputs, keras.layers.Dense(3, name="fc")(inputs))
+        >>> model.compile(loss="mse", optimizer="sgd")
+        >>> x, y = np.random.rand(32, 4).astype("float32"), np.zeros((32, 3), "float32")
+        >>> callback = StateSpaceCallback((x, y), attach_to=["Dense"],
+        ...                               log_dir=tempfile.mkdtemp(), accuracy_key=None,
+        ...                               log_images=False)
+        >>> _ = model.fit(x, y, epochs=2, verbose=0, callbacks=[callback])
+        >>> [(report.epoch, report.layers[0].name, report.layers[0].states)
+        ...  for report in callback.history]
+        [(0, 'fc_states', 32), (1, 'fc_states', 32)]
     """
 
     def __init__(self, validation_data, attach_to=("Conv2D",), exclude=(), method="after",
@@ -113,10 +134,18 @@ class StateSpaceCallback(keras.callbacks.Callback):
 
     @property
     def validation_dir(self) -> Path:
-        """Where the event files go: ``log_dir/validation``."""
+        """Where the event files go: ``log_dir/validation``.
+
+        Example:
+            >>> x = np.zeros((8, 4), "float32")
+            >>> StateSpaceCallback(x, log_dir="logs").validation_dir.as_posix()
+            'logs/validation'
+        """
         return self.log_dir / "validation"
 
     def on_train_begin(self, logs=None):
+        """Build the StateReader over the model being trained (once per model)
+        and check the validation inputs and the log directory."""
         if self.reader is None or self._probed_model is not self.model:
             self.reader = StateReader(self.model, attach_to=self.attach_to, exclude=self.exclude,
                                       method=self.method)
@@ -140,13 +169,43 @@ class StateSpaceCallback(keras.callbacks.Callback):
                              f"expects {expected}; reshape them as fit()'s inputs")
 
     def on_epoch_end(self, epoch, logs=None):
+        """Measure (:meth:`measure`), keep the report in ``history`` and write it."""
         report = self.measure(epoch, self._accuracy(logs or {}))
         self.history.append(report)
         self._write(report)
         self.reader.reset()
 
     def measure(self, epoch: int, accuracy: float | None) -> EpochReport:
-        """Count the chosen layers' states on the validation data; the epoch's report."""
+        """Count the chosen layers' states on the validation data.
+
+        Called by :meth:`on_epoch_end`; call it yourself to measure outside
+        ``fit()`` (after training has begun, so that the callback has a model).
+
+        Args:
+            epoch: the epoch (step) of the report.
+            accuracy: the validation accuracy in [0, 1], or None (then no aIQ).
+
+        Returns:
+            The epoch's report (not added to ``history``, not written).
+
+        Raises:
+            RuntimeError: the callback has no model yet.
+
+        Example:
+            >>> import tempfile
+            >>> inputs = keras.Input((2,))
+            >>> model = keras.Model(inputs, keras.layers.Dense(2, name="fc")(inputs))
+            >>> callback = StateSpaceCallback(np.ones((6, 2), "float32"), attach_to=["Dense"],
+            ...                               log_dir=tempfile.mkdtemp())
+            >>> callback.measure(0, accuracy=None)
+            Traceback (most recent call last):
+            ...
+            RuntimeError: the callback has no model yet: use it in model.fit(callbacks=...)
+            >>> callback.set_model(model); callback.on_train_begin()   # as fit() does
+            >>> report = callback.measure(0, accuracy=0.5)
+            >>> report.layers[0].name, report.layers[0].states, report.accuracy
+            ('fc_states', 6, 0.5)
+        """
         if self.reader is None:
             raise RuntimeError("the callback has no model yet: use it in model.fit(callbacks=...)")
         self.reader.count(self.validation_inputs, self.batch_size)
@@ -180,12 +239,18 @@ class StateSpaceCallback(keras.callbacks.Callback):
         self._writer.flush()
 
     def hparams(self) -> dict:
-        """The settings registered with TensorBoard's HParams dashboard."""
+        """The settings registered with TensorBoard's HParams dashboard.
+
+        Returns:
+            ``attach_to``, ``exclude``, ``method``, ``beta``, ``batch_size``
+            (0 for the default) and the model's name.
+        """
         return {"attach_to": ",".join(self.attach_to), "exclude": ",".join(self.exclude),
                 "method": self.method, "beta": self.beta, "batch_size": self.batch_size or 0,
                 "model": self.model.name}
 
     def on_train_end(self, logs=None):
+        """Close the TensorBoard writer."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None

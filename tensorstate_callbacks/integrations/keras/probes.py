@@ -6,7 +6,9 @@ model that shares every layer (and so every weight) of ``model`` and has a
 (``<layer>_pre_states``) each chosen layer.  A probe passes its input through
 unchanged, so the new model predicts what ``model`` predicts;
 ``predict``/``evaluate``/calls on it count the states of the probed tensors.
-The neuron axis is the last one (channels_last), as DESIGN.md fixes.
+The neuron axis is the last one (Keras layers are channels-last): each
+position along the other axes is one state, and a neuron fires when its
+value is ``> 0``.
 
 How the values reach the counters: two paths, each the faster one for its job.
 
@@ -19,7 +21,7 @@ How the values reach the counters: two paths, each the faster one for its job.
   tensor's own buffer to the compiled kernel (no copy).  A side effect is the
   only way to fill probes during Keras' own loop: a multi-output model would
   change what ``predict`` returns and make Keras keep every batch's
-  activations (460 MB for LeNet-5's ``conv_1`` on 10,000 images).  A probe
+  activations (see docs/performance.md).  A probe
   declares ``supports_jit = False``, so Keras does not XLA-compile a model
   holding one.  With the torch backend Keras runs layers eagerly and a probe
   hands the torch tensor to
@@ -27,10 +29,9 @@ How the values reach the counters: two paths, each the faster one for its job.
 * The callback's measurement (:class:`StateReader`) owns its loop, so it needs
   no side effect: a multi-output model sharing the layers returns the probed
   tensors of one batch (``predict_on_batch``, compiled once) and the counters
-  read them in the calling thread.  Measured on LeNet-5 and 10,000 images
-  (process CPU time over a plain ``predict``): 1.06 at batch size 200 and
-  1.10 at 32, against 1.14 and 1.32 with the side-effect op, whose cost is a
-  thread hand-off and a GIL acquisition per probe and batch.  It also works
+  read them in the calling thread.  That avoids the side-effect op's thread
+  hand-off and GIL acquisition per probe and batch, which makes it the
+  cheaper of the two (docs/performance.md gives the figures).  It also works
   with every backend.
 
 On a GPU, TensorFlow probes and the StateReader pack states on the device with
@@ -65,16 +66,22 @@ from .._selection import METHODS, Site, check_method, keras_probe_name, select
 from .._validation import check_neuron_axis
 from ..devices import count_tensor, pack_with_keras_ops
 
-__all__ = ["METHODS", "StateCapture", "build_efficiency_model", "find_layers", "probe_name",
-           "reset_efficiency_model"]
+__all__ = ["METHODS", "StateCapture", "backend_sees_gpu", "build_efficiency_model",
+           "find_layers", "probe_name", "probe_plan", "reset_efficiency_model"]
 
 
 @cache
 def backend_sees_gpu() -> bool:
     """True when the Keras backend puts new tensors on a GPU (then states are packed there).
 
-    >>> isinstance(backend_sees_gpu(), bool)
-    True
+    Checked once per process, on a new tensor's device.
+
+    Returns:
+        Whether probes and the StateReader pack states on the device with Keras ops.
+
+    Example:
+        >>> isinstance(backend_sees_gpu(), bool)
+        True
     """
     device = str(getattr(keras.ops.zeros(()), "device", "")).lower()
     return "gpu" in device or "cuda" in device
@@ -90,10 +97,29 @@ class StateCapture(CountingProbe, keras.layers.Layer):
     ``states``) reads it, as on a PyTorch probe.  ``neuron_axis`` defaults to
     the last axis; ``storage_path`` keeps the raw packed states as zarr.
 
-    >>> probe = StateCapture("dense_states")
-    >>> out = probe(np.array([[1.0, -1.0], [2.0, 3.0], [4.0, -5.0]], dtype="float32"))
-    >>> probe.state_count, probe.distinct_count, round(probe.efficiency(), 4)
-    (3, 2, 0.4591)
+    The layer returns its input unchanged, in its own dtype; it is never
+    XLA-compiled (``supports_jit = False``).  It works with the TensorFlow and
+    torch Keras backends.
+
+    Args:
+        name: the probe's name, also its counter's (``<layer>_states`` after a
+            layer, ``<layer>_pre_states`` before it; see :func:`probe_name`).
+        neuron_axis: the axis of the neurons (default: the last).
+        storage_path: a directory to keep the raw packed states in (zarr).
+        memory_limit: bytes of count tables before the counter spills to disk.
+        **kwargs: passed to ``keras.layers.Layer``.
+
+    Raises:
+        NotImplementedError: the Keras backend is neither TensorFlow nor torch.
+        ArgumentTypeError: ``neuron_axis`` is not an int.
+
+    Example:
+        >>> probe = StateCapture("dense_states")
+        >>> out = probe(np.array([[1.0, -1.0], [2.0, 3.0], [4.0, -5.0]], dtype="float32"))
+        >>> probe.state_count, probe.distinct_count, round(probe.efficiency(), 4)
+        (3, 2, 0.4591)
+        >>> probe.reset_states(); probe.state_count
+        0
     """
 
     def __init__(self, name: str, *, neuron_axis: int = -1, storage_path=None,
@@ -113,9 +139,11 @@ class StateCapture(CountingProbe, keras.layers.Layer):
         self.counter = StateCounter(name, storage_path=storage_path, memory_limit=memory_limit)
 
     def compute_output_spec(self, inputs):
+        """The output is the input: same shape, same dtype."""
         return keras.KerasTensor(inputs.shape, dtype=inputs.dtype)
 
     def call(self, inputs):
+        """Count the states of ``inputs``; return ``inputs`` unchanged."""
         if keras.backend.backend() == "torch":  # eager: the tensor itself
             count_tensor(self.counter, inputs, self.neuron_axis)
         else:
@@ -152,14 +180,26 @@ class StateCapture(CountingProbe, keras.layers.Layer):
         tf.numpy_function(run, [value], tf.int64, stateful=True)
 
     def get_config(self):
+        """The layer's config, with its ``neuron_axis``."""
         return {**super().get_config(), "neuron_axis": self.neuron_axis}
 
 
 def probe_name(layer_name: str, method: str) -> str:
-    """DESIGN.md name of the probe after (``'after'``) or before a layer.
+    """Name of the probe after (``'after'``) or before (``'before'``) a layer.
 
-    >>> probe_name("conv_1", "after"), probe_name("conv_1", "before")
-    ('conv_1_states', 'conv_1_pre_states')
+    ``<layer>_states`` after a layer, ``<layer>_pre_states`` before it (the
+    PyTorch probes' names differ: ``<module>_post_states``).
+
+    Args:
+        layer_name: the Keras layer's name.
+        method: ``'after'`` or ``'before'``.
+
+    Returns:
+        The probe's name, which is also its counter's and its tags' ``<probe>``.
+
+    Example:
+        >>> probe_name("conv_1", "after"), probe_name("conv_1", "before")
+        ('conv_1_states', 'conv_1_pre_states')
     """
     return keras_probe_name(layer_name, method)
 
@@ -189,9 +229,24 @@ def find_layers(model, attach_to: Sequence[str], exclude: Sequence[str] = ()) ->
     """The layers of ``model`` whose class (or a base class) or name is in
     ``attach_to`` and whose name or class is not in ``exclude``.
 
-    >>> net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="fc")])
-    >>> [layer.name for layer in find_layers(net, ["Dense"])]
-    ['fc']
+    Args:
+        model: a Keras model.
+        attach_to: layer class names (subclasses match too) or layer names.
+        exclude: layer names or class names to leave out.
+
+    Returns:
+        The chosen layers, in the model's order (input layers never).
+
+    Raises:
+        ValueError: ``attach_to`` is empty, an entry matches no layer (the
+            message lists the model's classes and layers), or every match is
+            excluded.
+        ArgumentTypeError: ``attach_to`` or ``exclude`` is not a list of names.
+
+    Example:
+            >>> net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="fc")])
+        >>> [layer.name for layer in find_layers(net, ["Dense"])]
+        ['fc']
     """
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     sites = [Site(layer.name, tuple(cls.__name__ for cls in type(layer).__mro__))
@@ -201,13 +256,28 @@ def find_layers(model, attach_to: Sequence[str], exclude: Sequence[str] = ()) ->
 
 
 def probe_plan(model, attach_to, exclude=(), method: str = "after"):
-    """``(functional_model, [(layer, 'before' | 'after', probe name)])`` for the
-    layers of ``model`` chosen by ``attach_to``/``exclude`` (see
-    :func:`build_efficiency_model`); raises ValueError on bad choices.
+    """Where the probes of :func:`build_efficiency_model` (or a StateReader) go.
 
-    >>> net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="fc")])
-    >>> [(where, name) for _, where, name in probe_plan(net, ["Dense"], method="both")[1]]
-    [('before', 'fc_pre_states'), ('after', 'fc_states')]
+    Args:
+        model: a Functional model, or a built Sequential model.
+        attach_to: layer class names or layer names (see :func:`find_layers`).
+        exclude: layer names or class names to leave out.
+        method: ``'after'``, ``'before'`` or ``'both'``.
+
+    Returns:
+        ``(functional_model, [(layer, 'before' | 'after', probe name)])``: the
+        model as a Functional model sharing its layers, and the probes in
+        model order.
+
+    Raises:
+        TypeError: ``model`` is not a ``keras.Model``.
+        ValueError: a subclassed model (its layers have no symbolic outputs),
+            a bad ``method``, or ``attach_to``/``exclude`` that pick nothing.
+
+    Example:
+        >>> net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="fc")])
+        >>> [(where, name) for _, where, name in probe_plan(net, ["Dense"], method="both")[1]]
+        [('before', 'fc_pre_states'), ('after', 'fc_states')]
     """
     methods = check_method(method)
     functional = _functional_view(model)
@@ -230,12 +300,32 @@ def build_efficiency_model(model, attach_to=("Conv2D",), exclude=(), method: str
     weights, compiled like ``model`` when it is compiled); its probes are in
     ``efficiency_layers``.
 
-    >>> inputs = keras.Input((3,))
-    >>> net = keras.Model(inputs, keras.layers.Dense(2, name="fc")(inputs))
-    >>> probed = build_efficiency_model(net, attach_to=["Dense"], method="both")
-    >>> _ = probed.predict(np.ones((5, 3), dtype="float32"), verbose=0)
-    >>> [(probe.name, probe.state_count) for probe in probed.efficiency_layers]
-    [('fc_pre_states', 5), ('fc_states', 5)]
+    Args:
+        model: a Functional model, or a built Sequential model.
+        attach_to: layer class names (subclasses match too) or layer names.
+        exclude: layer names or class names to leave out.
+        method: ``'after'``, ``'before'`` or ``'both'``.
+        storage_path: a directory; each probe keeps its raw states there.
+        neuron_axis: the neuron axis of every probe (default: the last).
+        memory_limit: bytes of count tables per probe before spilling to disk.
+
+    Returns:
+        A new ``keras.Model`` sharing ``model``'s layers, with
+        ``efficiency_layers``: its :class:`StateCapture` probes, in model order.
+
+    Raises:
+        TypeError: ``model`` is not a ``keras.Model``.
+        ValueError: a subclassed model, ``attach_to``/``exclude``/``method``
+            that pick nothing or are malformed, or a probed layer that takes or
+            returns more than one tensor.
+
+    Example:
+        >>> inputs = keras.Input((3,))
+        >>> net = keras.Model(inputs, keras.layers.Dense(2, name="fc")(inputs))
+        >>> probed = build_efficiency_model(net, attach_to=["Dense"], method="both")
+        >>> _ = probed.predict(np.ones((5, 3), dtype="float32"), verbose=0)
+        >>> [(probe.name, probe.state_count) for probe in probed.efficiency_layers]
+        [('fc_pre_states', 5), ('fc_states', 5)]
     """
     functional, plan = probe_plan(model, attach_to, exclude, method)
     probes = {
@@ -273,12 +363,17 @@ def build_efficiency_model(model, attach_to=("Conv2D",), exclude=(), method: str
 def reset_efficiency_model(model) -> None:
     """Reset every probe of ``model`` (``state_count`` back to 0).
 
-    >>> inputs = keras.Input((2,))
-    >>> net = keras.Model(inputs, keras.layers.Dense(3)(inputs))
-    >>> probed = build_efficiency_model(net, attach_to=["Dense"])
-    >>> _ = probed.predict(np.ones((4, 2), dtype="float32"), verbose=0)
-    >>> reset_efficiency_model(probed); probed.efficiency_layers[0].state_count
-    0
+    Args:
+        model: a model made by :func:`build_efficiency_model`; any other
+            model has no probes and is left alone.
+
+    Example:
+        >>> inputs = keras.Input((2,))
+        >>> net = keras.Model(inputs, keras.layers.Dense(3)(inputs))
+        >>> probed = build_efficiency_model(net, attach_to=["Dense"])
+        >>> _ = probed.predict(np.ones((4, 2), dtype="float32"), verbose=0)
+        >>> reset_efficiency_model(probed); probed.efficiency_layers[0].state_count
+        0
     """
     for probe in getattr(model, "efficiency_layers", ()):
         probe.reset_states()

@@ -2,10 +2,22 @@
 
 :class:`StateReader` builds a multi-output model that shares the layers of the
 user's model and returns the probed tensors of a batch; its counters read them
-in the calling thread.  Measured on LeNet-5 and 10,000 images (process CPU
-time over a plain ``predict``): 1.06 at batch size 200 and 1.10 at 32, against
-1.14 and 1.32 for probes inside ``predict`` (see docs/performance.md).  It
-works with every backend.
+in the calling thread.  That costs less than probes inside ``predict``, which
+hand every batch to another thread (docs/performance.md gives the figures),
+and it works with every backend.  On a GPU the states are packed on the device
+(:func:`~tensorstate_callbacks.integrations.devices.pack_with_keras_ops`), so
+only packed bytes reach the host.
+
+Example:
+    >>> import numpy as np
+    >>> inputs = keras.Input((3,))
+    >>> hidden = keras.layers.Dense(4, activation="relu", name="hidden")(inputs)
+    >>> net = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+    >>> reader = StateReader(net, attach_to=["Dense"], exclude=["out"])
+    >>> reader.count(np.random.default_rng(0).random((50, 3), dtype="float32"))
+    >>> counter = reader.counters[0]
+    >>> counter.name, counter.state_count, counter.num_neurons
+    ('hidden_states', 50, 4)
 """
 
 from __future__ import annotations
@@ -44,13 +56,28 @@ class StateReader:
     inference mode; nothing of ``model`` changes.  Probes see each layer's
     first call (its place in ``model``'s own graph).
 
-    >>> import numpy as np
-    >>> inputs = keras.Input((3,))
-    >>> net = keras.Model(inputs, keras.layers.Dense(2, name="fc")(inputs))
-    >>> reader = StateReader(net, attach_to=["fc"])
-    >>> reader.count(np.ones((5, 3), dtype="float32"), batch_size=2)
-    >>> [(counter.name, counter.state_count) for counter in reader.counters]
-    [('fc_states', 5)]
+    Args:
+        model: a Functional model, or a built Sequential model.
+        attach_to: layer class names (subclasses match too) or layer names.
+        exclude: layer names or class names to leave out.
+        method: ``'after'`` (outputs), ``'before'`` (inputs) or ``'both'``.
+        neuron_axis: the neuron axis of every probed tensor (default: the last).
+        memory_limit: bytes of count tables per counter before spilling to disk.
+
+    Raises:
+        TypeError: ``model`` is not a ``keras.Model``.
+        ValueError: a subclassed model, ``attach_to``/``exclude``/``method``
+            that pick nothing, or a probed layer with more than one input or
+            output tensor.
+
+    Example:
+        >>> import numpy as np
+        >>> inputs = keras.Input((3,))
+        >>> net = keras.Model(inputs, keras.layers.Dense(2, name="fc")(inputs))
+        >>> reader = StateReader(net, attach_to=["fc"])
+        >>> reader.count(np.ones((5, 3), dtype="float32"), batch_size=2)
+        >>> [(counter.name, counter.state_count) for counter in reader.counters]
+        [('fc_states', 5)]
     """
 
     def __init__(self, model, attach_to=("Conv2D",), exclude=(), method: str = "after", *,
@@ -72,7 +99,20 @@ class StateReader:
         self.counters = [StateCounter(name, memory_limit=memory_limit) for _, _, name in plan]
 
     def update(self, batch) -> None:
-        """Count the states of one batch of inputs."""
+        """Count the states of one batch of inputs (adding to what was counted).
+
+        Args:
+            batch: one batch of model inputs (an array, or what the model takes).
+
+        Example:
+            >>> import numpy as np
+            >>> inputs = keras.Input((3,))
+            >>> reader = StateReader(keras.Model(inputs, keras.layers.Dense(2)(inputs)),
+            ...                      attach_to=["Dense"])
+            >>> reader.update(np.ones((4, 3), "float32")); reader.update(np.ones((2, 3), "float32"))
+            >>> reader.counters[0].state_count
+            6
+        """
         outputs = self.model.predict_on_batch(batch)
         if not isinstance(outputs, (list, tuple)):
             outputs = [outputs]
@@ -84,27 +124,70 @@ class StateReader:
                 counter.add(values, self.neuron_axis)
 
     def count(self, data, batch_size: int | None = None) -> None:
-        """Reset, then count the states of every sample of ``data``: an array (or
-        dict of arrays), cut into ``batch_size`` batches (default 32), or a
-        re-iterable of batches (``tf.data.Dataset``, ``keras.utils.PyDataset``,
-        a DataLoader) whose items are ``x`` or ``(x, y, ...)``."""
+        """Reset, then count the states of every sample of ``data``.
+
+        Args:
+            data: an array (or dict of arrays), cut into ``batch_size``
+                batches, or a re-iterable of batches (``tf.data.Dataset``,
+                ``keras.utils.PyDataset``, a DataLoader) whose items are ``x``
+                or ``(x, y, ...)``.
+            batch_size: the batch size for array data (default 32).
+
+        Raises:
+            TypeError: ``data`` is a one-shot iterator or generator.
+
+        Example:
+            >>> import numpy as np
+            >>> inputs = keras.Input((3,))
+            >>> reader = StateReader(keras.Model(inputs, keras.layers.Dense(2)(inputs)),
+            ...                      attach_to=["Dense"])
+            >>> for _ in range(2):                      # every epoch starts afresh
+            ...     reader.count(np.ones((10, 3), "float32"), batch_size=4)
+            >>> reader.counters[0].state_count
+            10
+        """
         self.reset()
         for batch in batches(data, batch_size):
             self.update(batch)
 
     def reset(self) -> None:
-        """Forget every state counted so far."""
+        """Forget every state counted so far.
+
+        Example:
+            >>> import numpy as np
+            >>> inputs = keras.Input((3,))
+            >>> reader = StateReader(keras.Model(inputs, keras.layers.Dense(2)(inputs)),
+            ...                      attach_to=["Dense"])
+            >>> reader.update(np.ones((4, 3), "float32")); reader.reset()
+            >>> reader.counters[0].state_count
+            0
+        """
         for counter in self.counters:
             counter.reset_states()
 
 
 def batches(data, batch_size: int | None = None):
-    """An iterator over the input batches of ``data`` (see :meth:`StateReader.count`);
-    TypeError at once for data that cannot be read again every epoch.
+    """An iterator over the input batches of ``data``.
 
-    >>> import numpy as np
-    >>> [batch.shape for batch in batches(np.zeros((5, 2)), batch_size=2)]
-    [(2, 2), (2, 2), (1, 2)]
+    Args:
+        data: an array or dict of arrays (sliced into batches), or a
+            re-iterable of batches whose items are ``x`` or ``(x, y, ...)``
+            (only ``x`` is kept).
+        batch_size: the batch size for array data (default 32).
+
+    Returns:
+        An iterator over the batches' inputs.
+
+    Raises:
+        TypeError: at once, for data that cannot be read again every epoch
+            (a one-shot iterator or generator).
+
+    Example:
+        >>> import numpy as np
+        >>> [batch.shape for batch in batches(np.zeros((5, 2)), batch_size=2)]
+        [(2, 2), (2, 2), (1, 2)]
+        >>> [x for x in batches([(1, "label"), (2, "label")])]
+        [1, 2]
     """
     if isinstance(data, dict) or hasattr(data, "shape"):
         return _slices(data, batch_size or 32)
