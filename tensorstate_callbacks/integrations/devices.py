@@ -31,7 +31,8 @@ def count_tensor(counter: StateCounter, tensor, neuron_axis: int, *, threads: in
 
     Args:
         counter: where the states are counted.
-        tensor: a NumPy array, a ``torch.Tensor`` or a CUDA array.
+        tensor: a NumPy array, a ``torch.Tensor`` (also nested: one state per
+            real element of each component) or a CUDA array.
         neuron_axis: the axis of the neurons.
         threads: threads for this batch (a probe inside a forward pass uses one).
 
@@ -46,6 +47,11 @@ def count_tensor(counter: StateCounter, tensor, neuron_axis: int, *, threads: in
         counter.add(tensor, neuron_axis, threads=threads)
         return
     tensor = tensor.detach()  # nothing here enters autograd
+    if tensor.is_nested:  # one state per real element: each component, padding never made
+        axis = neuron_axis if neuron_axis < 0 else neuron_axis - 1
+        for part in tensor.unbind():
+            count_tensor(counter, part, axis, threads=threads)
+        return
     if tensor.device.type == "cpu":
         if tensor.dtype == torch.bfloat16:  # NumPy lacks bfloat16: read its bits
             counter.add(tensor.view(torch.int16).numpy(), neuron_axis, dtype="bfloat16",
