@@ -21,8 +21,8 @@ import sys
 
 from ..core import metrics
 
-__all__ = ["build_efficiency_model", "integration_for", "network_efficiency",
-           "reset_efficiency_model"]
+__all__ = ["build_efficiency_model", "efficiency_layers_of", "integration_for",
+           "network_efficiency", "reset_efficiency_model"]
 
 
 def _is_torch_module(obj) -> bool:
