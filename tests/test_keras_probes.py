@@ -115,16 +115,37 @@ def test_exclude_by_name_and_class():
                                                                     "conv_b_states"]
 
 
-def test_shared_layer_probe_counts_every_call():
+def test_shared_layer_has_a_probe_per_call_site_and_the_reader_agrees():
+    """One probe per call site (``<layer>_call<k>_states`` for k >= 1), as in
+    PyTorch; sites of different widths never clash; StateReader (the callback's
+    path) counts the same states as build_efficiency_model."""
+    from tensorstate_callbacks.integrations.keras.reader import StateReader
+
     first, second = keras.Input((6,)), keras.Input((6,))
     shared = keras.layers.Dense(9, name="shared")
-    model = keras.Model([first, second], keras.layers.Add()([shared(first), shared(second)]))
-    probed = build_efficiency_model(model, attach_to=["shared"])
+    act = keras.layers.Activation("relu", name="act")  # shared by sites of widths 9 and 4
+    narrow = keras.layers.Dense(4, name="narrow")
+    summed = keras.layers.Add()([act(shared(first)), shared(second)])
+    model = keras.Model([first, second], act(narrow(summed)))
+    probed = build_efficiency_model(model, attach_to=["shared", "act"])
     inputs = [RNG.normal(size=(100, 6)).astype("float32") for _ in range(2)]
     np.testing.assert_array_equal(probed.predict(inputs, batch_size=32, verbose=0),
                                   model.predict(inputs, batch_size=32, verbose=0))
-    outputs = np.concatenate([shared(x).numpy() for x in inputs])
-    assert_probe_matches(probed.efficiency_layers[0], outputs)
+    probes = {probe.name: probe for probe in probed.efficiency_layers}
+    assert sorted(probes) == ["act_call1_states", "act_states", "shared_call1_states",
+                              "shared_states"]
+    first_out, second_out = (shared(x).numpy() for x in inputs)
+    assert_probe_matches(probes["shared_states"], first_out)
+    assert_probe_matches(probes["shared_call1_states"], second_out)
+    assert_probe_matches(probes["act_states"], np.maximum(first_out, 0))
+    assert probes["act_call1_states"].num_neurons == 4
+    reader = StateReader(model, attach_to=["shared", "act"])
+    reader.count(inputs, batch_size=32)
+    for counter in reader.counters:
+        probe = probes[counter.name]
+        assert counter.state_count == probe.state_count
+        np.testing.assert_array_equal(sorted_rows(*counter.items())[0],
+                                      sorted_rows(probe.state_ids(), probe.counts())[0])
 
 
 def test_evaluate_fills_probes_and_reset_empties_them():

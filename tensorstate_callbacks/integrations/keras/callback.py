@@ -31,6 +31,7 @@ import numpy as np
 
 from ...reporting import tensorboard
 from ...reporting.report import EpochReport
+from .._probe import ProbeHealth
 from .._selection import check_method
 from .._validation import (
     check_accuracy_key,
@@ -39,6 +40,7 @@ from .._validation import (
     check_positive_int,
     names,
 )
+from .probes import find_layers
 from .reader import StateReader, batches
 
 __all__ = ["StateSpaceCallback"]
@@ -131,6 +133,7 @@ class StateSpaceCallback(keras.callbacks.Callback):
         self._probed_model = None
         self._writer = None
         self._warned_no_accuracy = False
+        self._health = ProbeHealth()
 
     @property
     def validation_dir(self) -> Path:
@@ -146,31 +149,51 @@ class StateSpaceCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         """Build the StateReader over the model being trained (once per model)
         and check the validation inputs and the log directory."""
-        if self.reader is None or self._probed_model is not self.model:
-            self.reader = StateReader(self.model, attach_to=self.attach_to, exclude=self.exclude,
-                                      method=self.method)
-            self._probed_model = self.model
-        self._check_input_shape()
+        if isinstance(self.model, keras.Sequential) and not self.model.built:
+            # built by fit() on its first batch: check the choice of layers now,
+            # build the reader at the first epoch's end
+            find_layers(self.model, self.attach_to, self.exclude)
+        else:
+            self._ensure_reader()
         try:
             self.validation_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise ValueError(f"cannot write TensorBoard logs to {str(self.validation_dir)!r} "
                              f"({error.strerror or error}); pass a writable log_dir") from error
 
+    def _ensure_reader(self) -> StateReader:
+        """The StateReader over the model being trained (made once per model)."""
+        if self.reader is None or self._probed_model is not self.model:
+            self.reader = StateReader(self.model, attach_to=self.attach_to, exclude=self.exclude,
+                                      method=self.method)
+            self._probed_model = self.model
+            self._check_input_shape()
+        return self.reader
+
     def _check_input_shape(self) -> None:
+        """Validation arrays must have the sample shapes of the model's inputs
+        (one array, or a list/tuple of arrays for a multi-input model)."""
         x, inputs = self.validation_inputs, self.reader.model.inputs
-        if not isinstance(x, np.ndarray) or len(inputs) != 1:
+        arrays = [x] if isinstance(x, np.ndarray) else list(x) \
+            if isinstance(x, (list, tuple)) and all(isinstance(a, np.ndarray) for a in x) else None
+        if arrays is None:
             return
-        expected = tuple(inputs[0].shape[1:])
-        if len(expected) != x.ndim - 1 or any(
-            want not in (None, got) for want, got in zip(expected, x.shape[1:], strict=True)
-        ):
-            raise ValueError(f"validation inputs have sample shape {x.shape[1:]}, but the model "
-                             f"expects {expected}; reshape them as fit()'s inputs")
+        if len(arrays) != len(inputs):
+            raise ValueError(f"validation inputs hold {len(arrays)} array(s), but the model "
+                             f"takes {len(inputs)} input(s); pass them as fit()'s inputs")
+        for array, tensor in zip(arrays, inputs, strict=True):
+            expected = tuple(tensor.shape[1:])
+            if len(expected) != array.ndim - 1 or any(
+                want not in (None, got) for want, got in zip(expected, array.shape[1:], strict=True)
+            ):
+                raise ValueError(f"validation inputs have sample shape {array.shape[1:]}, but the "
+                                 f"model expects {expected}; reshape them as fit()'s inputs")
 
     def on_epoch_end(self, epoch, logs=None):
         """Measure (:meth:`measure`), keep the report in ``history`` and write it."""
         report = self.measure(epoch, self._accuracy(logs or {}))
+        self._health.check({counter.name: counter for counter in self.reader.counters},
+                           lambda message: warnings.warn(message, stacklevel=3))
         self.history.append(report)
         self._write(report)
         self.reader.reset()
@@ -206,9 +229,9 @@ class StateSpaceCallback(keras.callbacks.Callback):
             >>> report.layers[0].name, report.layers[0].states, report.accuracy
             ('fc_states', 6, 0.5)
         """
-        if self.reader is None:
+        if self.model is None:
             raise RuntimeError("the callback has no model yet: use it in model.fit(callbacks=...)")
-        self.reader.count(self.validation_inputs, self.batch_size)
+        self._ensure_reader().count(self.validation_inputs, self.batch_size)
         counters = {counter.name: counter for counter in self.reader.counters}
         return EpochReport.from_counters(epoch, counters, accuracy, self.beta)
 

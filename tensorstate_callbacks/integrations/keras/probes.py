@@ -184,7 +184,7 @@ class StateCapture(CountingProbe, keras.layers.Layer):
         return {**super().get_config(), "neuron_axis": self.neuron_axis}
 
 
-def probe_name(layer_name: str, method: str) -> str:
+def probe_name(layer_name: str, method: str, call: int = 0) -> str:
     """Name of the probe after (``'after'``) or before (``'before'``) a layer.
 
     ``<layer>_states`` after a layer, ``<layer>_pre_states`` before it (the
@@ -193,6 +193,8 @@ def probe_name(layer_name: str, method: str) -> str:
     Args:
         layer_name: the Keras layer's name.
         method: ``'after'`` or ``'before'``.
+        call: which call site of a layer used at several (0: the first;
+            the k-th adds ``_call<k>``).
 
     Returns:
         The probe's name, which is also its counter's and its tags' ``<probe>``.
@@ -200,8 +202,10 @@ def probe_name(layer_name: str, method: str) -> str:
     Example:
         >>> probe_name("conv_1", "after"), probe_name("conv_1", "before")
         ('conv_1_states', 'conv_1_pre_states')
+        >>> probe_name("shared", "after", call=1)
+        'shared_call1_states'
     """
-    return keras_probe_name(layer_name, method)
+    return keras_probe_name(layer_name, method, call)
 
 
 def _functional_view(model):
@@ -255,6 +259,18 @@ def find_layers(model, attach_to: Sequence[str], exclude: Sequence[str] = ()) ->
     return [layers[index] for index in chosen]
 
 
+def call_nodes(functional) -> dict[int, list]:
+    """The nodes (calls) of each layer inside ``functional``, by ``id(layer)``,
+    in the order Keras runs the graph (the order :func:`build_efficiency_model`
+    rewires them in): the k-th is the layer's call site k."""
+    nodes: dict[int, list] = {}
+    for depth in sorted(functional._nodes_by_depth, reverse=True):
+        for node in functional._nodes_by_depth[depth]:
+            if node.operation is not None and not node.is_input:
+                nodes.setdefault(id(node.operation), []).append(node)
+    return nodes
+
+
 def probe_plan(model, attach_to, exclude=(), method: str = "after"):
     """Where the probes of :func:`build_efficiency_model` (or a StateReader) go.
 
@@ -265,9 +281,10 @@ def probe_plan(model, attach_to, exclude=(), method: str = "after"):
         method: ``'after'``, ``'before'`` or ``'both'``.
 
     Returns:
-        ``(functional_model, [(layer, 'before' | 'after', probe name)])``: the
-        model as a Functional model sharing its layers, and the probes in
-        model order.
+        ``(functional_model, [(layer, 'before' | 'after', probe name, node)])``:
+        the model as a Functional model sharing its layers, and the probes in
+        model order, one per call site of each chosen layer (``node``: the
+        Keras node of that call).
 
     Raises:
         TypeError: ``model`` is not a ``keras.Model``.
@@ -276,13 +293,16 @@ def probe_plan(model, attach_to, exclude=(), method: str = "after"):
 
     Example:
         >>> net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="fc")])
-        >>> [(where, name) for _, where, name in probe_plan(net, ["Dense"], method="both")[1]]
+        >>> [(where, name) for _, where, name, _ in probe_plan(net, ["Dense"], method="both")[1]]
         [('before', 'fc_pre_states'), ('after', 'fc_states')]
     """
     methods = check_method(method)
     functional = _functional_view(model)
-    plan = [(layer, where, probe_name(layer.name, where))
-            for layer in find_layers(functional, attach_to, exclude) for where in methods]
+    nodes = call_nodes(functional)
+    plan = [(layer, where, probe_name(layer.name, where, call), node)
+            for layer in find_layers(functional, attach_to, exclude)
+            for call, node in enumerate(nodes.get(id(layer), ()))
+            for where in methods]
     return functional, plan
 
 
@@ -328,16 +348,20 @@ def build_efficiency_model(model, attach_to=("Conv2D",), exclude=(), method: str
         [('fc_pre_states', 5), ('fc_states', 5)]
     """
     functional, plan = probe_plan(model, attach_to, exclude, method)
+    sites = call_nodes(functional)
     probes = {
-        (id(layer), where): StateCapture(
+        (id(layer), sites[id(layer)].index(node), where): StateCapture(
             name, neuron_axis=neuron_axis, memory_limit=memory_limit,
             storage_path=None if storage_path is None else Path(storage_path) / name,
         )
-        for layer, where, name in plan
+        for layer, where, name, node in plan
     }
+    calls: dict[int, int] = {}  # call sites of each layer rewired so far
 
     def call_with_probes(layer, *args, **kwargs):
-        before, after = probes.get((id(layer), "before")), probes.get((id(layer), "after"))
+        call = calls[id(layer)] = calls.get(id(layer), -1) + 1
+        before = probes.get((id(layer), call, "before"))
+        after = probes.get((id(layer), call, "after"))
         if before is not None:
             if not args or not isinstance(args[0], keras.KerasTensor):
                 raise ValueError(f"method='before' needs layer {layer.name!r} to take one "

@@ -53,8 +53,8 @@ class StateReader:
     tensors of a batch (packed on the device when the backend runs on a GPU);
     ``counters`` (:class:`~tensorstate_callbacks.StateCounter`, named like the
     probes of :func:`build_efficiency_model`) count them.  The layers run in
-    inference mode; nothing of ``model`` changes.  Probes see each layer's
-    first call (its place in ``model``'s own graph).
+    inference mode; nothing of ``model`` changes.  A layer called at several
+    places of ``model``'s graph has a counter per call site, as probes do.
 
     Args:
         model: a Functional model, or a built Sequential model.
@@ -84,8 +84,9 @@ class StateReader:
                  neuron_axis: int = -1, memory_limit: int | None = None):
         functional, plan = probe_plan(model, attach_to, exclude, method)
         tensors = []
-        for layer, where, _ in plan:
-            tensor = layer.output if where == "after" else layer.input
+        for layer, where, _, node in plan:
+            tensor = node.output_tensors if where == "after" else node.input_tensors
+            tensor = tensor[0] if len(tensor) == 1 else tensor
             if not isinstance(tensor, keras.KerasTensor):
                 raise ValueError(f"layer {layer.name!r} has more than one {where!r} tensor; "
                                  "probe a layer that takes and returns one tensor")
@@ -96,7 +97,7 @@ class StateReader:
             tensors = [_PackStates(neuron_axis)(tensor) for tensor in tensors]
         self.neuron_axis = neuron_axis
         self.model = keras.Model(functional.inputs, tensors)
-        self.counters = [StateCounter(name, memory_limit=memory_limit) for _, _, name in plan]
+        self.counters = [StateCounter(name, memory_limit=memory_limit) for _, _, name, _ in plan]
 
     def update(self, batch) -> None:
         """Count the states of one batch of inputs (adding to what was counted).
@@ -170,9 +171,9 @@ def batches(data, batch_size: int | None = None):
     """An iterator over the input batches of ``data``.
 
     Args:
-        data: an array or dict of arrays (sliced into batches), or a
-            re-iterable of batches whose items are ``x`` or ``(x, y, ...)``
-            (only ``x`` is kept).
+        data: an array, or a list, tuple or dict of arrays (a multi-input
+            model's inputs; sliced into batches together), or a re-iterable of
+            batches whose items are ``x`` or ``(x, y, ...)`` (only ``x`` is kept).
         batch_size: the batch size for array data (default 32).
 
     Returns:
@@ -186,10 +187,12 @@ def batches(data, batch_size: int | None = None):
         >>> import numpy as np
         >>> [batch.shape for batch in batches(np.zeros((5, 2)), batch_size=2)]
         [(2, 2), (2, 2), (1, 2)]
+        >>> [[a.shape, b.shape] for a, b in batches([np.zeros((3, 2)), np.ones((3, 4))], 2)]
+        [[(2, 2), (2, 4)], [(1, 2), (1, 4)]]
         >>> [x for x in batches([(1, "label"), (2, "label")])]
         [1, 2]
     """
-    if isinstance(data, dict) or hasattr(data, "shape"):
+    if _is_arrays(data):
         return _slices(data, batch_size or 32)
     try:
         one_shot = iter(data) is data
@@ -202,10 +205,16 @@ def batches(data, batch_size: int | None = None):
     return (item[0] if isinstance(item, (tuple, list)) else item for item in data)
 
 
+def _is_arrays(data) -> bool:
+    """An array, or a list/tuple/dict (nested) of arrays: sliced along axis 0."""
+    if hasattr(data, "shape"):
+        return True
+    if not isinstance(data, (dict, list, tuple)) or not data:
+        return False
+    return all(hasattr(leaf, "shape") for leaf in keras.tree.flatten(data))
+
+
 def _slices(data, size: int):
-    total = len(next(iter(data.values()))) if isinstance(data, dict) else len(data)
+    total = len(keras.tree.flatten(data)[0])
     for start in range(0, total, size):
-        if isinstance(data, dict):
-            yield {key: value[start:start + size] for key, value in data.items()}
-        else:
-            yield data[start:start + size]
+        yield keras.tree.map_structure(lambda array, start=start: array[start:start + size], data)
