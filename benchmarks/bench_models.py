@@ -1,0 +1,178 @@
+"""Lightning validation of models researchers train, with and without the callback.
+
+    python benchmarks/bench_models.py [--repeats 5] [--profile]
+
+* A CIFAR-shaped ResNet-18 (BasicBlocks 64-128-256-512, 1x1 projection
+  shortcuts) over 500 random 32x32 images, batch 100: without the callback,
+  with probes on every Conv2d, and on every Conv2d, BatchNorm2d and ReLU call
+  site (each block's ReLU module runs twice: two probes).
+* A 4-layer ``nn.TransformerEncoder`` (d=256, 4 heads, feed-forward 1024,
+  batch first) over 256 random sequences of 128 tokens, batch 32: without the
+  callback and with probes on every Linear (the attention's ``out_proj`` never
+  runs as a module in PyTorch's attention, so its probes stay empty).
+
+Runs alternate between configurations (the order rotates every repeat), so
+every configuration sees the same machine noise; the table shows median wall
+times, the ratio of medians and the median of each repeat's ratio.  Targets
+(issue "Right numbers on the models researchers train"): <= 1.10 for the conv
+probes and the Transformer, <= 1.25 for the 50-odd probes.  ``--profile`` adds
+a cProfile of one probed ResNet run, this package's functions only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import statistics
+import time
+import warnings
+
+import lightning as L
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from tensorstate_callbacks.lightning import StateSpaceCallback
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, channels_in: int, channels: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels_in, channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or channels_in != channels:
+            self.shortcut = nn.Sequential(nn.Conv2d(channels_in, channels, 1, stride, bias=False),
+                                          nn.BatchNorm2d(channels))
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 for 32x32 images (3x3 stem, no max-pool), as CIFAR papers use it."""
+
+    def __init__(self, classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        blocks, channels_in = [], 64
+        for channels, stride in [(64, 1), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1),
+                                 (512, 2), (512, 1)]:
+            blocks.append(BasicBlock(channels_in, channels, stride))
+            channels_in = channels
+        self.layers = nn.Sequential(*blocks)
+        self.fc = nn.Linear(512, classes)
+
+    def forward(self, x):
+        x = self.layers(self.relu(self.bn1(self.conv1(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+class Encoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(256, 4, 1024, dropout=0.1, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 4, enable_nested_tensor=False)
+        self.head = nn.Linear(256, 10)
+
+    def forward(self, x):
+        return self.head(self.encoder(x).mean(1))
+
+
+class Classifier(L.LightningModule):
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, x):
+        return self.network(x)
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_acc", (self(x).argmax(1) == y).float().mean())
+
+
+def validate(model, loader, callbacks) -> float:
+    """Wall seconds of one ``trainer.validate`` run."""
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, callbacks=callbacks,
+                        enable_progress_bar=False, enable_model_summary=False)
+    start = time.perf_counter()
+    trainer.validate(model, loader, verbose=False)
+    return time.perf_counter() - start
+
+
+def loader(shape: tuple[int, ...], count: int, batch: int) -> DataLoader:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(count, *shape, generator=generator)
+    y = torch.randint(0, 10, (count,), generator=generator)
+    return DataLoader(TensorDataset(x, y), batch_size=batch)
+
+
+def measure(name: str, model, data, configurations: dict, repeats: int) -> None:
+    """Alternate the configurations (None: no callback) and print one table."""
+    for attach_to in configurations.values():  # warm-ups
+        validate(model, data, [] if attach_to is None else [callback_for(attach_to)])
+    times = {label: [] for label in configurations}
+    probes = {}
+    labels = list(configurations)
+    for repeat in range(repeats):
+        for label in labels[repeat % len(labels):] + labels[:repeat % len(labels)]:
+            attach_to = configurations[label]
+            callback = None if attach_to is None else callback_for(attach_to)
+            times[label].append(validate(model, data, [] if callback is None else [callback]))
+            if callback is not None:
+                probes[label] = len(callback.history[-1].layers) + len(
+                    callback.history[-1].skipped_layers)
+    base_label = labels[0]
+    base = statistics.median(times[base_label])
+    print(f"\n{name}, torch threads {torch.get_num_threads()}, {repeats} repeats")
+    print("| configuration | probes | median wall s | ratio of medians | median of ratios |"
+          " runs (s) |\n|---|---|---|---|---|---|")
+    for label in labels:
+        wall = statistics.median(times[label])
+        paired = statistics.median(t / b for t, b in zip(times[label], times[base_label]))
+        print(f"| {label} | {probes.get(label, 0)} | {wall:.3f} | {wall / base:.3f} | "
+              f"{paired:.3f} | {', '.join(f'{t:.2f}' for t in times[label])} |")
+
+
+def callback_for(attach_to: list[str]) -> StateSpaceCallback:
+    return StateSpaceCallback(attach_to=attach_to, accuracy_key="val_acc", log_histograms=False,
+                              log_images=False, log_hparams=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    torch.manual_seed(0)
+    resnet = Classifier(ResNet18()).eval()
+    images = loader((3, 32, 32), 500, 100)
+    measure("CIFAR-shaped ResNet-18, 500 images, batch 100", resnet, images, {
+        "without callback": None,
+        "Conv2d": ["Conv2d"],
+        "Conv2d + BatchNorm2d + ReLU": ["Conv2d", "BatchNorm2d", "ReLU"],
+    }, args.repeats)
+    encoder = Classifier(Encoder()).eval()
+    sequences = loader((128, 256), 256, 32)
+    measure("TransformerEncoder, 4 layers, d=256, 256 sequences of 128, batch 32", encoder,
+            sequences, {"without callback": None, "Linear": ["Linear"]}, args.repeats)
+    if args.profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        validate(resnet, images, [callback_for(["Conv2d", "BatchNorm2d", "ReLU"])])
+        profiler.disable()
+        print("\nProfile of one ResNet run with 50-odd probes (this package, by own time):")
+        pstats.Stats(profiler).sort_stats("tottime").print_stats("tensorstate_callbacks", 15)
+
+
+if __name__ == "__main__":
+    main()
