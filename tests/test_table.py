@@ -1,0 +1,330 @@
+"""The compiled counting core (``core._table``), called directly and checked
+against plain NumPy (``np.unique`` over rows): exact counts per state."""
+
+import numpy as np
+import pytest
+
+from tensorstate_callbacks.core import _pack, _table
+
+CHUNK = _table.CHUNK_ROWS
+
+
+def as_rows(keys):
+    """One sortable np.void per row of a uint8[n, width] array."""
+    keys = np.ascontiguousarray(keys)
+    return keys.view(np.dtype((np.void, keys.shape[1]))).ravel()
+
+
+def reference(keys, weights=None):
+    """Distinct rows (sorted) and their counts; zero counts dropped."""
+    rows, inverse = np.unique(as_rows(keys), return_inverse=True)
+    counts = np.zeros(len(rows), dtype=np.uint64)
+    np.add.at(counts, inverse.ravel(), np.uint64(1) if weights is None else weights)
+    keep = counts != 0
+    return rows[keep], counts[keep]
+
+
+def contents(tables):
+    """Every table's (state, count) pairs together, sorted by state."""
+    keys, counts = zip(*(table.items() for table in tables))
+    rows, counts = as_rows(np.concatenate(keys)), np.concatenate(counts)
+    order = np.argsort(rows, kind="stable")
+    return rows[order], counts[order]
+
+
+def assert_counts(tables, keys, weights=None):
+    """The tables hold exactly the states of ``keys`` with their counts, each
+    state in one table only."""
+    want_rows, want_counts = reference(keys, weights)
+    got_rows, got_counts = contents(tables)
+    assert len(got_rows) == len(want_rows)
+    np.testing.assert_array_equal(got_rows, want_rows)
+    np.testing.assert_array_equal(got_counts, want_counts)
+    assert sum(table.distinct for table in tables) == len(want_rows)
+    for table in tables:
+        np.testing.assert_array_equal(np.sort(table.counts()), np.sort(table.items()[1]))
+
+
+def make_keys(rng, rows, width, patterns=None):
+    """uint8[rows, width]: random rows, or rows drawn from ``patterns`` random ones."""
+    if patterns is None:
+        return rng.integers(0, 256, size=(rows, width), dtype=np.uint8)
+    pool = rng.integers(0, 256, size=(patterns, width), dtype=np.uint8)
+    return pool[rng.integers(0, patterns, size=rows)]
+
+
+def hash_tables(width, shards):
+    return [_table.CountTable(width) for _ in range(shards)]
+
+
+# -- hash tables ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("width", [1, 3, 8, 9, 33])  # keys in slots (<= 8 bytes), in the arena
+@pytest.mark.parametrize("shards", [1, 256])
+@pytest.mark.parametrize("threads", [1, 2, 3, 4])
+def test_count_rows_matches_numpy(width, shards, threads):
+    rng = np.random.default_rng(width * 1000 + shards + threads)
+    keys = np.concatenate([make_keys(rng, 6_000, width), make_keys(rng, 14_000, width, 500)])
+    tables = hash_tables(width, shards)
+    _table.count_rows(tables, keys, threads=threads)
+    assert_counts(tables, keys)
+
+
+@pytest.mark.parametrize("width", [2, 8, 12])
+@pytest.mark.parametrize("shards", [1, 256])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_weighted_counts(width, shards, threads):
+    """Each row counts its weight; rows of weight 0 add no state."""
+    rng = np.random.default_rng(width + shards + threads)
+    keys = make_keys(rng, 30_000, width, 2_000)
+    weights = rng.integers(0, 4, size=len(keys), dtype=np.uint64)
+    weights[::7] = 1 << 40  # counts beyond 32 bits stay exact
+    tables = hash_tables(width, shards)
+    _table.count_rows(tables, keys, weights, threads=threads)
+    assert_counts(tables, keys, weights)
+    zero = make_keys(rng, 50, width)
+    before = contents(tables)
+    _table.count_rows(tables, zero, np.zeros(50, dtype=np.uint64), threads=threads)
+    np.testing.assert_array_equal(contents(tables)[0], before[0])
+
+
+@pytest.mark.parametrize("width", [4, 16])
+def test_threads_fill_the_same_shards(width):
+    """A state's shard depends on its hash alone, not on the threads."""
+    rng = np.random.default_rng(width)
+    keys = make_keys(rng, 40_000, width, 10_000)
+    by_threads = []
+    for threads in (1, 4):
+        tables = hash_tables(width, 256)
+        _table.count_rows(tables, keys, threads=threads)
+        by_threads.append([contents([table]) for table in tables])
+    for (rows_1, counts_1), (rows_4, counts_4) in zip(*by_threads):
+        np.testing.assert_array_equal(rows_1, rows_4)
+        np.testing.assert_array_equal(counts_1, counts_4)
+
+
+@pytest.mark.parametrize("width", [5, 10])
+def test_counts_add_up_over_calls(width):
+    """Counting into tables that already hold states: a single table that grows
+    many times, and shards fed batch after batch."""
+    rng = np.random.default_rng(width)
+    batches = [make_keys(rng, rows, width, patterns)
+               for rows, patterns in ((50_000, None), (20_000, 3_000), (1, None), (30_000, None))]
+    for shards, threads in ((1, 1), (256, 2)):
+        tables = hash_tables(width, shards)
+        for batch in batches:
+            _table.count_rows(tables, batch, threads=threads)
+        assert_counts(tables, np.concatenate(batches))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("diverse", [True, False])
+def test_batch_of_several_chunks(threads, diverse):
+    """More rows than one chunk per thread, into shards that already hold
+    states: mostly distinct rows are sketched ahead, repeated ones are not."""
+    rng = np.random.default_rng(threads + 10 * diverse)
+    rows = CHUNK * threads * 2 + 123
+    keys = make_keys(rng, rows, 5, None if diverse else 5_000)
+    tables = hash_tables(5, 256)
+    _table.count_rows(tables, keys[:20_000], threads=threads)
+    _table.count_rows(tables, keys, threads=threads)
+    assert_counts(tables, np.concatenate([keys[:20_000], keys]))
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_last_chunk_with_fewer_rows_than_threads(threads):
+    """Threads left without rows in the last chunk must not count their share
+    of the chunk before again."""
+    rng = np.random.default_rng(threads)
+    keys = make_keys(rng, CHUNK * threads + threads - 1, 6)
+    weights = rng.integers(1, 3, size=len(keys), dtype=np.uint64)
+    tables = hash_tables(6, 256)
+    _table.count_rows(tables, keys, weights, threads=threads)
+    assert_counts(tables, keys, weights)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3])
+def test_fewer_rows_than_threads(rows):
+    keys = make_keys(np.random.default_rng(rows), rows, 9)
+    tables = hash_tables(9, 256)
+    _table.count_rows(tables, keys, threads=4)
+    assert_counts(tables, keys)
+
+
+def test_more_threads_than_shards():
+    keys = make_keys(np.random.default_rng(0), 5_000, 3, 700)
+    tables = hash_tables(3, 2)
+    _table.count_rows(tables, keys, threads=_table.MAX_THREADS + 5)
+    assert_counts(tables, keys)
+
+
+# -- dense tables ---------------------------------------------------------------------
+
+def dense_keys(rng, rows, bits):
+    """States of ``bits`` neurons as little-endian bytes (the high bits clear)."""
+    states = rng.integers(0, 1 << bits, size=rows, dtype=np.uint64)
+    return np.ascontiguousarray(states.view(np.uint8).reshape(rows, 8)[:, :(bits + 7) // 8])
+
+
+@pytest.mark.parametrize("bits", [1, 8, 13, 20])
+@pytest.mark.parametrize("copies", [1, 2, 4])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_dense_counts_and_fold(bits, copies, weighted):
+    """Counting into several copies of a dense table (one thread each), then
+    folding them into the first, gives the counts of one table."""
+    rng = np.random.default_rng(bits * 10 + copies)
+    keys = dense_keys(rng, 50_001, bits)
+    weights = rng.integers(0, 3, size=len(keys), dtype=np.uint64) if weighted else None
+    tables = [_table.CountTable((bits + 7) // 8, bits) for _ in range(copies)]
+    _table.count_dense(tables, keys, weights)
+    shares = [contents([table])[1] for table in tables]
+    total = len(keys) if weights is None else int(weights.sum())
+    assert sum(int(counts.sum()) for counts in shares) == total
+    for copy in tables[1:]:
+        _table.fold_dense(tables[0], copy)
+        assert copy.distinct == 0 and len(copy.counts()) == 0
+    assert_counts(tables[:1], keys, weights)
+    if copies > 1:  # each copy counted a share of the rows: none held them all
+        assert all(counts.sum() < total for counts in shares)
+    keys = tables[0].items()[0].astype(np.uint64)
+    states = (keys << (8 * np.arange(keys.shape[1], dtype=np.uint64))).sum(axis=1)
+    assert np.all(np.diff(states) > 0)  # in increasing order of the states as integers
+
+
+def test_dense_and_hash_tables_agree():
+    keys = dense_keys(np.random.default_rng(1), 30_000, 12)
+    dense, hashed = _table.CountTable(2, 12), _table.CountTable(2)
+    _table.count_dense([dense], keys)
+    _table.count_rows([hashed], keys)
+    np.testing.assert_array_equal(contents([dense])[1], contents([hashed])[1])
+    assert dense.is_dense and not hashed.is_dense
+    assert dense.memory == 8 << 12
+
+
+# -- spill partitions -----------------------------------------------------------------
+
+@pytest.mark.parametrize("width", [2, 8, 20])
+@pytest.mark.parametrize("bits", [0, 1, 6, _table.MAX_PARTITION_BITS])
+def test_partitions_stable_and_in_range(width, bits):
+    rng = np.random.default_rng(width + bits)
+    keys = make_keys(rng, 20_000, width, 4_000)
+    parts = _table.partitions(keys, bits)
+    assert parts.dtype == np.int32 and parts.shape == (len(keys),)
+    assert parts.min() >= 0 and parts.max() < 1 << bits
+    rows, inverse = np.unique(as_rows(keys), return_inverse=True)
+    first = np.zeros(len(rows), dtype=np.int32)
+    first[inverse.ravel()] = parts
+    np.testing.assert_array_equal(parts, first[inverse.ravel()])  # one partition per state
+    np.testing.assert_array_equal(_table.partitions(keys[::-1].copy(), bits), parts[::-1])
+    if 1 <= bits <= 6:  # 4,000 states fill every partition
+        assert len(np.unique(parts)) == 1 << bits
+
+
+def test_partitions_spread_over_shards():
+    """The states of one shard fall in every partition: the two use different
+    bits of the hash."""
+    keys = make_keys(np.random.default_rng(0), 200_000, 4)
+    tables = hash_tables(4, 256)
+    _table.count_rows(tables, keys)
+    shard_keys, _ = tables[0].items()
+    assert len(np.unique(_table.partitions(shard_keys, 3))) == 8
+
+
+# -- edges and errors ----------------------------------------------------------------
+
+def test_empty_input():
+    empty = np.empty((0, 3), dtype=np.uint8)
+    tables = hash_tables(3, 256)
+    _table.count_rows(tables, empty, threads=4)
+    _table.count_rows(tables, empty, np.empty(0, dtype=np.uint64))
+    assert sum(table.distinct for table in tables) == 0
+    keys, counts = tables[0].items()
+    assert keys.shape == (0, 3) and counts.shape == (0,) and tables[0].counts().shape == (0,)
+    dense = [_table.CountTable(2, 10), _table.CountTable(2, 10)]
+    _table.count_dense(dense, np.empty((0, 2), dtype=np.uint8))
+    assert dense[0].distinct == 0
+    assert _table.partitions(empty, 4).shape == (0,)
+
+
+def test_bad_arguments_raise_clear_errors():
+    keys = np.zeros((10, 2), dtype=np.uint8)
+    tables = hash_tables(2, 4)
+    with pytest.raises(ValueError, match="power of two"):
+        _table.count_rows(hash_tables(2, 3), keys)
+    with pytest.raises(ValueError, match="power of two"):
+        _table.count_rows(hash_tables(2, 512), keys)
+    with pytest.raises(ValueError, match="power of two"):
+        _table.count_rows([], keys)
+    with pytest.raises(ValueError, match="do not fit tables of 3-byte states"):
+        _table.count_rows(hash_tables(3, 4), keys)
+    with pytest.raises(ValueError, match="one per row"):
+        _table.count_rows(tables, keys, np.ones(9, dtype=np.uint64))
+    with pytest.raises(ValueError, match="threads=0"):
+        _table.count_rows(tables, keys, threads=0)
+    with pytest.raises(ValueError, match="count_rows hash tables"):
+        _table.count_rows([_table.CountTable(2, 10)], keys)
+    with pytest.raises(ValueError, match="count_dense takes dense tables"):
+        _table.count_dense(hash_tables(2, 1), keys)
+    with pytest.raises(ValueError, match="different widths"):
+        _table.count_dense([_table.CountTable(2, 10), _table.CountTable(2, 11)], keys)
+    with pytest.raises(ValueError, match="no tables"):
+        _table.count_dense([], keys)
+    with pytest.raises(ValueError, match="one per thread"):
+        _table.count_dense([_table.CountTable(1, 1)] * (_table.MAX_THREADS + 1),
+                           np.zeros((10, 1), dtype=np.uint8))
+    with pytest.raises(TypeError, match="CountTable"):
+        _table.count_rows([object()], keys)
+    with pytest.raises(ValueError, match="key_bytes=0"):
+        _table.CountTable(0)
+    with pytest.raises(ValueError, match="dense_bits=9"):
+        _table.CountTable(1, 9)  # 9 neurons need 2 bytes
+    with pytest.raises(ValueError, match="dense_bits=21"):
+        _table.CountTable(3, 21)
+    with pytest.raises(ValueError, match="one width"):
+        _table.fold_dense(_table.CountTable(2, 10), _table.CountTable(2, 11))
+    dense = _table.CountTable(2, 10)
+    with pytest.raises(ValueError, match="two different tables"):
+        _table.fold_dense(dense, dense)
+    for bits in (-1, _table.MAX_PARTITION_BITS + 1):
+        with pytest.raises(ValueError, match="partition_bits"):
+            _table.partitions(keys, bits)
+    with pytest.raises(ValueError):  # not C-contiguous
+        _table.count_rows(tables, np.zeros((10, 4), dtype=np.uint8)[:, ::2])
+    assert sum(table.distinct for table in tables) == 0  # nothing was counted
+
+
+# -- the packing kernel, called directly -------------------------------------------
+
+def test_kinds_are_numpy_dtype_names():
+    assert set(_pack.KINDS) == {
+        "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16",
+        "uint32", "uint64", "float16", "bfloat16"}
+    assert sorted(_pack.KINDS.values()) == list(range(len(_pack.KINDS)))
+    for name in set(_pack.KINDS) - {"bfloat16"}:
+        assert np.dtype(name).name == name
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 4, 64])
+@pytest.mark.parametrize("neuron_axis", [1, 2])  # contiguous neurons, strided neurons
+def test_pack_rows_on_threads(threads, neuron_axis):
+    x = np.random.default_rng(threads).standard_normal((5, 7, 11)).astype(np.float32)
+    moved = np.moveaxis(x, neuron_axis, -1)  # (outer, states, neurons), a view
+    out = np.empty((5 * moved.shape[1], (moved.shape[2] + 7) // 8), dtype=np.uint8)
+    _pack.pack_rows(x.__array_interface__["data"][0], moved.shape, moved.strides,
+                    _pack.KINDS["float32"], out, threads)
+    want = np.packbits(moved.reshape(-1, moved.shape[2]) > 0, axis=-1, bitorder="little")
+    np.testing.assert_array_equal(out, want)
+
+
+def test_pack_rows_bad_arguments():
+    x = np.ones((4, 9), dtype=np.float32)
+    address = x.__array_interface__["data"][0]
+    out = np.empty((4, 2), dtype=np.uint8)
+    with pytest.raises(ValueError, match="unknown element kind"):
+        _pack.pack_rows(address, (1, 4, 9), (0, 36, 4), len(_pack.KINDS), out, 1)
+    with pytest.raises(ValueError, match="the view needs"):
+        _pack.pack_rows(address, (1, 4, 9), (0, 36, 4), 0, np.empty((4, 1), np.uint8), 1)
+    with pytest.raises(ValueError, match="threads=0"):
+        _pack.pack_rows(address, (1, 4, 9), (0, 36, 4), 0, out, 0)
+    with pytest.raises(ValueError, match="3 entries"):
+        _pack.pack_rows(address, (4, 9), (36, 4), 0, out, 1)
