@@ -9,7 +9,10 @@ the counts of every DDP rank, computes per-layer efficiency, network
 efficiency and aIQ, logs them through every logger of the trainer (the
 ``state_space/...`` tags of :mod:`tensorstate_callbacks.reporting.report`,
 step = validation epoch index) from rank zero, adds TensorBoard extras when a
-TensorBoardLogger is present, and resets the probes.
+TensorBoardLogger is present, and resets the probes.  The same values go into
+``trainer.callback_metrics`` under their tags, so ``ModelCheckpoint(monitor=
+"state_space/aIQ", mode="max")`` and ``EarlyStopping`` can act on them.  An
+accuracy aIQ cannot use (missing, NaN, a percentage) skips aIQ with one warning.
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from typing_extensions import override
 
 from ..reporting import tensorboard
-from ..reporting.report import EpochReport
+from ..reporting.report import TAG_PREFIX, EpochReport
+from ._accuracy import AccuracyReader
 from ._probe import ProbeHealth
 from ._selection import check_method
 from ._validation import check_accuracy_key, check_beta, check_neuron_axis, names
@@ -52,6 +57,7 @@ class StateSpaceCallback(L.Callback):
         log_histograms: write a histogram of log2(state occurrences) per probe.
         log_images: write a heat map of efficiency over epochs.
         log_hparams: register the callback's settings with TensorBoard's HParams.
+        progress_bar: also show network efficiency and aIQ in the progress bar.
         memory_limit: bytes of count tables per probe before spilling to disk.
 
     Several instances with different layers can share one Trainer: each owns
@@ -70,7 +76,7 @@ class StateSpaceCallback(L.Callback):
     def __init__(self, attach_to=("Conv2d",), exclude=(), method: str = "after",
                  accuracy_key: str | None = "val_acc", beta: float = 2.0,
                  neuron_axis=None, output_selector=None, log_histograms: bool = True,
-                 log_images: bool = True, log_hparams: bool = True,
+                 log_images: bool = True, log_hparams: bool = True, progress_bar: bool = False,
                  memory_limit: int | None = None):
         self.attach_to = names(attach_to, "attach_to")
         if not self.attach_to:
@@ -85,12 +91,15 @@ class StateSpaceCallback(L.Callback):
         self.log_histograms = log_histograms
         self.log_images = log_images
         self.log_hparams = log_hparams
+        self.progress_bar = progress_bar
         self.memory_limit = memory_limit
         self.history: list[EpochReport] = []
         self.validation_epochs = 0  # index (step) of the next validation epoch
         self._probes: ProbeList | list = []
         self._health = ProbeHealth()
-        self._warned_accuracy = False
+        self._accuracy_reader = AccuracyReader(
+            self.accuracy_key, "trainer.callback_metrics",
+            "Log the validation accuracy under that key or pass accuracy_key=...")
         self._layout_written = False
 
     @property
@@ -173,22 +182,27 @@ class StateSpaceCallback(L.Callback):
             self._accuracy(trainer), self.beta,
         )
         self.history.append(report)
+        self._publish(trainer, report)
         self._log(trainer, report)
         for probe in self._probes:
             probe.reset_states()
 
     def _accuracy(self, trainer: L.Trainer) -> float | None:
-        value = trainer.callback_metrics.get(self.accuracy_key) if self.accuracy_key else None
-        if value is None:
-            if not self._warned_accuracy:
-                self._warned_accuracy = True
-                available = sorted(trainer.callback_metrics)
-                rank_zero_warn(
-                    f"StateSpaceCallback: no {self.accuracy_key!r} in trainer.callback_metrics "
-                    f"(available: {available}); logging efficiency without aIQ. Log the "
-                    "validation accuracy under that key or pass accuracy_key=...")
-            return None
-        return float(value)
+        return self._accuracy_reader.read(trainer.callback_metrics, rank_zero_warn)
+
+    def _publish(self, trainer: L.Trainer, report: EpochReport) -> None:
+        """Put the report's values in ``trainer.callback_metrics`` under their tags
+        (on every rank: the merged counts are the same everywhere), so that
+        ModelCheckpoint, EarlyStopping and LR schedulers can monitor them; they
+        act in ``on_validation_end``, after every callback's epoch end, so the
+        order of the callbacks list does not matter."""
+        scalars = report.scalars()
+        trainer.callback_metrics.update(
+            {tag: torch.tensor(value, dtype=torch.float32) for tag, value in scalars.items()})
+        if self.progress_bar:
+            shown = {tag: value for tag, value in scalars.items()
+                     if tag in (f"{TAG_PREFIX}/network_efficiency", f"{TAG_PREFIX}/aIQ")}
+            trainer.progress_bar_metrics.update(shown)
 
     @rank_zero_only
     def _log(self, trainer: L.Trainer, report: EpochReport) -> None:

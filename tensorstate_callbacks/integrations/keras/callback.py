@@ -22,7 +22,6 @@ there, with the custom-scalars layout, histograms, heat map and hparams of
 
 from __future__ import annotations
 
-import math
 import warnings
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import numpy as np
 
 from ...reporting import tensorboard
 from ...reporting.report import EpochReport
+from .._accuracy import AccuracyReader
 from .._probe import ProbeHealth
 from .._selection import check_method
 from .._validation import (
@@ -132,7 +132,9 @@ class StateSpaceCallback(keras.callbacks.Callback):
         self.reader: StateReader | None = None
         self._probed_model = None
         self._writer = None
-        self._warned_no_accuracy = False
+        self._accuracy_reader = AccuracyReader(
+            self.accuracy_key, "the logs of this epoch",
+            "Pass validation_data to fit() with metrics=['accuracy'], or set accuracy_key.")
         self._health = ProbeHealth()
 
     @property
@@ -236,16 +238,8 @@ class StateSpaceCallback(keras.callbacks.Callback):
         return EpochReport.from_counters(epoch, counters, accuracy, self.beta)
 
     def _accuracy(self, logs) -> float | None:
-        value = None if self.accuracy_key is None else logs.get(self.accuracy_key)
-        if value is None or not math.isfinite(float(value)):
-            if self.accuracy_key is not None and not self._warned_no_accuracy:
-                self._warned_no_accuracy = True
-                warnings.warn(
-                    f"StateSpaceCallback: logs have no finite {self.accuracy_key!r} (keys: "
-                    f"{sorted(logs)}); logging efficiency without aIQ. Pass validation_data to "
-                    "fit() with metrics=['accuracy'], or set accuracy_key.", stacklevel=3)
-            return None
-        return float(value)
+        return self._accuracy_reader.read(logs, lambda message: warnings.warn(message,
+                                                                              stacklevel=4))
 
     def _write(self, report: EpochReport) -> None:
         if self._writer is None:
