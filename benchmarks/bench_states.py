@@ -8,6 +8,9 @@ to the read time:
 - pack:        ``tensorstate_callbacks.states.pack(arr, neuron_axis)``;
 - pack+count:  a fresh ``StateCounter().add(arr, neuron_axis)`` and a read of
                its ``distinct_count`` (so every count is in place);
+- batched:     the same, the input added in batches of about ``--batch-rows``
+               (65,536) states along axis 0, as probes see a validation epoch,
+               on one thread per batch as probes count (the read uses every core);
 - numpy:       ``np.packbits(arr > 0, bitorder='little')`` + ``np.unique(axis=0,
                return_counts=True)`` (skipped where it would take more than 60 s,
                estimated from a 1/20 slice).
@@ -75,6 +78,17 @@ def count_fresh(x, neuron_axis):
     return counter
 
 
+def count_batched(x, neuron_axis, batch_rows):
+    """A fresh counter fed ``x`` in batches of about ``batch_rows`` states along axis 0."""
+    counter = StateCounter("bench")
+    states_per_sample = max(1, x[:1].size // x.shape[neuron_axis])
+    step = max(1, batch_rows // states_per_sample)
+    for start in range(0, x.shape[0], step):
+        counter.add(x[start:start + step], neuron_axis, threads=1)
+    assert counter.distinct_count > 0
+    return counter
+
+
 def numpy_reference(x, neuron_axis):
     moved = np.moveaxis(x, neuron_axis, -1)
     states = moved.reshape(-1, moved.shape[-1]) > 0
@@ -104,6 +118,8 @@ def measure(x, neuron_axis, args):
         "read": median_time(x.sum, args.repeats),
         "pack": median_time(lambda: pack(x, neuron_axis), args.repeats),
         "count": median_time(lambda: count_fresh(x, neuron_axis), args.repeats),
+        "batched": median_time(lambda: count_batched(x, neuron_axis, args.batch_rows),
+                               args.repeats),
         "numpy": None,
         "note": "not run",
     }
@@ -113,6 +129,7 @@ def measure(x, neuron_axis, args):
         head = x[: min(len(x), 20_000)]  # a cheap cross-check of the distinct count
         keys, _ = numpy_reference(head, neuron_axis)
         assert count_fresh(head, neuron_axis).distinct_count == len(keys), "differs from NumPy"
+        assert count_batched(head, neuron_axis, 4096).distinct_count == len(keys)
     return times
 
 
@@ -137,7 +154,8 @@ def cell(seconds, read):
 def print_row(row):
     print(f"| {row['case']:<28} | {row['kind']:<14} | {row['distinct']:>10,} "
           f"| {row['read'] * 1e3:8.1f} ms | {cell(row['pack'], row['read'])} "
-          f"| {cell(row['count'], row['read'])} | {cell(row['numpy'], row['read'])} "
+          f"| {cell(row['count'], row['read'])} | {cell(row['batched'], row['read'])} "
+          f"| {cell(row['numpy'], row['read'])} "
           f"{row['note']} |", flush=True)
 
 
@@ -147,13 +165,16 @@ def main():
     parser.add_argument("--repeats", type=int, default=5, help="runs per time (median)")
     parser.add_argument("--no-numpy", action="store_true", help="skip the NumPy reference")
     parser.add_argument("--only", help="run only cases whose label contains this text")
+    parser.add_argument("--batch-rows", type=int, default=65_536,
+                        help="states per batch of the batched column")
     args = parser.parse_args()
     print(f"# bench_states: {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, kernel threads={num_threads()}, numpy {np.__version__}, "
           f"median of {args.repeats}; ratios are to the read time (arr.sum())")
     print("| input (float32)              | states         |   distinct |     read    "
-          "|        pack           |      pack+count       |     numpy packbits+unique |")
-    print("|" + "---|" * 7)
+          "|        pack           |      pack+count       |   batched pack+count  "
+          "|     numpy packbits+unique |")
+    print("|" + "---|" * 8)
     rng = np.random.default_rng(0)
     for label, shape, axis in CASES:
         if args.only and args.only not in label:
