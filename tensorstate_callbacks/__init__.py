@@ -25,6 +25,7 @@ from .core import (
     efficiency,
     entropy,
     sort_states,
+    state_divergence,
 )
 from .integrations._dispatch import (
     build_efficiency_model,
@@ -46,6 +47,7 @@ __all__ = [
     "network_efficiency",
     "reset_efficiency_model",
     "sort_states",
+    "state_divergence",
 ]
 
 _legacy_paths.install()

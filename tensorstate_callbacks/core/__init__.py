@@ -10,7 +10,7 @@ leaf helper ``tensorstate_callbacks._imports`` for optional CuPy and zarr).
 * :mod:`.storage`: optional zarr store of raw packed states.
 """
 
-from .counter import StateCounter, StateSpaceMemoryWarning
+from .counter import StateCounter, StateSpaceMemoryWarning, state_divergence
 from .metrics import aIQ, efficiency, entropy, network_efficiency
 from .packing import compress_states, decompress_states, pack, sort_states
 
@@ -25,4 +25,5 @@ __all__ = [
     "network_efficiency",
     "pack",
     "sort_states",
+    "state_divergence",
 ]

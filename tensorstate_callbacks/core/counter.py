@@ -30,7 +30,9 @@ from . import metrics, packing
 from ._engine import CountEngine
 from .storage import RawStateStore, check_writable
 
-__all__ = ["DEFAULT_MEMORY_LIMIT", "StateCounter", "StateSpaceMemoryWarning"]
+__all__ = ["DEFAULT_MEMORY_LIMIT", "StateCounter", "StateSpaceMemoryWarning", "state_divergence"]
+
+_LABEL_BYTES = 8  # a label joins its states' keys as a little-endian int64
 
 DEFAULT_MEMORY_LIMIT = 1 << 30  # bytes of count tables per counter
 
@@ -140,6 +142,7 @@ class StateCounter:
             RawStateStore(storage_path) if store_states or storage_path is not None else None
         )
         self._engine: CountEngine | None = None
+        self._joint: CountEngine | None = None
         self._warned = False
         self._lock = threading.RLock()  # hooks may feed one counter from several threads
         self.reset_states()
@@ -173,13 +176,18 @@ class StateCounter:
             (0, (4, 1))
         """
         with self._lock:
-            if self._engine is not None:
-                self._engine.close()
+            for engine in (self._engine, getattr(self, "_joint", None)):
+                if engine is not None:
+                    engine.close()
             self._engine: CountEngine | None = None  # created by the first batch
             self._state_count = 0
+            # With labels: (state, label) pairs and labels are counted too.
+            self._labelled: bool | None = None  # set by the first batch
+            self._joint: CountEngine | None = None
+            self._label_counts: dict[int, int] = {}
 
     def add(self, array, neuron_axis: int = -1, dtype: str | None = None, *,
-            threads: int | None = None) -> None:
+            labels=None, threads: int | None = None) -> None:
         """Pack and count one batch of activations.
 
         Each position along the axes other than ``neuron_axis`` is one state of
@@ -190,11 +198,15 @@ class StateCounter:
                 in place), or a CUDA array (CuPy, DLPack), packed on its GPU.
             neuron_axis: the axis whose entries are the neurons.
             dtype: ``"bfloat16"`` reads an int16 array as bfloat16 bits.
+            labels: one integer per sample (along axis 0), labelling all of
+                that sample's states (for :meth:`mutual_information`); either
+                every batch of a counter has labels or none has.
             threads: caps the threads of this batch (default: the counter's).
 
         Raises:
             ValueError: the array has another number of neurons than the
-                states counted before, or ``neuron_axis`` is out of range.
+                states counted before, ``neuron_axis`` is out of range, or the
+                labels do not fit (one per sample, integers, all batches or none).
             TypeError: the dtype holds no numbers.
 
         Example:
@@ -204,6 +216,9 @@ class StateCounter:
             (32, 3)
         """
         threads = self.threads if threads is None else _check_threads(threads)
+        if labels is not None:
+            self._add_labelled(array, neuron_axis, dtype, labels, threads)
+            return
         if not isinstance(array, np.ndarray) and _is_cuda_array(array):
             from ._cuda import pack_cuda
 
@@ -212,6 +227,7 @@ class StateCounter:
         array = packing.kernel_readable(array)
         plan = packing.layout(array.shape, array.strides, array.dtype, neuron_axis, dtype)
         with self._lock:
+            self._check_labelled(False)
             engine = self._engine_for(plan.num_neurons)
             # Small batches are packed straight into the row buffer.
             space = engine.buffer_space(plan.num_states, threads)
@@ -221,6 +237,51 @@ class StateCounter:
             else:
                 engine.commit(plan.num_states)
             self._added(packed)
+
+    def _add_labelled(self, array, neuron_axis, dtype, labels, threads) -> None:
+        """Count a batch, its labels and its (state, label) pairs."""
+        if not isinstance(array, np.ndarray) and _is_cuda_array(array):
+            from ._cuda import pack_cuda
+
+            packed, num_neurons = pack_cuda(array, neuron_axis)
+        else:
+            array = packing.kernel_readable(array)
+            plan = packing.layout(array.shape, array.strides, array.dtype, neuron_axis, dtype)
+            packed, num_neurons = packing.pack_layout(array, plan, threads=threads), \
+                plan.num_neurons
+        samples = array.shape[0] if array.ndim else 0
+        labels = np.asarray(labels)
+        if packing.neuron_axis_index(array.ndim, neuron_axis) == 0 or labels.shape != (samples,) \
+                or labels.dtype.kind not in "iub":
+            raise ValueError(
+                f"{self.name}: labels must be one integer per sample along axis 0 (the neurons "
+                f"on another axis): {samples} for this batch of shape {tuple(array.shape)}, got "
+                f"{labels.dtype} {labels.shape}")
+        per_sample = len(packed) // samples if samples else 0
+        label_bytes = labels.astype("<i8").view(np.uint8).reshape(samples, _LABEL_BYTES)
+        joint = np.concatenate([packed, np.repeat(label_bytes, per_sample, axis=0)], axis=1)
+        values, counts = np.unique(labels.astype(np.int64), return_counts=True)
+        with self._lock:
+            self._check_labelled(True)
+            engine = self._engine_for(num_neurons)
+            if self._joint is None:
+                self._joint = CountEngine(f"{self.name} (state, label)", 8 * joint.shape[1],
+                                          self.memory_limit, self.spill_dir, self.threads,
+                                          self._warn_spilled)
+            engine.count(packed, None, threads)
+            self._joint.count(joint, None, threads)
+            for value, count in zip(values.tolist(), counts.tolist()):
+                self._label_counts[value] = self._label_counts.get(value, 0) + count * per_sample
+            self._added(packed)
+
+    def _check_labelled(self, labelled: bool) -> None:
+        if self._labelled is None:
+            self._labelled = labelled
+        elif self._labelled != labelled:
+            had = "had labels" if self._labelled else "had none"
+            raise ValueError(f"{self.name}: every batch of a counter has labels or none has; "
+                             f"this one {'has' if labelled else 'has none'}, earlier ones {had} "
+                             "(reset_states() to start again)")
 
     def add_packed(self, packed: np.ndarray, num_neurons: int, *,
                    threads: int | None = None) -> None:
@@ -256,6 +317,7 @@ class StateCounter:
                          threads: int | None) -> None:
         """Count packed states whose shape and padding are known to be right."""
         with self._lock:
+            self._check_labelled(False)
             self._engine_for(num_neurons).count(packed, None, threads)
             self._added(packed)
 
@@ -287,9 +349,19 @@ class StateCounter:
         if other._engine is None:
             return
         with self._lock, other._lock:
+            self._check_labelled(bool(other._labelled))
             engine = self._engine_for(other.num_neurons)
             for keys, counts in other.count_chunks():
                 engine.count(keys, counts, self.threads)
+            if other._joint is not None:
+                if self._joint is None:
+                    self._joint = CountEngine(other._joint.name, other._joint.num_neurons,
+                                              self.memory_limit, self.spill_dir, self.threads,
+                                              self._warn_spilled)
+                for keys, counts in other._joint.count_chunks():
+                    self._joint.count(keys, counts, self.threads)
+                for value, count in other._label_counts.items():
+                    self._label_counts[value] = self._label_counts.get(value, 0) + count
             self._state_count += other._state_count
 
     def add_counts(self, state_ids: np.ndarray, counts: np.ndarray, num_neurons: int) -> None:
@@ -327,6 +399,7 @@ class StateCounter:
         _check_padding(state_ids, num_neurons)
         keep = counts > 0
         with self._lock:
+            self._check_labelled(False)
             self._engine_for(num_neurons).count(
                 np.ascontiguousarray(state_ids[keep]),
                 np.ascontiguousarray(counts[keep], dtype=np.uint64), self.threads)
@@ -507,13 +580,16 @@ class StateCounter:
         self._require_states()
         return self._engine.num_neurons
 
-    def entropy(self, alpha=1) -> float:
+    def entropy(self, alpha=1, estimator: str = "plugin") -> float:
         """Renyi entropy (base 2) of the distribution of the states counted.
 
         Args:
             alpha: the order: ``1`` Shannon, ``0`` the log of the number of
                 distinct states, ``math.inf`` the min-entropy, any number >= 0;
                 ``None`` gives :meth:`max_entropy`.
+            estimator: ``"plugin"`` (default, TensorState's), or for ``alpha=1``
+                ``"miller_madow"`` or ``"chao_shen"`` (see
+                :func:`tensorstate_callbacks.core.metrics.entropy`).
 
         Returns:
             The entropy in bits.
@@ -531,16 +607,17 @@ class StateCounter:
         if alpha is None:
             return float(self.max_entropy())
         with self._lock:
-            return metrics.entropy_of_chunks(self._engine.count_arrays(), self._state_count,
-                                             alpha)
+            return metrics.entropy_of_chunks(self._engine.count_arrays, self._state_count,
+                                             alpha, estimator)
 
-    def efficiency(self, alpha1=1, alpha2=None) -> float:
+    def efficiency(self, alpha1=1, alpha2=None, estimator: str = "plugin") -> float:
         """The layer's efficiency: ``entropy(alpha1)`` over ``max_entropy()``.
 
         Args:
             alpha1: order of the entropy in the numerator.
             alpha2: ``None`` divides by the number of neurons; a number divides
                 by ``entropy(alpha2)`` instead.
+            estimator: of the numerator's entropy (see :meth:`entropy`).
 
         Returns:
             The efficiency, between 0 and 1 when ``alpha2`` is None.
@@ -556,7 +633,86 @@ class StateCounter:
             (1.0, 1.0)
         """
         denominator = self.max_entropy() if alpha2 is None else self.entropy(alpha2)
-        return metrics.ratio(self.entropy(alpha1), denominator, alpha2)
+        return metrics.ratio(self.entropy(alpha1, estimator), denominator, alpha2)
+
+    # -- sample limits, neurons, labels ------------------------------------------
+    def coverage(self) -> float:
+        """Good-Turing coverage ``1 - f1 / N`` of the states seen (``f1``: states
+        seen once): near 1, the sample has seen most of what the layer does; near
+        0, most states were seen once and more data would show new ones.
+
+        Example:
+            >>> counter = StateCounter()
+            >>> counter.add(np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [1.0, 1.0]]))
+            >>> counter.coverage()
+            0.5
+        """
+        self._require_states()
+        with self._lock:
+            singletons = sum(int(np.count_nonzero(counts == 1))
+                             for counts in self._engine.count_arrays())
+        return 1.0 - singletons / self._state_count
+
+    def efficiency_ceiling(self) -> float:
+        """The largest efficiency this many states can show, ``log2(min(2**n, N)) / n``.
+
+        A layer whose efficiency sits at its ceiling reports its sample size, not
+        how it uses its neurons (see docs/reading-the-numbers.md).
+
+        Example:
+            >>> counter = StateCounter()
+            >>> counter.add(np.random.default_rng(0).normal(size=(2000, 100)))
+            >>> round(counter.efficiency_ceiling(), 4), round(counter.efficiency(), 4)
+            (0.1097, 0.1097)
+        """
+        self._require_states()
+        return metrics.efficiency_ceiling(self._engine.num_neurons, self._state_count)
+
+    def firing_rates(self) -> np.ndarray:
+        """For each neuron, the fraction of states in which it fires (exact).
+
+        0 marks a dead neuron, 1 one that always fires.
+
+        Example:
+            >>> counter = StateCounter()
+            >>> counter.add(np.array([[1.0, 0.0, 2.0], [1.0, 0.0, -1.0]]))
+            >>> counter.firing_rates().tolist()
+            [1.0, 0.0, 0.5]
+        """
+        self._require_states()
+        fired = np.zeros(self._engine.num_neurons, dtype=np.float64)
+        with self._lock:
+            for keys, counts in self._engine.count_chunks():
+                for start in range(0, len(keys), 1 << 16):
+                    bits = np.unpackbits(keys[start:start + (1 << 16)], axis=1,
+                                         count=self._engine.num_neurons, bitorder="little")
+                    fired += counts[start:start + (1 << 16)].astype(np.float64) @ bits
+        return fired / self._state_count
+
+    def mutual_information(self) -> float:
+        """I(state; label) in bits, plug-in and exact: ``H(S) + H(Y) - H(S, Y)``
+        over the states counted with ``add(..., labels=...)``.
+
+        Raises:
+            ValueError: no state counted yet, or the states came without labels.
+
+        Example:
+            >>> counter = StateCounter()
+            >>> x = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+            >>> counter.add(x, labels=np.array([0, 1, 0, 1]))
+            >>> counter.mutual_information()
+            1.0
+        """
+        self._require_states()
+        if not self._labelled:
+            raise ValueError(f"{self.name}: no labels were counted; pass labels= to add() "
+                             "(one integer per sample) to measure mutual information")
+        with self._lock:
+            total = self._state_count
+            states = metrics.entropy_of_chunks(self._engine.count_arrays(), total)
+            joint = metrics.entropy_of_chunks(self._joint.count_arrays(), total)
+        labels = metrics.entropy(np.fromiter(self._label_counts.values(), dtype=np.int64))
+        return max(states + labels - joint, 0.0) + 0.0
 
     @property
     def raw_states(self) -> np.ndarray:
@@ -612,7 +768,10 @@ class StateCounter:
         copy (two counters must not share a storage path)."""
         with self._lock:
             state = {k: v for k, v in self.__dict__.items()
-                     if k not in ("_lock", "_engine", "_store")}
+                     if k not in ("_lock", "_engine", "_joint", "_store")}
+            state["_joint_copy"] = None if self._joint is None else (
+                self._joint.num_neurons, *_concatenated(self._joint.count_chunks(),
+                                                        self._joint.key_bytes))
             state["_items_copy"] = self.items() if self._state_count else None
             state["_num_neurons"] = self.num_neurons
             state["_raw_copy"] = None if self._store is None else self._store.read()
@@ -620,14 +779,23 @@ class StateCounter:
 
     def __setstate__(self, state: dict) -> None:
         items, raw = state.pop("_items_copy"), state.pop("_raw_copy")
-        num_neurons = state.pop("_num_neurons")
+        num_neurons, joint = state.pop("_num_neurons"), state.pop("_joint_copy", None)
+        labelled, label_counts = state.pop("_labelled", None), state.pop("_label_counts", {})
         self.__dict__.update(state)
         self._lock = threading.RLock()
-        self._engine = None
+        self._engine = self._joint = None
         self._store = None if raw is None else RawStateStore()
         self.reset_counts()
         if items is not None:
-            self.add_counts(items[0], items[1], num_neurons)
+            self._engine_for(num_neurons).count(items[0], items[1].astype(np.uint64),
+                                                self.threads)
+            self._state_count = int(items[1].sum())
+        if joint is not None:
+            self._joint = CountEngine(f"{self.name} (state, label)", joint[0],
+                                      self.memory_limit, self.spill_dir, self.threads,
+                                      self._warn_spilled)
+            self._joint.count(joint[1], joint[2].astype(np.uint64), self.threads)
+        self._labelled, self._label_counts = labelled, label_counts
         if raw is not None and raw.size:
             self._store.append(raw)
 
@@ -636,3 +804,38 @@ class StateCounter:
             f"StateCounter(name={self.name!r}, num_neurons={self.num_neurons}, "
             f"state_count={self._state_count})"
         )
+
+
+def _concatenated(chunks, key_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+    chunks = list(chunks)
+    if not chunks:
+        return np.empty((0, key_bytes), np.uint8), np.empty(0, np.uint64)
+    return np.concatenate([k for k, _ in chunks]), np.concatenate([c for _, c in chunks])
+
+
+def state_divergence(a: StateCounter, b: StateCounter) -> float:
+    """Jensen-Shannon divergence in bits between the state distributions of two
+    counters of one width: 0 when they are the same, 1 when they share no state
+    (e.g. one layer's states at two epochs: how much it changed).
+
+    Raises:
+        ValueError: a counter is empty, or their widths differ.
+
+    Example:
+        >>> a, b = StateCounter("a"), StateCounter("b")
+        >>> a.add(np.array([[1.0, 0.0], [0.0, 1.0]])); b.add(np.array([[1.0, 0.0], [1.0, 0.0]]))
+        >>> round(state_divergence(a, b), 4)
+        0.3113
+    """
+    if a.num_neurons != b.num_neurons or not a.state_count or not b.state_count:
+        raise ValueError(f"state_divergence needs two non-empty counters of one width, got "
+                         f"{a!r} and {b!r}")
+    keys_a, counts_a = a.items()
+    keys_b, counts_b = b.items()
+    keys = np.concatenate([keys_a, keys_b])
+    rows = np.ascontiguousarray(keys).view(np.dtype((np.void, keys.shape[1]))).ravel()
+    _, index = np.unique(rows, return_inverse=True)
+    aligned = np.zeros((2, int(index.max()) + 1), dtype=np.float64)
+    np.add.at(aligned[0], index[:len(keys_a)], counts_a)
+    np.add.at(aligned[1], index[len(keys_a):], counts_b)
+    return metrics.js_divergence(aligned[0], aligned[1])

@@ -24,7 +24,13 @@ from numbers import Real
 
 import numpy as np
 
-__all__ = ["aIQ", "efficiency", "entropy", "entropy_of_chunks", "network_efficiency", "ratio"]
+__all__ = ["ESTIMATORS", "aIQ", "coverage", "efficiency", "efficiency_ceiling", "entropy",
+           "entropy_of_chunks", "js_divergence", "mutual_information", "network_efficiency",
+           "ratio"]
+
+# Estimators of Shannon entropy: the plug-in value (TensorState's) and two
+# bias corrections for samples that miss states (see docs/reading-the-numbers.md).
+ESTIMATORS = ("plugin", "miller_madow", "chao_shen")
 
 
 def _check_alpha(alpha) -> float:
@@ -44,18 +50,23 @@ def _as_counts(counts) -> np.ndarray:
     return counts
 
 
-def entropy_of_chunks(chunks: Iterable, total: float, alpha=1) -> float:
+def entropy_of_chunks(chunks, total: float, alpha=1, estimator: str = "plugin") -> float:
     """Renyi entropy (base 2) of counts that arrive in chunks.
 
     Every distinct state must appear in exactly one chunk.  This is what lets a
     counter whose states were spilled to disk stay exact without loading them all.
 
     Args:
-        chunks: iterable of 1-D arrays of counts (numbers >= 0); read once.
+        chunks: iterable of 1-D arrays of counts (numbers >= 0), read once; or,
+            for ``estimator="chao_shen"`` (which reads the counts twice), a
+            function returning a new such iterable at each call.
         total: the sum of every count of every chunk (the number of states).
         alpha: the order of the entropy: ``1`` Shannon, ``0`` the log of the
             number of distinct states, ``math.inf`` the min-entropy; any
             number >= 0.
+        estimator: ``"plugin"`` (the entropy of the observed frequencies),
+            ``"miller_madow"`` or ``"chao_shen"`` (bias-corrected estimates of
+            Shannon's entropy: ``alpha`` must be 1).
 
     Returns:
         The entropy in bits, >= 0 (never ``-0.0``).
@@ -70,8 +81,44 @@ def entropy_of_chunks(chunks: Iterable, total: float, alpha=1) -> float:
         >>> entropy_of_chunks([np.array([1, 1]), np.array([2])], total=4, alpha=0)
         1.584962500721156
     """
-    # never -0.0 (a single state has entropy +0.0 for every alpha)
-    return max(_entropy_of_chunks(chunks, total, alpha), 0.0) + 0.0
+    estimator = _check_estimator(estimator, alpha)
+    if estimator == "plugin":
+        chunks = chunks() if callable(chunks) else chunks
+        # never -0.0 (a single state has entropy +0.0 for every alpha)
+        return max(_entropy_of_chunks(chunks, total, alpha), 0.0) + 0.0
+    if total <= 0:
+        raise ValueError("cannot compute an entropy: no states were counted")
+    if estimator == "miller_madow":
+        chunks = list(chunks() if callable(chunks) else chunks)
+        distinct = sum(int(np.count_nonzero(_as_counts(chunk))) for chunk in chunks)
+        plugin = max(_entropy_of_chunks(chunks, total, 1), 0.0)
+        return plugin + (distinct - 1) / (2 * total * math.log(2))
+    return _chao_shen(chunks if callable(chunks) else (lambda listed=list(chunks): listed), total)
+
+
+def _check_estimator(estimator, alpha) -> str:
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {list(ESTIMATORS)}, got {estimator!r}")
+    if estimator != "plugin" and _check_alpha(alpha) != 1:
+        raise ValueError(f"the {estimator!r} estimator corrects Shannon's entropy only: use "
+                         f"alpha=1 with it, or estimator='plugin' for alpha={alpha!r}")
+    return estimator
+
+
+def _chao_shen(chunks, total: float) -> float:
+    """Coverage-adjusted entropy (Chao & Shen 2003), two passes over the chunks."""
+    singletons = sum(int(np.count_nonzero(_as_counts(chunk) == 1)) for chunk in chunks())
+    if singletons == total:
+        singletons = total - 1  # all singletons: coverage would be 0
+    covered = 1.0 - singletons / total
+    accumulated = 0.0
+    for chunk in chunks():
+        p = covered * _as_counts(chunk).astype(np.float64) / total
+        p = p[p > 0]
+        with np.errstate(divide="ignore"):  # p = 1: (1 - p)**N = 0, log1p(-1) = -inf
+            seen = -np.expm1(total * np.log1p(-p))  # 1 - (1 - p)**N, the chance to be seen
+        accumulated -= float(np.sum(p * np.log2(p) / seen))
+    return max(accumulated, 0.0) + 0.0
 
 
 def _entropy_of_chunks(chunks: Iterable, total: float, alpha) -> float:
@@ -110,7 +157,7 @@ def _entropy_of_chunks(chunks: Iterable, total: float, alpha) -> float:
     return max((scale + math.log2(rest)) / (1 - alpha), 0.0)
 
 
-def entropy(counts, alpha=1) -> float:
+def entropy(counts, alpha=1, estimator: str = "plugin") -> float:
     """Renyi entropy (base 2) of the state distribution given by ``counts``.
 
     Args:
@@ -119,22 +166,29 @@ def entropy(counts, alpha=1) -> float:
         alpha: the order: ``1`` is Shannon's entropy ``-sum(p * log2(p))``,
             ``0`` the log of the number of distinct states, ``math.inf`` the
             min-entropy ``-log2(max p)``; any number >= 0.
+        estimator: ``"plugin"`` (default, TensorState's value), or for
+            ``alpha=1`` a bias-corrected estimate: ``"miller_madow"``
+            (plug-in + (K - 1) / (2 N ln 2)) or ``"chao_shen"`` (coverage-adjusted).
 
     Returns:
         The entropy in bits, >= 0.
 
     Raises:
         ValueError: no state counted (the counts sum to 0), ``counts`` is not
-            a 1-D array of finite numbers >= 0, or ``alpha`` is not a number >= 0.
+            a 1-D array of finite numbers >= 0, ``alpha`` is not a number >= 0,
+            or an unknown estimator, or a bias-corrected one with ``alpha != 1``.
 
     Example:
         >>> entropy([1, 1, 1, 1])
         2.0
         >>> round(entropy([3, 1], alpha=math.inf), 6)
         0.415037
+        >>> round(entropy([1, 1, 2], estimator="miller_madow"), 6)
+        1.860674
     """
     counts = _as_counts(counts)
-    return entropy_of_chunks([counts], float(np.sum(counts, dtype=np.float64)), alpha)
+    return entropy_of_chunks([counts], float(np.sum(counts, dtype=np.float64)), alpha,
+                             estimator)
 
 
 def efficiency(counts, num_neurons: int, alpha1=1, alpha2=None) -> float:
@@ -256,3 +310,69 @@ def aIQ(net_efficiency: float, accuracy: float, weight: float) -> float:  # noqa
             raise ValueError(f"aIQ {name} must be a number in [0, 1], got {value!r}")
     efficiency_value, accuracy_value = values
     return (efficiency_value * accuracy_value**weight) ** (1.0 / (weight + 1.0))
+
+
+def coverage(counts) -> float:
+    """Good-Turing sample coverage ``1 - f1 / N``: the share of the distribution
+    that the states seen cover (``f1``: states seen once, ``N``: states).
+
+    Example:
+        >>> coverage([1, 1, 2])
+        0.5
+    """
+    counts = _as_counts(counts)
+    total = float(np.sum(counts, dtype=np.float64))
+    if total <= 0:
+        raise ValueError("cannot compute a coverage: no states were counted")
+    return 1.0 - int(np.count_nonzero(counts == 1)) / total
+
+
+def efficiency_ceiling(num_neurons: int, num_states: int) -> float:
+    """The largest efficiency ``num_states`` states of ``num_neurons`` neurons can
+    show: ``log2(min(2**n, N)) / n``.  A layer at its ceiling reports its
+    sample size, not its use of the state space.
+
+    Example:
+        >>> round(efficiency_ceiling(100, 2000), 4), efficiency_ceiling(4, 2000)
+        (0.1097, 1.0)
+    """
+    if num_neurons <= 0 or num_states <= 0:
+        raise ValueError(f"needs neurons and states > 0, got {num_neurons} and {num_states}")
+    return min(float(num_neurons), math.log2(num_states)) / num_neurons
+
+
+def mutual_information(state_counts, label_counts, joint_counts) -> float:
+    """Plug-in mutual information ``H(S) + H(Y) - H(S, Y)`` in bits, from the counts
+    of the states, of the labels and of the (state, label) pairs of one sample.
+
+    Example:
+        >>> mutual_information([2, 2], [2, 2], [2, 2])   # the state tells the label
+        1.0
+        >>> mutual_information([4], [2, 2], [2, 2])      # one state: tells nothing
+        0.0
+    """
+    value = entropy(state_counts) + entropy(label_counts) - entropy(joint_counts)
+    return max(value, 0.0) + 0.0
+
+
+def js_divergence(counts_a, counts_b) -> float:
+    """Jensen-Shannon divergence in bits between two state distributions given by
+    counts aligned state by state (0 where a state was not seen): 0 for the same
+    distribution, 1 for distributions without a common state.
+
+    Example:
+        >>> js_divergence([1, 1, 0], [1, 1, 0]), js_divergence([1, 0], [0, 3])
+        (0.0, 1.0)
+    """
+    p, q = _as_counts(counts_a).astype(np.float64), _as_counts(counts_b).astype(np.float64)
+    if p.shape != q.shape or p.sum() <= 0 or q.sum() <= 0:
+        raise ValueError("js_divergence needs two non-empty count arrays of one shape")
+    p, q = p / p.sum(), q / q.sum()
+    mixture = (p + q) / 2
+    value = _plugin(mixture) - (_plugin(p) + _plugin(q)) / 2
+    return min(max(value, 0.0), 1.0) + 0.0
+
+
+def _plugin(p: np.ndarray) -> float:
+    p = p[p > 0]
+    return float(-np.sum(p * np.log2(p)))

@@ -1,0 +1,139 @@
+"""Sample limits, estimators, firing rates, labels and divergence of a
+StateCounter, against plain NumPy on the same activations."""
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+from reference import packed_states, unique_counts
+
+import tensorstate_callbacks as ts
+from tensorstate_callbacks import StateCounter
+from tensorstate_callbacks.core import metrics
+
+RNG = np.random.default_rng(11)
+
+
+def plugin(counts):
+    p = np.asarray(counts, dtype=np.float64) / np.sum(counts)
+    return float(-np.sum(p * np.log2(p)))
+
+
+def chao_shen_reference(counts):
+    counts = np.asarray(counts, dtype=np.float64)
+    n = counts.sum()
+    f1 = np.sum(counts == 1)
+    f1 = n - 1 if f1 == n else f1
+    pa = (1 - f1 / n) * counts / n
+    return float(-np.sum(pa * np.log2(pa) / (1 - (1 - pa) ** n)))
+
+
+@pytest.mark.parametrize("counts", [[1, 1, 1, 1], [5, 3, 1, 1], [1], [7, 1], [2, 2, 2]])
+def test_estimators_equal_their_formulas(counts):
+    n, k = sum(counts), len(counts)
+    assert metrics.entropy(counts) == pytest.approx(plugin(counts), abs=1e-12)
+    assert metrics.entropy(counts, estimator="miller_madow") == pytest.approx(
+        plugin(counts) + (k - 1) / (2 * n * math.log(2)), abs=1e-12)
+    assert metrics.entropy(counts, estimator="chao_shen") == pytest.approx(
+        chao_shen_reference(counts), abs=1e-12)
+    assert metrics.coverage(counts) == 1 - sum(c == 1 for c in counts) / n
+
+
+def test_estimator_errors():
+    with pytest.raises(ValueError, match="Shannon's entropy only.*alpha=1"):
+        metrics.entropy([1, 2], alpha=2, estimator="chao_shen")
+    with pytest.raises(ValueError, match="estimator must be one of"):
+        metrics.entropy([1, 2], estimator="nsb")
+
+
+def test_bias_corrections_approach_the_true_entropy_from_few_samples():
+    """A uniform distribution over 2**12 states, sampled 2,000 times: plug-in is
+    far below 12 bits, the corrections are closer (Chao-Shen closest)."""
+    samples = RNG.integers(0, 1 << 12, size=2000)
+    _, counts = np.unique(samples, return_counts=True)
+    values = {name: metrics.entropy(counts, estimator=name) for name in metrics.ESTIMATORS}
+    assert values["plugin"] < values["miller_madow"] < values["chao_shen"] <= 12.5
+    assert abs(values["chao_shen"] - 12) < abs(values["plugin"] - 12)
+
+
+@pytest.mark.parametrize("width, layout", [(20, "dense"), (50, "hashed"), (130, "wide")])
+def test_counter_statistics_match_numpy(width, layout):
+    x = RNG.normal(size=(3000, width)) + RNG.normal(size=width)  # neurons with their own rates
+    x[:, 3] = -1.0  # a dead neuron
+    x[:, 4] = 2.0   # an always-on one
+    counter = StateCounter("layer")
+    for part in np.array_split(x, 7):
+        counter.add(part)
+    keys, counts = unique_counts(packed_states(x))
+    assert counter.coverage() == pytest.approx(1 - np.sum(counts == 1) / len(x), abs=1e-15)
+    assert counter.efficiency_ceiling() == pytest.approx(min(width, math.log2(3000)) / width)
+    np.testing.assert_allclose(counter.firing_rates(), (x > 0).mean(axis=0), rtol=0, atol=1e-15)
+    rates = counter.firing_rates()
+    assert rates[3] == 0.0 and rates[4] == 1.0
+    for name in metrics.ESTIMATORS:
+        assert counter.entropy(estimator=name) == pytest.approx(
+            metrics.entropy(counts, estimator=name), rel=1e-12)
+        assert counter.efficiency(estimator=name) == pytest.approx(
+            metrics.entropy(counts, estimator=name) / width, rel=1e-12)
+
+
+def joint_reference(states_packed, labels_per_state):
+    joint = np.concatenate([states_packed, labels_per_state[:, None].astype(np.uint8)], axis=1)
+    _, joint_counts = np.unique(joint, axis=0, return_counts=True)
+    _, state_counts = np.unique(states_packed, axis=0, return_counts=True)
+    _, label_counts = np.unique(labels_per_state, return_counts=True)
+    return plugin(state_counts) + plugin(label_counts) - plugin(joint_counts)
+
+
+def test_mutual_information_with_labels_per_sample_is_exact_and_survives_merge_and_pickle():
+    images = RNG.normal(size=(400, 6, 5, 5))  # (B, C, H, W): 25 states per sample
+    labels = RNG.integers(0, 4, size=400)
+    images[:, 0] += labels[:, None, None] - 1.5  # channel 0 tells something about the label
+    halves = [StateCounter("a"), StateCounter("b")]
+    for counter, part in zip(halves, np.array_split(np.arange(400), 2)):
+        for batch in np.array_split(part, 5):
+            counter.add(images[batch], neuron_axis=1, labels=labels[batch])
+    halves[0].merge(halves[1])
+    merged = pickle.loads(pickle.dumps(halves[0]))
+    packed = packed_states(images, neuron_axis=1)
+    expected = joint_reference(packed, np.repeat(labels, 25))
+    assert expected > 0.05
+    assert merged.mutual_information() == pytest.approx(expected, rel=1e-12)
+    assert halves[0].mutual_information() == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(ValueError, match="every batch of a counter has labels or none"):
+        merged.add(images[:2], neuron_axis=1)
+    with pytest.raises(ValueError, match="one integer per sample along axis 0"):
+        StateCounter().add(images[:3], neuron_axis=1, labels=labels[:2])
+    with pytest.raises(ValueError, match="no labels were counted"):
+        unlabelled = StateCounter()
+        unlabelled.add(images[:3], neuron_axis=1)
+        unlabelled.mutual_information()
+
+
+def test_state_divergence_is_jensen_shannon_in_bits():
+    a_rows = (RNG.random((500, 6)) < 0.3).astype(np.float32)
+    b_rows = (RNG.random((700, 6)) < 0.6).astype(np.float32)
+    a, b = StateCounter("a"), StateCounter("b")
+    a.add(a_rows)
+    b.add(b_rows)
+    keys = np.unique(np.concatenate([packed_states(a_rows), packed_states(b_rows)]), axis=0)
+
+    def distribution(rows):
+        packed = packed_states(rows)
+        return np.array([np.all(packed == key, axis=1).sum() for key in keys]) / len(rows)
+
+    p, q = distribution(a_rows), distribution(b_rows)
+    m = (p + q) / 2
+
+    def h(v):
+        v = v[v > 0]
+        return -np.sum(v * np.log2(v))
+
+    assert ts.state_divergence(a, b) == pytest.approx(h(m) - (h(p) + h(q)) / 2, abs=1e-12)
+    assert ts.state_divergence(a, a) == 0.0
+    disjoint = StateCounter()
+    disjoint.add(np.full((5, 6), -1.0))
+    only_ones = StateCounter()
+    only_ones.add(np.ones((5, 6)))
+    assert ts.state_divergence(disjoint, only_ones) == 1.0
