@@ -4,18 +4,20 @@
 # Exercises widths that are not multiples of 8, every dtype, strided, reversed,
 # transposed and channels-first views (arrays allocated so that their last
 # element ends the malloc'd block: a read past it lands in valgrind's red zone),
-# the threaded pack and count paths, dense / narrow / wide / sharded tables
-# (buffered batches, batches of several chunks),
-# spilling under a tiny memory_limit, merging, and sorting 4 KiB and 8 KiB
-# states.  Every result is also compared with plain NumPy.
+# the threaded pack and count paths (threads created in C, more of them than
+# cores), dense / narrow / wide / sharded tables (buffered batches, batches of
+# several chunks, weighted rows, dense copies folded together, the kernels
+# called directly), spilling under a tiny memory_limit, merging, and sorting
+# 4 KiB and 8 KiB states.  Every result is also compared with plain NumPy.
 #
 # Valgrind reports some errors inside CPython and NumPy themselves; the script
 # fails (exit 1) only for errors whose stack goes through our extension
-# modules (_pack / _table, i.e. ext/ts_pack.h and ext/ts_table.h).
+# modules (_pack / _table, i.e. the ts_*.h headers of ext/).
 #
-# Usage: benchmarks/memcheck.sh [python]     (about 5-10 minutes)
+# Usage: benchmarks/memcheck.sh [python]     (about 5-10 minutes; default: the
+# repository's .venv)
 set -euo pipefail
-PYTHON=${1:-/work/venv/bin/python}
+PYTHON=${1:-$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/python}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
@@ -96,6 +98,30 @@ for threads in (1, 2):  # into shards: buffered batches, then one of several chu
                              return_counts=True)
     assert counter.distinct_count == len(keys) and counter.state_count == 700_000
     assert sorted(counter.counts().tolist()) == sorted(counts.tolist())
+
+from tensorstate_callbacks.core import _table
+
+
+def table_counts(tables):
+    return sorted(c for table in tables for c in table.counts().tolist())
+
+
+for width in (3, 12):  # the kernels directly: 3 threads, weights with zeros, 2 chunks
+    keys = rng.integers(0, 4, size=(3 * _table.CHUNK_ROWS + 5, width), dtype=np.uint8)
+    weights = rng.integers(0, 3, size=len(keys), dtype=np.uint64)
+    shards = [_table.CountTable(width) for _ in range(256)]
+    _table.count_rows(shards, keys, weights, threads=3)
+    _, inverse = np.unique(keys.view(np.dtype((np.void, width))).ravel(), return_inverse=True)
+    expected = np.bincount(inverse.ravel(), weights=weights.astype(np.float64))
+    assert table_counts(shards) == sorted(int(c) for c in expected if c)
+dense_keys = rng.integers(0, 1 << 12, size=300_001).astype("<u2").view(np.uint8).reshape(-1, 2)
+copies = [_table.CountTable(2, 12) for _ in range(3)]
+_table.count_dense(copies, dense_keys)
+for copy in copies[1:]:
+    _table.fold_dense(copies[0], copy)
+_, counts = np.unique(dense_keys, axis=0, return_counts=True)
+assert table_counts(copies[:1]) == sorted(counts.tolist())
+assert set(_table.partitions(dense_keys, 6).tolist()) == set(range(64))
 print("count ok")
 
 x = rng.random((20_000, 45)) < 0.5
@@ -131,10 +157,11 @@ cat > "$WORK/control.py" <<'EOF'
 # Positive control: a deliberately wrong call of the raw kernel (16 neurons
 # claimed on rows of 9) must be reported, or the filter below proves nothing.
 import numpy as np
-from tensorstate_callbacks import _pack
+from tensorstate_callbacks.core import _pack
 x = np.ones((13, 9), dtype=np.float32)
 out = np.empty((13, 2), dtype=np.uint8)
-_pack.pack_rows(x.__array_interface__["data"][0], (1, 13, 16), (0, 36, 4), 0, out, 0, 13)
+_pack.pack_rows(x.__array_interface__["data"][0], (1, 13, 16), (0, 36, 4),
+                _pack.KINDS["float32"], out, 2)
 EOF
 
 # memcheck SCRIPT LOG: run SCRIPT under valgrind; print the errors whose stack
@@ -144,7 +171,7 @@ memcheck() {
         valgrind --tool=memcheck --num-callers=40 --log-file="$2" "$PYTHON" "$1")
     grep -E "ERROR SUMMARY" "$2" | tail -1 >&2
     # One error report = consecutive "==pid== ..." lines up to a bare "==pid== " line.
-    awk '/^==[0-9]+== $/ { if (block ~ /_pack|_table|ts_pack|ts_table|ts_count|ts_insert/ \
+    awk '/^==[0-9]+== $/ { if (block ~ /_pack\.cpython|_table\.cpython|[( ]ts_[a-z0-9_]+( \(|\.h:)/ \
              && block ~ /(Invalid|uninitialised|Conditional|Mismatched|overlap)/) { n++; print block } \
              block = ""; next } { block = block "\n" $0 } END { print "OUR_ERRORS=" n + 0 }' "$2"
 }
