@@ -239,7 +239,7 @@ class StateCounter:
             self._added(packed)
 
     def _add_labelled(self, array, neuron_axis, dtype, labels, threads) -> None:
-        """Count a batch, its labels and its (state, label) pairs."""
+        """Pack a batch, then count it with its labels (see :meth:`_count_labelled`)."""
         if not isinstance(array, np.ndarray) and _is_cuda_array(array):
             from ._cuda import pack_cuda
 
@@ -249,14 +249,21 @@ class StateCounter:
             plan = packing.layout(array.shape, array.strides, array.dtype, neuron_axis, dtype)
             packed, num_neurons = packing.pack_layout(array, plan, threads=threads), \
                 plan.num_neurons
-        samples = array.shape[0] if array.ndim else 0
+        if packing.neuron_axis_index(array.ndim, neuron_axis) == 0:
+            raise ValueError(f"{self.name}: labels go with the samples along axis 0, which "
+                             "here holds the neurons; pass neuron_axis of another axis")
+        self._count_labelled(packed, num_neurons, labels, array.shape[0], threads)
+
+    def _count_labelled(self, packed: np.ndarray, num_neurons: int, labels, samples: int,
+                        threads) -> None:
+        """Count packed states of ``samples`` samples (each one's states together,
+        in order), the labels, and the (state, label) pairs."""
         labels = np.asarray(labels)
-        if packing.neuron_axis_index(array.ndim, neuron_axis) == 0 or labels.shape != (samples,) \
-                or labels.dtype.kind not in "iub":
+        if labels.shape != (samples,) or labels.dtype.kind not in "iub" or (
+                samples and len(packed) % samples):
             raise ValueError(
-                f"{self.name}: labels must be one integer per sample along axis 0 (the neurons "
-                f"on another axis): {samples} for this batch of shape {tuple(array.shape)}, got "
-                f"{labels.dtype} {labels.shape}")
+                f"{self.name}: labels must be one integer per sample along axis 0: {samples} "
+                f"for this batch, got {labels.dtype} {labels.shape}")
         per_sample = len(packed) // samples if samples else 0
         label_bytes = labels.astype("<i8").view(np.uint8).reshape(samples, _LABEL_BYTES)
         joint = np.concatenate([packed, np.repeat(label_bytes, per_sample, axis=0)], axis=1)
@@ -283,13 +290,15 @@ class StateCounter:
                              f"this one {'has' if labelled else 'has none'}, earlier ones {had} "
                              "(reset_states() to start again)")
 
-    def add_packed(self, packed: np.ndarray, num_neurons: int, *,
+    def add_packed(self, packed: np.ndarray, num_neurons: int, *, labels=None,
                    threads: int | None = None) -> None:
         """Count states that are already packed.
 
         Args:
             packed: ``uint8[n, ceil(num_neurons / 8)]``, bits past the last neuron 0.
             num_neurons: the width of the states.
+            labels: one integer per sample, the rows of each sample together
+                and in order (as in :meth:`add`).
             threads: as in :meth:`add`.
 
         Raises:
@@ -311,6 +320,9 @@ class StateCounter:
                 f"(n, {num_bytes}), got {packed.dtype} {packed.shape}"
             )
         _check_padding(packed, num_neurons)
+        if labels is not None:
+            self._count_labelled(packed, num_neurons, labels, len(np.asarray(labels)), threads)
+            return
         self._add_own_packing(packed, num_neurons, threads)
 
     def _add_own_packing(self, packed: np.ndarray, num_neurons: int,
@@ -688,6 +700,11 @@ class StateCounter:
                                          count=self._engine.num_neurons, bitorder="little")
                     fired += counts[start:start + (1 << 16)].astype(np.float64) @ bits
         return fired / self._state_count
+
+    @property
+    def has_labels(self) -> bool:
+        """True when the states were counted with ``labels=`` (see :meth:`add`)."""
+        return bool(self._labelled)
 
     def mutual_information(self) -> float:
         """I(state; label) in bits, plug-in and exact: ``H(S) + H(Y) - H(S, Y)``

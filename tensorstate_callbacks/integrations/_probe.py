@@ -13,7 +13,7 @@ import numpy as np
 
 from ..core.counter import StateCounter
 
-__all__ = ["CountingProbe", "ProbeHealth"]
+__all__ = ["CountingProbe", "ProbeHealth", "labels_of", "snapshot"]
 
 
 class CountingProbe:
@@ -68,13 +68,13 @@ class CountingProbe:
         """The distinct packed states, one row each."""
         return self.counter.state_ids()
 
-    def entropy(self, alpha=1) -> float:
+    def entropy(self, alpha=1, estimator: str = "plugin") -> float:
         """Renyi entropy of order ``alpha`` of the states (base 2)."""
-        return self.counter.entropy(alpha)
+        return self.counter.entropy(alpha, estimator)
 
-    def efficiency(self, alpha1=1, alpha2=None) -> float:
+    def efficiency(self, alpha1=1, alpha2=None, estimator: str = "plugin") -> float:
         """``entropy(alpha1)`` over ``max_entropy()`` (or over ``entropy(alpha2)``)."""
-        return self.counter.efficiency(alpha1, alpha2)
+        return self.counter.efficiency(alpha1, alpha2, estimator)
 
     def max_entropy(self) -> int:
         """The number of neurons."""
@@ -83,6 +83,27 @@ class CountingProbe:
     def reset_states(self) -> None:
         """Forget every state seen so far."""
         self.counter.reset_states()
+
+    def coverage(self) -> float:
+        """Good-Turing coverage of the states seen (see StateCounter.coverage)."""
+        return self.counter.coverage()
+
+    def efficiency_ceiling(self) -> float:
+        """The largest efficiency this many states can show."""
+        return self.counter.efficiency_ceiling()
+
+    def firing_rates(self) -> np.ndarray:
+        """Per neuron, the fraction of states in which it fires."""
+        return self.counter.firing_rates()
+
+    @property
+    def has_labels(self) -> bool:
+        """True when the states were counted with labels."""
+        return self.counter.has_labels
+
+    def mutual_information(self) -> float:
+        """I(state; label) in bits (see StateCounter.mutual_information)."""
+        return self.counter.mutual_information()
 
 
 class ProbeHealth:
@@ -128,7 +149,77 @@ class ProbeHealth:
                            "(typical of a softmax or other all-positive output). Leave it out "
                            "with exclude=[...]")
 
+    def check_report(self, report, warn) -> None:
+        """Warn once per probe whose efficiency sits at its sample-size ceiling
+        (see :attr:`~tensorstate_callbacks.reporting.report.LayerStats.sample_limited`)."""
+        for layer in report.layers:
+            if layer.sample_limited:
+                self._once(warn, "ceiling", layer.name,
+                           f"{layer.name}: efficiency {layer.efficiency:.4f} is at its ceiling "
+                           f"{layer.efficiency_ceiling:.4f} = log2({layer.states:,} states) / "
+                           "neurons: that many states cannot show more, so the number measures "
+                           "the sample, not the layer. Measure on more data, probe a layer of "
+                           "fewer neurons, or read the efficiency against state_space/"
+                           f"efficiency_ceiling/{layer.name}")
+
     def _once(self, warn, kind: str, name: str, message: str) -> None:
         if (kind, name) not in self._warned:
             self._warned.add((kind, name))
             warn(message)
+
+
+def snapshot(counter: StateCounter) -> StateCounter:
+    """A copy of ``counter``'s counts (for the drift of the next measurement).
+
+    Example:
+        >>> counter = StateCounter("fc")
+        >>> counter.add(np.ones((3, 2)))
+        >>> copy = snapshot(counter); counter.reset_states()
+        >>> copy.state_count, counter.state_count
+        (3, 0)
+    """
+    copy = StateCounter(counter.name, memory_limit=counter.memory_limit)
+    copy.merge(counter)
+    return copy
+
+
+def labels_of(batch, getter="auto"):
+    """One integer per sample of ``batch`` as a NumPy array, or None.
+
+    ``getter``: ``"auto"`` takes ``batch[1]`` of a tuple or list and
+    ``batch["labels"]`` or ``batch["label"]`` of a dict; a callable returns
+    them; None gives None.  Class indices are taken as they are, one-hot (or
+    probability) rows by their largest entry; anything else gives None.
+
+    Example:
+        >>> labels_of((np.zeros((3, 4)), np.array([2, 0, 1]))).tolist()
+        [2, 0, 1]
+        >>> labels_of({"x": 0, "label": np.eye(3)[[1, 1, 0]]}).tolist()
+        [1, 1, 0]
+        >>> labels_of(np.zeros(3)) is None
+        True
+    """
+    if getter is None:
+        return None
+    if callable(getter):
+        value = getter(batch)
+    elif isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        value = batch[1]
+    elif isinstance(batch, dict):
+        value = batch.get("labels", batch.get("label"))
+    else:
+        value = None
+    if value is None:
+        return None
+    if hasattr(value, "detach"):  # a torch tensor
+        value = value.detach().cpu().numpy()
+    value = np.asarray(value)
+    if value.ndim == 2 and value.shape[1] > 1:
+        value = value.argmax(axis=1)
+    elif value.ndim == 2:
+        value = value[:, 0]
+    if value.ndim != 1 or value.dtype.kind not in "iub":
+        if value.ndim == 1 and value.dtype.kind == "f" and np.all(value == np.round(value)):
+            return value.astype(np.int64)
+        return None
+    return value.astype(np.int64)

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from numbers import Integral, Real
 from pathlib import Path
 
-__all__ = ["ArgumentTypeError", "check_accuracy_key", "check_beta", "check_log_dir",
+__all__ = ["ArgumentTypeError", "check_accuracy_key", "check_beta", "check_estimator",
+           "check_log_dir",
            "check_neuron_axis", "check_positive_int", "names"]
 
 
@@ -111,3 +112,17 @@ def check_log_dir(log_dir) -> Path:
     if not isinstance(log_dir, (str, Path)):
         raise ArgumentTypeError(f"log_dir must be a str or Path, got {type(log_dir).__name__}")
     return Path(log_dir)
+
+
+def check_estimator(estimator) -> str:
+    """An entropy estimator's name (see ``tensorstate_callbacks.core.metrics.ESTIMATORS``).
+
+    Example:
+        >>> check_estimator("chao_shen")
+        'chao_shen'
+    """
+    from ..core.metrics import ESTIMATORS
+
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {list(ESTIMATORS)}, got {estimator!r}")
+    return estimator

@@ -26,7 +26,8 @@ from ..core.packing import neuron_axis_index
 __all__ = ["count_tensor", "pack_with_keras_ops", "pack_with_torch"]
 
 
-def count_tensor(counter: StateCounter, tensor, neuron_axis: int, *, threads: int = 1) -> None:
+def count_tensor(counter: StateCounter, tensor, neuron_axis: int, *, threads: int = 1,
+                 labels=None) -> None:
     """Count the states of ``tensor`` (NumPy, PyTorch on any device, CUDA arrays) in ``counter``.
 
     Args:
@@ -35,6 +36,7 @@ def count_tensor(counter: StateCounter, tensor, neuron_axis: int, *, threads: in
             real element of each component) or a CUDA array.
         neuron_axis: the axis of the neurons.
         threads: threads for this batch (a probe inside a forward pass uses one).
+        labels: one integer per sample along axis 0 (see ``StateCounter.add``), or None.
 
     Example:
         >>> counter = StateCounter()
@@ -44,25 +46,28 @@ def count_tensor(counter: StateCounter, tensor, neuron_axis: int, *, threads: in
     """
     torch = sys.modules.get("torch")
     if torch is None or not isinstance(tensor, torch.Tensor):
-        counter.add(tensor, neuron_axis, threads=threads)
+        counter.add(tensor, neuron_axis, threads=threads, labels=labels)
         return
     tensor = tensor.detach()  # nothing here enters autograd
     if tensor.is_nested:  # one state per real element: each component, padding never made
         axis = neuron_axis if neuron_axis < 0 else neuron_axis - 1
-        for part in tensor.unbind():
-            count_tensor(counter, part, axis, threads=threads)
+        for index, part in enumerate(tensor.unbind()):
+            part_labels = None if labels is None else np.repeat(labels[index:index + 1],
+                                                                part.shape[0])
+            count_tensor(counter, part, axis, threads=threads, labels=part_labels)
         return
     if tensor.device.type == "cpu":
         if tensor.dtype == torch.bfloat16:  # NumPy lacks bfloat16: read its bits
             counter.add(tensor.view(torch.int16).numpy(), neuron_axis, dtype="bfloat16",
-                        threads=threads)
+                        threads=threads, labels=labels)
         else:
-            counter.add(tensor.numpy(), neuron_axis, threads=threads)
+            counter.add(tensor.numpy(), neuron_axis, threads=threads, labels=labels)
     elif tensor.is_cuda and tensor.dtype != torch.bfloat16 and cupy_available():
-        counter.add(tensor, neuron_axis, threads=threads)  # the CuPy kernel, via DLPack
+        counter.add(tensor, neuron_axis, threads=threads, labels=labels)  # CuPy, via DLPack
     else:
         axis = neuron_axis_index(tensor.dim(), neuron_axis)
-        counter.add_packed(pack_with_torch(tensor, axis), tensor.shape[axis], threads=threads)
+        counter.add_packed(pack_with_torch(tensor, axis), tensor.shape[axis], threads=threads,
+                           labels=labels)
 
 
 @cache

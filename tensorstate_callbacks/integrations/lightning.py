@@ -28,9 +28,16 @@ from typing_extensions import override
 from ..reporting import tensorboard
 from ..reporting.report import TAG_PREFIX, EpochReport
 from ._accuracy import AccuracyReader
-from ._probe import ProbeHealth
+from ._probe import ProbeHealth, labels_of, snapshot
 from ._selection import check_method
-from ._validation import check_accuracy_key, check_beta, check_neuron_axis, names
+from ._validation import (
+    ArgumentTypeError,
+    check_accuracy_key,
+    check_beta,
+    check_estimator,
+    check_neuron_axis,
+    names,
+)
 from .distributed import merge_across_ranks
 from .torch import ProbeList, attach_probes
 
@@ -58,6 +65,13 @@ class StateSpaceCallback(L.Callback):
         log_images: write a heat map of efficiency over epochs.
         log_hparams: register the callback's settings with TensorBoard's HParams.
         progress_bar: also show network efficiency and aIQ in the progress bar.
+        estimator: the entropy estimator of the efficiencies: ``"plugin"``
+            (TensorState's), ``"miller_madow"`` or ``"chao_shen"``.
+        labels: how to get one integer label per sample from a validation
+            batch, for ``state_space/mutual_information/<probe>``: ``"auto"``
+            takes ``batch[1]`` of a tuple or list, ``batch["labels"]`` or
+            ``batch["label"]`` of a dict (class indices, or one-hot rows);
+            a callable ``f(batch)`` returns them; None uses no labels.
         memory_limit: bytes of count tables per probe before spilling to disk.
 
     Several instances with different layers can share one Trainer: each owns
@@ -77,6 +91,7 @@ class StateSpaceCallback(L.Callback):
                  accuracy_key: str | None = "val_acc", beta: float = 2.0,
                  neuron_axis=None, output_selector=None, log_histograms: bool = True,
                  log_images: bool = True, log_hparams: bool = True, progress_bar: bool = False,
+                 estimator: str = "plugin", labels="auto",
                  memory_limit: int | None = None):
         self.attach_to = names(attach_to, "attach_to")
         if not self.attach_to:
@@ -92,6 +107,12 @@ class StateSpaceCallback(L.Callback):
         self.log_images = log_images
         self.log_hparams = log_hparams
         self.progress_bar = progress_bar
+        self.estimator = check_estimator(estimator)
+        if not (labels is None or labels == "auto" or callable(labels)):
+            raise ArgumentTypeError(f"labels must be 'auto', None or a function of the batch, "
+                                    f"got {labels!r}")
+        self.labels = labels
+        self._previous: dict = {}  # each probe's counts at the last measurement (drift)
         self.memory_limit = memory_limit
         self.history: list[EpochReport] = []
         self.validation_epochs = 0  # index (step) of the next validation epoch
@@ -152,6 +173,8 @@ class StateSpaceCallback(L.Callback):
                                   batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         if self._probes:
             self._probes.new_pass()  # validation_step may not call the module itself
+            self._probes.labels = None if trainer.sanity_checking else labels_of(batch,
+                                                                                   self.labels)
 
     # -- validation ------------------------------------------------------------
     @override
@@ -179,8 +202,12 @@ class StateSpaceCallback(L.Callback):
             return
         report = EpochReport.from_counters(
             epoch, {probe.name: probe for probe in self._probes},
-            self._accuracy(trainer), self.beta,
+            self._accuracy(trainer), self.beta, estimator=self.estimator, extras=True,
+            previous=self._previous,
         )
+        self._health.check_report(report, rank_zero_warn)
+        self._previous = {probe.name: snapshot(probe.counter) for probe in self._probes
+                          if probe.state_count}
         self.history.append(report)
         self._publish(trainer, report)
         self._log(trainer, report)
@@ -215,7 +242,7 @@ class StateSpaceCallback(L.Callback):
     def _log_tensorboard_extras(self, writer, report: EpochReport) -> None:
         if not self._layout_written:
             self._layout_written = True
-            tensorboard.write_layout(writer)
+            tensorboard.write_layout(writer, [layer.name for layer in report.layers])
         if self.log_histograms:
             counts = {probe.name: probe.counts() for probe in self._probes if probe.state_count}
             tensorboard.write_state_histograms(writer, counts, report.epoch)

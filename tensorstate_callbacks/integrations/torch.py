@@ -106,6 +106,8 @@ class StateCaptureHook(CountingProbe):
         self.enabled = True
         self.module: torch.nn.Module | None = None
         self.layout_context: Callable[[], tuple[str, int] | None] = lambda: None
+        self.labels_context: Callable[[], object] = lambda: None  # this batch's labels
+        self._use_labels: bool | None = None  # decided at the first batch
         self._axis: int | None = None  # the axis taken at the first batch
         self._width: int | None = None  # its neurons
         self._detach: Callable[[], None] | None = None
@@ -175,7 +177,23 @@ class StateCaptureHook(CountingProbe):
         axis = self._axis_for(module, tensor)
         if mask is not None:
             tensor, axis = tensor.movedim(axis, -1)[mask], -1
-        count_tensor(self.counter, tensor, axis, threads=1)
+        labels = self._labels_for(tensor, axis, mask)
+        count_tensor(self.counter, tensor, axis, threads=1, labels=labels)
+
+    def _labels_for(self, tensor: torch.Tensor, axis: int, mask) -> object:
+        """This batch's labels when they label this tensor's samples (axis 0, not
+        the neurons; one per sample), decided at the first batch with labels."""
+        labels = self.labels_context()
+        if labels is None or self._use_labels is False:
+            return None
+        if self._use_labels is None:
+            samples = tensor.size(0)
+            fits = mask is None and axis not in (0, -tensor.dim()) and len(labels) == samples
+            if not fits:
+                self._warn_once("labels", f"labels are not used: this tensor's axis 0 "
+                                          f"({samples}) is not the batch's {len(labels)} samples")
+            self._use_labels = fits
+        return labels if self._use_labels else None
 
     def _select(self, value):
         """``(tensor, mask or None)`` to read from ``value``, or ``(None, None)``."""
@@ -253,6 +271,7 @@ class _CallSites:
         probe = self.make_probe(len(self.sites))
         probe.enabled = self.probes.enabled
         probe.layout_context = self.probes.layout_context
+        probe.labels_context = lambda: self.probes.labels
         probe._detach = lambda: self.drop(probe)
         self.sites.append(probe)
         self.probes.append(probe)
@@ -287,6 +306,7 @@ class ProbeList(list):
         super().__init__()
         self._model = model
         self._enabled = True
+        self.labels = None  # one integer per sample of the current batch (set by a callback)
         self._call_sites: list[_CallSites] = []
         self._tracker: LayoutTracker | None = None
         self._pass_hook = model.register_forward_pre_hook(lambda module, inputs: self.new_pass())

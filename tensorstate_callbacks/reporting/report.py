@@ -6,6 +6,15 @@ Every scalar is logged at step = epoch under the prefix ``state_space``:
 * ``state_space/efficiency/<probe>``: the layer's efficiency;
 * ``state_space/unique_states/<probe>``: its number of distinct states;
 * ``state_space/states/<probe>``: its number of states, repeats included;
+* ``state_space/coverage/<probe>``: the Good-Turing coverage of its states;
+* ``state_space/efficiency_ceiling/<probe>``: the largest efficiency that many
+  states can show (an efficiency at its ceiling measures the sample size);
+* ``state_space/dead_fraction/<probe>`` and ``state_space/always_on_fraction/<probe>``:
+  the share of its neurons that never fire, and that always fire;
+* ``state_space/mutual_information/<probe>``: I(state; label) in bits, when the
+  callback has labels;
+* ``state_space/drift/<probe>``: the Jensen-Shannon divergence (bits) from its
+  states at the previous measurement;
 * ``state_space/network_efficiency``: the geometric mean of the efficiencies;
 * ``state_space/accuracy`` and ``state_space/aIQ``: only when an accuracy is known.
 
@@ -28,11 +37,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
+import numpy as np
+
+from ..core.counter import state_divergence
 from ..core.metrics import aIQ, network_efficiency
 
-__all__ = ["TAG_PREFIX", "EpochReport", "LayerStats", "efficiency_tag"]
+__all__ = ["TAG_PREFIX", "EpochReport", "LayerStats", "efficiency_tag", "layer_extras"]
 
 TAG_PREFIX = "state_space"
 """The first part of every TensorBoard tag this package writes."""
@@ -63,6 +75,12 @@ class LayerStats:
         efficiency: the layer's efficiency (entropy over number of neurons).
         unique_states: how many distinct states the probe saw.
         states: how many states it saw, repeats included.
+        coverage: Good-Turing coverage of its states (None where not computed).
+        efficiency_ceiling: the largest efficiency that many states can show.
+        dead_fraction: the share of its neurons that never fired.
+        always_on_fraction: the share of its neurons that always fired.
+        mutual_information: I(state; label) in bits (None without labels).
+        drift: Jensen-Shannon divergence from the previous measurement (bits).
 
     Example:
         >>> LayerStats("fc_states", efficiency=0.25, unique_states=3, states=10)
@@ -73,6 +91,58 @@ class LayerStats:
     efficiency: float
     unique_states: int
     states: int
+    coverage: float | None = field(default=None, repr=False)
+    efficiency_ceiling: float | None = field(default=None, repr=False)
+    dead_fraction: float | None = field(default=None, repr=False)
+    always_on_fraction: float | None = field(default=None, repr=False)
+    mutual_information: float | None = field(default=None, repr=False)
+    drift: float | None = field(default=None, repr=False)
+
+    @property
+    def sample_limited(self) -> bool:
+        """True when the layer has more possible states than states were seen
+        (ceiling < 1) and its efficiency is within 5% of that ceiling: the
+        number then says how many states were measured, not how the layer uses
+        its neurons.
+
+        Example:
+            >>> LayerStats("conv", 0.1097, 2000, 2000, efficiency_ceiling=0.1097).sample_limited
+            True
+        """
+        ceiling = self.efficiency_ceiling
+        return ceiling is not None and ceiling < 1.0 and self.efficiency >= 0.95 * ceiling
+
+
+_EXTRAS = ("coverage", "efficiency_ceiling", "dead_fraction", "always_on_fraction",
+           "mutual_information", "drift")
+
+
+def layer_extras(counter, previous=None) -> dict[str, float]:
+    """The per-probe statistics beyond efficiency of a counter (or probe) that saw states.
+
+    Args:
+        counter: a :class:`~tensorstate_callbacks.StateCounter` or a probe.
+        previous: a counter of the same probe's states at the previous
+            measurement, for ``drift``; None for no drift.
+
+    Example:
+        >>> import numpy as np
+        >>> from tensorstate_callbacks import StateCounter
+        >>> counter = StateCounter()
+        >>> counter.add(np.array([[1.0, -1.0], [1.0, 2.0]]))
+        >>> layer_extras(counter)
+        {'coverage': 0.0, 'efficiency_ceiling': 0.5, 'dead_fraction': 0.0, 'always_on_fraction': 0.5}
+    """  # noqa: E501
+    rates = counter.firing_rates()
+    extras = {"coverage": counter.coverage(), "efficiency_ceiling": counter.efficiency_ceiling(),
+              "dead_fraction": float(np.mean(rates == 0.0)),
+              "always_on_fraction": float(np.mean(rates == 1.0))}
+    if counter.has_labels:
+        extras["mutual_information"] = counter.mutual_information()
+    if previous is not None and previous.state_count and \
+            previous.num_neurons == counter.num_neurons:
+        extras["drift"] = state_divergence(previous, counter)
+    return extras
 
 
 @dataclass
@@ -111,7 +181,8 @@ class EpochReport:
     @classmethod
     def from_values(cls, epoch: int, values: Mapping[str, tuple[float, int, int]],
                     accuracy: float | None, beta: float,
-                    skipped_layers: list[str] | None = None) -> EpochReport:
+                    skipped_layers: list[str] | None = None,
+                    extras: Mapping[str, Mapping[str, float]] | None = None) -> EpochReport:
         """Build a report from each probe's numbers.
 
         Args:
@@ -120,6 +191,8 @@ class EpochReport:
             accuracy: the validation accuracy in [0, 1], or None (then no aIQ).
             beta: the weight of accuracy in aIQ (> 0).
             skipped_layers: names of probes that saw no state.
+            extras: ``{probe name: {statistic: value}}`` for the optional
+                fields of :class:`LayerStats` (see :func:`layer_extras`).
 
         Returns:
             The report, with network efficiency and aIQ computed.
@@ -136,7 +209,9 @@ class EpochReport:
         """
         if not values:
             raise ValueError("no probe recorded any state this epoch")
-        layers = [LayerStats(name, float(e), int(u), int(s)) for name, (e, u, s) in values.items()]
+        extras = extras or {}
+        layers = [LayerStats(name, float(e), int(u), int(s), **extras.get(name, {}))
+                  for name, (e, u, s) in values.items()]
         net = network_efficiency([layer.efficiency for layer in layers])
         score = None if accuracy is None else aIQ(net, accuracy, beta)
         return cls(epoch, layers, net, None if accuracy is None else float(accuracy), score,
@@ -144,7 +219,8 @@ class EpochReport:
 
     @classmethod
     def from_counters(cls, epoch: int, counters: Mapping, accuracy: float | None,
-                      beta: float) -> EpochReport:
+                      beta: float, *, estimator: str = "plugin", extras: bool = False,
+                      previous: Mapping | None = None) -> EpochReport:
         """Build a report from probes or counters.
 
         Args:
@@ -155,6 +231,11 @@ class EpochReport:
                 Those that saw no state are listed in ``skipped_layers``.
             accuracy: the validation accuracy in [0, 1], or None (then no aIQ).
             beta: the weight of accuracy in aIQ (> 0).
+            estimator: the entropy estimator of the efficiencies (see
+                :func:`tensorstate_callbacks.core.metrics.entropy`).
+            extras: also compute the statistics of :func:`layer_extras`
+                (counters or probes with the StateCounter API).
+            previous: ``{name: counter}`` of the previous measurement, for drift.
 
         Returns:
             The report.
@@ -171,13 +252,17 @@ class EpochReport:
             >>> report.layers[0], report.skipped_layers
             (LayerStats(name='fc', efficiency=0.5, unique_states=2, states=2), ['idle'])
         """
-        values, skipped = {}, []
+        values, skipped, statistics = {}, [], {}
         for name, counter in counters.items():
             if counter.state_count == 0:
                 skipped.append(name)
                 continue
-            values[name] = (counter.efficiency(), counter.distinct_count, counter.state_count)
-        return cls.from_values(epoch, values, accuracy, beta, skipped)
+            efficiency = counter.efficiency(estimator=estimator) if estimator != "plugin" \
+                else counter.efficiency()
+            values[name] = (efficiency, counter.distinct_count, counter.state_count)
+            if extras:
+                statistics[name] = layer_extras(counter, (previous or {}).get(name))
+        return cls.from_values(epoch, values, accuracy, beta, skipped, statistics)
 
     def scalars(self) -> dict[str, float]:
         """Every scalar of the report under its TensorBoard tag.
@@ -205,6 +290,10 @@ class EpochReport:
             out[efficiency_tag(layer.name)] = layer.efficiency
             out[f"{TAG_PREFIX}/unique_states/{layer.name}"] = float(layer.unique_states)
             out[f"{TAG_PREFIX}/states/{layer.name}"] = float(layer.states)
+            for statistic in _EXTRAS:
+                value = getattr(layer, statistic)
+                if value is not None:
+                    out[f"{TAG_PREFIX}/{statistic}/{layer.name}"] = float(value)
         out[f"{TAG_PREFIX}/network_efficiency"] = self.network_efficiency
         if self.accuracy is not None:
             out[f"{TAG_PREFIX}/accuracy"] = self.accuracy
@@ -219,8 +308,8 @@ class EpochReport:
 
         Example:
             >>> report = EpochReport.from_values(0, {"fc": (0.5, 3, 8)}, None, beta=2)
-            >>> report.to_dict()["layers"]
-            [{'name': 'fc', 'efficiency': 0.5, 'unique_states': 3, 'states': 8}]
+            >>> report.to_dict()["layers"][0]["efficiency"]
+            0.5
         """
         return asdict(self)
 
@@ -240,7 +329,9 @@ class EpochReport:
             True
         """
         data = dict(data)
-        data["layers"] = [LayerStats(**layer) for layer in data["layers"]]
+        known = {f.name for f in fields(LayerStats)}
+        data["layers"] = [LayerStats(**{k: v for k, v in layer.items() if k in known})
+                          for layer in data["layers"]]
         return cls(**data)
 
     def is_finite(self) -> bool:

@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -74,11 +75,16 @@ def open_writer(log_dir):
     return tensorboard_x.SummaryWriter(str(log_dir))
 
 
-def custom_scalars_layout() -> dict:
+def custom_scalars_layout(probes=()) -> dict:
     """Layout for TensorBoard's custom-scalars plugin.
 
     One category, "State space", with three charts: every layer's efficiency;
-    network efficiency, aIQ and accuracy; distinct states per layer.
+    network efficiency, aIQ and accuracy; distinct states per layer.  With
+    ``probes``, a second category shows each probe's efficiency beside its
+    ceiling (the most its number of states can show).
+
+    Args:
+        probes: the probe names (their charts of efficiency and ceiling).
 
     Returns:
         ``{category: {chart: ["Multiline", [tag regexes]]}}``, the format of
@@ -88,7 +94,7 @@ def custom_scalars_layout() -> dict:
         >>> sorted(custom_scalars_layout()["State space"])
         ['Layer efficiency', 'Network efficiency and aIQ', 'Unique states per layer']
     """
-    return {
+    layout = {
         "State space": {
             "Layer efficiency": ["Multiline", [rf"{TAG_PREFIX}/efficiency/.*"]],
             "Network efficiency and aIQ": [
@@ -99,9 +105,16 @@ def custom_scalars_layout() -> dict:
             "Unique states per layer": ["Multiline", [rf"{TAG_PREFIX}/unique_states/.*"]],
         }
     }
+    if probes:
+        layout["Efficiency and its ceiling"] = {
+            probe: ["Multiline", [f"{TAG_PREFIX}/efficiency/{re.escape(probe)}$",
+                                  f"{TAG_PREFIX}/efficiency_ceiling/{re.escape(probe)}$"]]
+            for probe in probes
+        }
+    return layout
 
 
-def write_layout(writer) -> None:
+def write_layout(writer, probes=()) -> None:
     """Write the custom-scalars layout (once per run is enough).
 
     Args:
@@ -112,7 +125,7 @@ def write_layout(writer) -> None:
         >>> writer = open_writer(tempfile.mkdtemp())
         >>> write_layout(writer); writer.close()
     """
-    writer.add_custom_scalars(custom_scalars_layout())
+    writer.add_custom_scalars(custom_scalars_layout(probes))
 
 
 def write_scalars(writer, report: EpochReport) -> None:

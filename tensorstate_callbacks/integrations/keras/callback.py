@@ -31,17 +31,18 @@ import numpy as np
 from ...reporting import tensorboard
 from ...reporting.report import EpochReport
 from .._accuracy import AccuracyReader
-from .._probe import ProbeHealth
+from .._probe import ProbeHealth, labels_of, snapshot
 from .._selection import check_method
 from .._validation import (
     check_accuracy_key,
     check_beta,
+    check_estimator,
     check_log_dir,
     check_positive_int,
     names,
 )
 from .probes import find_layers
-from .reader import StateReader, batches
+from .reader import StateReader, _is_arrays, batches
 
 __all__ = ["StateSpaceCallback"]
 
@@ -61,13 +62,26 @@ def _inputs_of(validation_data):
     return validation_data
 
 
+def _labels_of(validation_data, inputs):
+    """One integer per validation sample from ``(x, y, ...)`` with array data
+    (class indices or one-hot rows), else None."""
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) < 2:
+        return None
+    labels = labels_of(validation_data)
+    if labels is None or not _is_arrays(inputs):
+        return None
+    return labels if len(labels) == len(keras.tree.flatten(inputs)[0]) else None
+
+
 class StateSpaceCallback(keras.callbacks.Callback):
     """Measure the state space of chosen layers on validation data after every epoch.
 
     Args:
         validation_data: the data to measure on: ``x``, ``(x, y)`` or
-            ``(x, y, sample_weight)`` (only ``x`` is used), or a ``tf.data.Dataset``
-            / ``keras.utils.PyDataset``; usually the ``validation_data`` of ``fit()``.
+            ``(x, y, sample_weight)``, or a ``tf.data.Dataset`` /
+            ``keras.utils.PyDataset``; usually the ``validation_data`` of
+            ``fit()``.  With arrays, ``y`` (class indices or one-hot rows)
+            labels the states for ``state_space/mutual_information/<probe>``.
         attach_to, exclude, method: which layers to probe, as in
             :func:`~tensorstate_callbacks.keras.build_efficiency_model`.
         log_dir: TensorBoard directory; the callback writes to ``log_dir/validation``.
@@ -77,6 +91,8 @@ class StateSpaceCallback(keras.callbacks.Callback):
         beta: the aIQ weight of accuracy (``> 0``).
         batch_size: batch size of the measuring pass over array data (``None``: 32,
             Keras' default; datasets keep their own batches).
+        estimator: the entropy estimator of the efficiencies: ``"plugin"``
+            (TensorState's), ``"miller_madow"`` or ``"chao_shen"``.
         log_histograms, log_images: also write per-probe histograms of
             log2(state occurrences) and a heat map of efficiency over epochs.
 
@@ -110,9 +126,10 @@ class StateSpaceCallback(keras.callbacks.Callback):
 
     def __init__(self, validation_data, attach_to=("Conv2D",), exclude=(), method="after",
                  log_dir="logs", accuracy_key="val_accuracy", beta=2, batch_size=None,
-                 log_histograms=True, log_images=True):
+                 log_histograms=True, log_images=True, estimator="plugin"):
         super().__init__()
         self.validation_inputs = _inputs_of(validation_data)
+        self.validation_labels = _labels_of(validation_data, self.validation_inputs)
         if isinstance(self.validation_inputs, np.ndarray) and len(self.validation_inputs) == 0:
             raise ValueError("validation_data holds no samples")
         batches(self.validation_inputs)  # TypeError now for data that cannot be re-read
@@ -126,6 +143,8 @@ class StateSpaceCallback(keras.callbacks.Callback):
         self.accuracy_key = check_accuracy_key(accuracy_key)
         self.beta = check_beta(beta)
         self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.estimator = check_estimator(estimator)
+        self._previous: dict = {}  # each counter's counts at the last measurement (drift)
         self.log_histograms = bool(log_histograms)
         self.log_images = bool(log_images)
         self.history: list[EpochReport] = []
@@ -194,8 +213,11 @@ class StateSpaceCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         """Measure (:meth:`measure`), keep the report in ``history`` and write it."""
         report = self.measure(epoch, self._accuracy(logs or {}))
-        self._health.check({counter.name: counter for counter in self.reader.counters},
-                           lambda message: warnings.warn(message, stacklevel=3))
+        warn = lambda message: warnings.warn(message, stacklevel=3)  # noqa: E731
+        self._health.check({counter.name: counter for counter in self.reader.counters}, warn)
+        self._health.check_report(report, warn)
+        self._previous = {counter.name: snapshot(counter) for counter in self.reader.counters
+                          if counter.state_count}
         self.history.append(report)
         self._write(report)
         self.reader.reset()
@@ -233,9 +255,12 @@ class StateSpaceCallback(keras.callbacks.Callback):
         """
         if self.model is None:
             raise RuntimeError("the callback has no model yet: use it in model.fit(callbacks=...)")
-        self._ensure_reader().count(self.validation_inputs, self.batch_size)
+        self._ensure_reader().count(self.validation_inputs, self.batch_size,
+                                    self.validation_labels)
         counters = {counter.name: counter for counter in self.reader.counters}
-        return EpochReport.from_counters(epoch, counters, accuracy, self.beta)
+        return EpochReport.from_counters(epoch, counters, accuracy, self.beta,
+                                         estimator=self.estimator, extras=True,
+                                         previous=self._previous)
 
     def _accuracy(self, logs) -> float | None:
         return self._accuracy_reader.read(logs, lambda message: warnings.warn(message,
@@ -244,7 +269,7 @@ class StateSpaceCallback(keras.callbacks.Callback):
     def _write(self, report: EpochReport) -> None:
         if self._writer is None:
             self._writer = tensorboard.open_writer(self.validation_dir)
-            tensorboard.write_layout(self._writer)
+            tensorboard.write_layout(self._writer, [layer.name for layer in report.layers])
             tensorboard.write_hparams(self._writer, self.hparams())
         tensorboard.write_scalars(self._writer, report)
         if self.log_histograms:

@@ -99,11 +99,13 @@ class StateReader:
         self.model = keras.Model(functional.inputs, tensors)
         self.counters = [StateCounter(name, memory_limit=memory_limit) for _, _, name, _ in plan]
 
-    def update(self, batch) -> None:
+    def update(self, batch, labels=None) -> None:
         """Count the states of one batch of inputs (adding to what was counted).
 
         Args:
             batch: one batch of model inputs (an array, or what the model takes).
+            labels: one integer per sample of the batch, or None (see
+                ``StateCounter.add``).
 
         Example:
             >>> import numpy as np
@@ -120,11 +122,11 @@ class StateReader:
         for counter, values, num_neurons in zip(self.counters, outputs, self.num_neurons,
                                                 strict=True):
             if self.on_device:
-                counter.add_packed(values, num_neurons)
+                counter.add_packed(values, num_neurons, labels=labels)
             else:
-                counter.add(values, self.neuron_axis)
+                counter.add(values, self.neuron_axis, labels=labels)
 
-    def count(self, data, batch_size: int | None = None) -> None:
+    def count(self, data, batch_size: int | None = None, labels=None) -> None:
         """Reset, then count the states of every sample of ``data``.
 
         Args:
@@ -133,6 +135,8 @@ class StateReader:
                 ``keras.utils.PyDataset``, a DataLoader) whose items are ``x``
                 or ``(x, y, ...)``.
             batch_size: the batch size for array data (default 32).
+            labels: with array data, one integer per sample of ``data`` (cut
+                into the same batches), or None.
 
         Raises:
             TypeError: ``data`` is a one-shot iterator or generator.
@@ -148,8 +152,15 @@ class StateReader:
             10
         """
         self.reset()
+        if labels is None:
+            for batch in batches(data, batch_size):
+                self.update(batch)
+            return
+        start = 0
         for batch in batches(data, batch_size):
-            self.update(batch)
+            size = len(keras.tree.flatten(batch)[0])
+            self.update(batch, labels[start:start + size])
+            start += size
 
     def reset(self) -> None:
         """Forget every state counted so far.
