@@ -1,7 +1,6 @@
 """Small LightningModules and event-file readers shared by the Lightning tests."""
 
 import lightning as L
-import numpy as np
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
@@ -60,7 +59,3 @@ def read_scalars(log_dir):
     scalars = {tag: [(event.step, event.value) for event in accumulator.Scalars(tag)]
                for tag in tags["scalars"]}
     return scalars, tags
-
-
-def packed(x):
-    return np.packbits(x > 0, axis=-1, bitorder="little")

@@ -125,6 +125,30 @@ def assert_counts_match(counter, expected: Expected, *, alphas=ALPHAS,
 
 
 # -- activations -----------------------------------------------------------------------
+DTYPES = ["float16", "float32", "float64", "int8", "int16", "int32", "int64",
+          "uint8", "uint16", "uint32", "uint64", "bool"]
+# Float values that test the "> 0" rule: NaN, infinities, signed zeros, subnormals.
+EDGE_VALUES = (np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-45, -1e-45, 5e-324, 1.0, -1.0)
+
+
+def random_array(rng, shape, dtype, specials=EDGE_VALUES, every=7):
+    """Values of ``dtype`` for packing tests: bools (40 % True), integers in [-3, 3],
+    or normal floats with every ``every``-th value one of ``specials``.
+
+    >>> random_array(np.random.default_rng(0), (2, 3), "int8").dtype
+    dtype('int8')
+    """
+    if dtype == "bool":
+        return rng.random(shape) < 0.4
+    if np.dtype(dtype).kind in "iu":
+        info = np.iinfo(dtype)
+        low, high = max(info.min, -3), min(info.max, 3)
+        return rng.integers(low, high, size=shape, endpoint=True).astype(dtype)
+    values = rng.standard_normal(shape)
+    values.flat[::every] = rng.choice(specials, size=values.flat[::every].shape)
+    return values.astype(dtype)
+
+
 SPECIALS = (np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0)
 
 

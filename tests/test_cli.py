@@ -5,8 +5,7 @@ import subprocess
 import sys
 
 import pytest
-
-TINY = ["--epochs", "2", "--limit", "300", "--valid-limit", "200", "--batch-size", "100"]
+from support import TINY_DEMO
 
 
 def run_cli(*args, timeout=600):
@@ -31,7 +30,7 @@ def printed_table(stdout):
 def demo_run(request, tmp_path_factory):
     pytest.importorskip(request.param)
     logdir = tmp_path_factory.mktemp(request.param)
-    done = run_cli("demo", "--framework", request.param, "--logdir", str(logdir), *TINY)
+    done = run_cli("demo", "--framework", request.param, "--logdir", str(logdir), *TINY_DEMO)
     assert done.returncode == 0, done.stderr[-3000:]
     return request.param, logdir, done.stdout
 

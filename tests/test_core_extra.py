@@ -15,44 +15,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from reference import packed_states, sorted_rows, unique_counts
+from reference import (
+    DTYPES,
+    Expected,
+    assert_counts_match,
+    packed_states,
+    renyi_entropy,
+    unique_counts,
+)
 
 import tensorstate_callbacks as ts
 from tensorstate_callbacks import StateCounter, StateSpaceMemoryWarning
 from tensorstate_callbacks.states import pack
 
-ALL_DTYPES = [np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64,
-              np.uint8, np.uint16, np.uint32, np.uint64, np.bool_]
+ALL_DTYPES = [np.dtype(name).type for name in DTYPES]
 ALPHAS = [0, 0.5, 1, 2, 3.7, math.inf]
-
-
-def renyi(counts, alpha):
-    """Renyi entropy (base 2) of positive counts, written independently of the package."""
-    p = np.asarray(counts, dtype=np.float64)
-    p = p[p > 0] / p.sum()
-    if alpha == 0:
-        return math.log2(p.size)
-    if alpha == 1:
-        return float(-(p * np.log2(p)).sum())
-    if math.isinf(alpha):
-        return float(-np.log2(p.max()))
-    # scaled by the largest p so that large alphas do not underflow
-    top = p.max()
-    return float((alpha * np.log2(top) + np.log2(((p / top) ** alpha).sum())) / (1 - alpha))
-
-
-def assert_counter_matches(counter, packed, num_neurons, alphas=ALPHAS):
-    keys, counts = unique_counts(packed)
-    got_keys, got_counts = sorted_rows(counter.state_ids(), counter.counts())
-    np.testing.assert_array_equal(got_keys, keys)
-    np.testing.assert_array_equal(got_counts, counts)
-    assert counter.state_count == len(packed)
-    assert counter.distinct_count == len(keys)
-    for alpha in alphas:
-        value = counter.entropy(alpha)
-        assert not math.isnan(value)
-        assert value == pytest.approx(renyi(counts, alpha), abs=1e-9)
-    assert counter.efficiency() == pytest.approx(renyi(counts, 1) / num_neurons, abs=1e-12)
 
 
 # -- packing: every bit pattern ------------------------------------------------
@@ -275,7 +252,7 @@ def test_bad_inputs_name_the_problem():
 @given(st.lists(st.integers(1, 10**6), min_size=1, max_size=50), st.sampled_from(ALPHAS))
 def test_entropy_property(counts, alpha):
     value = ts.entropy(counts, alpha)
-    assert value == pytest.approx(renyi(counts, alpha), abs=1e-9)
+    assert value == pytest.approx(renyi_entropy(counts, alpha), abs=1e-9)
     assert 0 <= value <= math.log2(len(counts)) + 1e-12
 
 
@@ -284,14 +261,14 @@ def test_entropy_ignores_zero_counts_and_min_entropy_is_finite():
         assert ts.entropy([0, 4, 0, 4], alpha) == pytest.approx(1.0)
     for counts in ([1], [10**15, 1], [1] * 1000, [2**62, 2**62]):
         value = ts.entropy(counts, math.inf)
-        assert math.isfinite(value) and value == pytest.approx(renyi(counts, math.inf))
+        assert math.isfinite(value) and value == pytest.approx(renyi_entropy(counts, math.inf))
     assert ts.efficiency([3, 1], num_neurons=4, alpha1=math.inf) == pytest.approx(
         -math.log2(0.75) / 4)
 
 
 @pytest.mark.parametrize("counts, alpha", [([1, 1], 2000), ([1] * 100_000, 80)])
 def test_entropy_large_finite_alpha(counts, alpha):
-    assert ts.entropy(counts, alpha) == pytest.approx(renyi(counts, alpha))
+    assert ts.entropy(counts, alpha) == pytest.approx(renyi_entropy(counts, alpha))
 
 
 def test_aiq_and_network_efficiency_edges():
@@ -329,7 +306,7 @@ def test_counter_batches_property(width, sizes, patterns, data):
         with pytest.raises(ValueError, match="no states"):
             counter.entropy()
         return
-    assert_counter_matches(counter, everything, width)
+    assert_counts_match(counter, Expected.of_packed(everything, width), alphas=ALPHAS)
 
 
 @pytest.mark.parametrize("width", [3, 16, 20, 24, 64, 65, 1000, 4096])
@@ -343,7 +320,7 @@ def test_counter_big_batches_threaded_and_sharded(width):
     counter.add(x[66_000:66_001])
     counter.add(x[66_001:66_001])
     counter.add(x[66_001:])
-    assert_counter_matches(counter, packed_states(x), width)
+    assert_counts_match(counter, Expected.of_values(x), alphas=ALPHAS)
 
 
 def test_counter_other_inputs():
@@ -358,7 +335,7 @@ def test_counter_other_inputs():
     counter.add(x)
     expected = np.concatenate([packed_states(one[None]), packed_states(x.astype(np.float32)),
                                packed_states(x.astype(np.float32))])
-    assert_counter_matches(counter, expected, 30)
+    assert_counts_match(counter, Expected.of_packed(expected, 30), alphas=ALPHAS)
 
 
 @pytest.mark.parametrize("width", [8, 40])
@@ -404,7 +381,7 @@ def test_spill_everything_stays_exact(width, tmp_path):
     assert spilled.name in str(memory_warnings[0].message)
     assert spilled.is_spilled
     expected = packed_states(np.concatenate([x, x[:1000]]))
-    assert_counter_matches(spilled, expected, width)
+    assert_counts_match(spilled, Expected.of_packed(expected, width), alphas=ALPHAS)
 
     in_memory = StateCounter("memory")
     in_memory.add(x[:5000])
@@ -414,8 +391,10 @@ def test_spill_everything_stays_exact(width, tmp_path):
         other = StateCounter("other", memory_limit=limit, spill_dir=tmp_path)
         other.add(x[::-1])
         other.merge(spilled)  # spilled into spilled
-    assert_counter_matches(in_memory, np.concatenate([packed_states(x[:5000]), expected]), width)
-    assert_counter_matches(other, np.concatenate([packed_states(x), expected]), width)
+    assert_counts_match(in_memory, Expected.of_packed(
+        np.concatenate([packed_states(x[:5000]), expected]), width), alphas=ALPHAS)
+    assert_counts_match(other, Expected.of_packed(
+        np.concatenate([packed_states(x), expected]), width), alphas=ALPHAS)
     assert not in_memory.is_spilled and other.is_spilled
 
     for counter in (spilled, other):
@@ -434,7 +413,7 @@ def test_spill_reset_and_refill(tmp_path):
         for _ in range(2):
             counter.add(x)
             assert counter.is_spilled
-            assert_counter_matches(counter, packed_states(x), 40, alphas=[1, math.inf])
+            assert_counts_match(counter, Expected.of_values(x), alphas=[1, math.inf])
             counter.reset_states()
     assert list(tmp_path.iterdir()) == []
 
@@ -497,7 +476,7 @@ def test_threads_feeding_separate_counters_with_big_batches():
         thread.join()
     assert not errors
     for counter in counters:
-        assert_counter_matches(counter, expected, 30, alphas=[0, 1, math.inf])
+        assert_counts_match(counter, Expected.of_packed(expected, 30), alphas=[0, 1, math.inf])
 
 
 def _resident_mib():
@@ -526,7 +505,7 @@ def test_short_lived_threads_do_not_leak():
 def test_entropy_any_alpha_property(counts, alpha):
     value = ts.entropy(counts, alpha)
     assert math.isfinite(value)
-    assert value == pytest.approx(renyi(counts, alpha), rel=1e-9, abs=1e-9)
+    assert value == pytest.approx(renyi_entropy(counts, alpha), rel=1e-9, abs=1e-9)
 
 
 def test_large_alpha_on_a_spilled_counter(tmp_path):
@@ -539,7 +518,7 @@ def test_large_alpha_on_a_spilled_counter(tmp_path):
     assert spilled.is_spilled
     _, counts = unique_counts(packed_states(np.concatenate([x, x[:10]])))
     for alpha in (50, 500, 5000):
-        assert spilled.entropy(alpha) == pytest.approx(renyi(counts, alpha), rel=1e-9)
+        assert spilled.entropy(alpha) == pytest.approx(renyi_entropy(counts, alpha), rel=1e-9)
 
 
 def test_efficiency_with_a_zero_denominator_is_a_value_error():
@@ -609,9 +588,9 @@ def test_counter_deepcopy_and_pickle(width):
     original.add(x)
     for clone in (copy.deepcopy(original), pickle.loads(pickle.dumps(original))):
         clone.add(x[:10])  # must not change the original
-        assert_counter_matches(clone, packed_states(np.concatenate([x, x[:10]])), width)
+        assert_counts_match(clone, Expected.of_values(np.concatenate([x, x[:10]])), alphas=ALPHAS)
         np.testing.assert_array_equal(clone.states, np.concatenate([x, x[:10]]))
-    assert_counter_matches(original, packed_states(x), width)
+    assert_counts_match(original, Expected.of_values(x), alphas=ALPHAS)
 
 
 SHARED_COUNTER_SCRIPT = """

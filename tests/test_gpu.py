@@ -4,7 +4,8 @@ import math
 
 import numpy as np
 import pytest
-from reference import packed_states, sorted_rows
+from reference import DTYPES, Expected, assert_counts_match, packed_states
+from reference import random_array as reference_array
 
 cupy = pytest.importorskip("cupy", reason="CuPy is not installed (pip install '.[gpu]')")
 from tensorstate_callbacks.gpu import cupy_available, pack_cuda  # noqa: E402
@@ -15,21 +16,11 @@ if not cupy_available():
 from tensorstate_callbacks import StateCounter  # noqa: E402
 from tensorstate_callbacks.states import pack  # noqa: E402
 
-DTYPES = ["float16", "float32", "float64", "int8", "int16", "int32", "int64",
-          "uint8", "uint16", "uint32", "uint64", "bool"]
+GPU_SPECIALS = [np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-45, 5e-324, -1e-300]
 
 
 def random_array(rng, shape, dtype):
-    if dtype == "bool":
-        return rng.random(shape) < 0.4
-    if np.dtype(dtype).kind in "iu":
-        info = np.iinfo(dtype)
-        return rng.integers(max(info.min, -3), min(info.max, 3), size=shape,
-                            endpoint=True).astype(dtype)
-    values = rng.standard_normal(shape)
-    specials = [np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-45, 5e-324, -1e-300]
-    values.flat[::5] = rng.choice(specials, size=values.flat[::5].shape)
-    return values.astype(dtype)
+    return reference_array(rng, shape, dtype, specials=GPU_SPECIALS, every=5)
 
 
 def assert_gpu_matches_cpu(x_host, neuron_axis=-1, x_device=None):
@@ -111,10 +102,9 @@ def test_counter_add_on_the_gpu_equals_cpu(tmp_path):
     gpu.add(device[:13], neuron_axis=1)
     gpu.add(DLPackOnly(device[13:27]), neuron_axis=1)
     gpu.add(device[27:], neuron_axis=1)
-    keys, counts = sorted_rows(cpu.state_ids(), cpu.counts())
-    got_keys, got_counts = sorted_rows(gpu.state_ids(), gpu.counts())
-    np.testing.assert_array_equal(got_keys, keys)
-    np.testing.assert_array_equal(got_counts, counts)
+    expected = Expected.of_values(x, neuron_axis=1)
+    assert_counts_match(cpu, expected)
+    assert_counts_match(gpu, expected)
     for alpha in (0, 1, 2, math.inf):
         assert gpu.entropy(alpha) == pytest.approx(cpu.entropy(alpha), rel=1e-12)
     np.testing.assert_array_equal(gpu.raw_states, packed_states(x, 1))

@@ -5,7 +5,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from reference import packed_states, renyi_entropy, unique_counts
+from reference import Expected
 from tensorboard.backend.event_processing.event_accumulator import (
     EventAccumulator,
 )
@@ -35,9 +35,9 @@ class Reference(keras.callbacks.Callback):
             X_VALID, verbose=0)
         layers = {}
         for name, values in zip(CONVS, outputs, strict=True):
-            _, counts = unique_counts(packed_states(values))
-            layers[f"{name}_states"] = (renyi_entropy(counts, 1) / values.shape[-1],
-                                        len(counts), int(counts.sum()))
+            expected = Expected.of_values(values)
+            layers[f"{name}_states"] = (expected.efficiency(), expected.distinct_count,
+                                        expected.state_count)
         network = float(np.exp(np.mean(np.log([e for e, _, _ in layers.values()]))))
         accuracy = logs["val_accuracy"]
         self.epochs.append({"layers": layers, "network": network, "accuracy": accuracy,

@@ -8,7 +8,7 @@ import textwrap
 import keras
 import numpy as np
 import pytest
-from reference import packed_states, renyi_entropy, sorted_rows, unique_counts
+from reference import Expected, assert_counts_match, packed_states, sorted_rows
 
 import tensorstate_callbacks as ts
 from tensorstate_callbacks import keras as ts_keras
@@ -57,21 +57,6 @@ def layer_tensor(model, layer_name, where="after"):
         IMAGES, verbose=0)
 
 
-def assert_probe_matches(probe, values):
-    packed = packed_states(values, neuron_axis=-1)
-    keys, counts = unique_counts(packed)
-    assert probe.state_count == len(packed)
-    assert probe.distinct_count == len(keys)
-    assert probe.max_entropy() == values.shape[-1]
-    got_keys, got_counts = sorted_rows(probe.state_ids(), probe.counts())
-    np.testing.assert_array_equal(got_keys, keys)
-    np.testing.assert_array_equal(got_counts, counts)
-    for alpha in (0, 1, 2, np.inf):
-        assert probe.entropy(alpha) == pytest.approx(renyi_entropy(counts, alpha), rel=1e-12)
-    assert probe.efficiency() == pytest.approx(renyi_entropy(counts, 1) / values.shape[-1],
-                                               rel=1e-12)
-
-
 @pytest.mark.parametrize("make", [functional_net, sequential_net])
 def test_efficiency_model_predicts_exactly_what_the_model_predicts(make):
     model = make()
@@ -92,7 +77,7 @@ def test_probe_counts_equal_numpy(make, method):
     suffix = "_states" if method == "after" else "_pre_states"
     assert [probe.name for probe in probed.efficiency_layers] == [n + suffix for n in names]
     for name, probe in zip(names, probed.efficiency_layers, strict=True):
-        assert_probe_matches(probe, layer_tensor(model, name, method))
+        assert_counts_match(probe, Expected.of_values(layer_tensor(model, name, method)))
 
 
 def test_both_names_order_and_network_efficiency():
@@ -135,9 +120,9 @@ def test_shared_layer_has_a_probe_per_call_site_and_the_reader_agrees():
     assert sorted(probes) == ["act_call1_states", "act_states", "shared_call1_states",
                               "shared_states"]
     first_out, second_out = (shared(x).numpy() for x in inputs)
-    assert_probe_matches(probes["shared_states"], first_out)
-    assert_probe_matches(probes["shared_call1_states"], second_out)
-    assert_probe_matches(probes["act_states"], np.maximum(first_out, 0))
+    assert_counts_match(probes["shared_states"], Expected.of_values(first_out))
+    assert_counts_match(probes["shared_call1_states"], Expected.of_values(second_out))
+    assert_counts_match(probes["act_states"], Expected.of_values(np.maximum(first_out, 0)))
     assert probes["act_call1_states"].num_neurons == 4
     reader = StateReader(model, attach_to=["shared", "act"])
     reader.count(inputs, batch_size=32)
@@ -157,7 +142,8 @@ def test_evaluate_fills_probes_and_reset_empties_them():
     assert probed.evaluate(IMAGES, labels, batch_size=32, verbose=0, return_dict=True) == \
         pytest.approx(model.evaluate(IMAGES, labels, batch_size=32, verbose=0,
                                      return_dict=True))
-    assert_probe_matches(probed.efficiency_layers[0], layer_tensor(model, "conv_b"))
+    assert_counts_match(probed.efficiency_layers[0],
+                        Expected.of_values(layer_tensor(model, "conv_b")))
     reset_efficiency_model(probed)
     assert probed.efficiency_layers[0].state_count == 0
     probed.predict(IMAGES[:10], verbose=0)
@@ -185,7 +171,7 @@ def test_probe_passes_any_dtype_through_and_counts_it(dtype):
     assert out.dtype == tensor.dtype
     np.testing.assert_array_equal(tf.cast(out, tf.float64).numpy(),
                                   tf.cast(tensor, tf.float64).numpy())
-    assert_probe_matches(probe, tf.cast(tensor, tf.float64).numpy())
+    assert_counts_match(probe, Expected.of_values(tf.cast(tensor, tf.float64).numpy()))
 
 
 @pytest.mark.parametrize("neurons", [1, 8, 13, 20])
@@ -212,7 +198,7 @@ def test_efficiency_model_probes_on_either_path(packing_on_device):
     np.testing.assert_array_equal(probed.predict(IMAGES, batch_size=40, verbose=0),
                                   model.predict(IMAGES, batch_size=40, verbose=0))
     for name, probe in zip(["conv_a", "conv_b", "fc"], probed.efficiency_layers, strict=True):
-        assert_probe_matches(probe, layer_tensor(model, name))
+        assert_counts_match(probe, Expected.of_values(layer_tensor(model, name)))
 
 
 @pytest.mark.parametrize("as_dataset", [False, True], ids=["array", "tf.data"])
@@ -232,7 +218,7 @@ def test_state_reader_counts_equal_numpy(packing_on_device, as_dataset):
     assert [c.name for c in reader.counters] == [
         ts_keras.probe_name(layer, where) for layer, where in names]
     for (layer, where), counter in zip(names, reader.counters, strict=True):
-        assert_probe_matches(counter, layer_tensor(model, layer, where))
+        assert_counts_match(counter, Expected.of_values(layer_tensor(model, layer, where)))
     for old, new in zip(weights, model.get_weights(), strict=True):
         np.testing.assert_array_equal(old, new)
 

@@ -6,13 +6,13 @@ import warnings
 
 import numpy as np
 import pytest
-from reference import renyi_entropy, unique_counts
+from reference import Expected
 
 L = pytest.importorskip("lightning")
 import torch  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger  # noqa: E402
-from lightning_helpers import SmallConvNet, loaders, packed, read_scalars  # noqa: E402
+from lightning_helpers import SmallConvNet, loaders, read_scalars  # noqa: E402
 
 from tensorstate_callbacks.lightning import StateSpaceCallback  # noqa: E402
 
@@ -46,10 +46,9 @@ def independent_metrics(state_dict, valid_loader, beta=2.0):
             total += len(y)
     result = {}
     for name, chunks in outputs.items():
-        values = np.moveaxis(np.concatenate(chunks), 1, -1)
-        _, counts = unique_counts(packed(values.reshape(-1, values.shape[-1])))
-        result[f"{name}_post_states"] = (renyi_entropy(counts, 1) / values.shape[-1],
-                                         len(counts), counts.sum())
+        expected = Expected.of_values(np.concatenate(chunks), neuron_axis=1)
+        result[f"{name}_post_states"] = (expected.efficiency(), expected.distinct_count,
+                                         expected.state_count)
     network = math.exp(np.mean([math.log(e) for e, _, _ in result.values()]))
     accuracy = correct / total
     return result, network, accuracy, (network * accuracy**beta) ** (1 / (beta + 1))

@@ -15,7 +15,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from reference import packed_states, renyi_entropy, sorted_rows
+from reference import Expected, assert_counts_match, packed_states
 
 torch = pytest.importorskip("torch")
 
@@ -76,18 +76,10 @@ def test_tutorial_metrics_equal_numpy_on_the_trained_model(tutorial):
     reference, with_probes = numpy_reference(model, valid_dl)
     efficiencies = []
     for probe, (name, packed) in zip(probes, reference.items()):
-        keys, counts = np.unique(packed.view(np.dtype((np.void, packed.shape[1]))).ravel(),
-                                 return_counts=True)
-        keys = keys.view(np.uint8).reshape(len(keys), packed.shape[1])
+        expected = Expected.of_packed(packed, getattr(model, name).out_channels)
         assert probe.state_count == len(packed) == DOCUMENTED_STATES[probe.name]
-        assert probe.distinct_count == len(counts)
-        ours = sorted_rows(probe.state_ids(), probe.counts())
-        np.testing.assert_array_equal(ours[0], keys)
-        np.testing.assert_array_equal(ours[1], counts)
-        num_neurons = getattr(model, name).out_channels
-        efficiency = renyi_entropy(counts, 1) / num_neurons
-        assert probe.efficiency() == pytest.approx(efficiency, rel=1e-12)
-        efficiencies.append(efficiency)
+        assert_counts_match(probe, expected)
+        efficiencies.append(expected.efficiency())
 
     # The printed percentages are these values, rounded to 0.1.
     network = math.prod(efficiencies) ** (1 / 3)

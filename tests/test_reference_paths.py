@@ -21,12 +21,12 @@ one input per case, so that Keras traces once.
 from __future__ import annotations
 
 import pickle
-import socket
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 from reference import Expected, activations, assert_counts_match, packed_states, unique_counts
+from support import free_port
 
 import tensorstate_callbacks as ts
 from tensorstate_callbacks import StateCounter
@@ -240,12 +240,6 @@ def test_keras_state_reader(case, keras_counts):
 
 # -- DDP -------------------------------------------------------------------------------------
 DDP_CASE = Case("channels_first", 65, "float16")
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_ddp_merge_across_ranks(tmp_path, torch):

@@ -5,26 +5,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from reference import packed_states, unique_counts
+from reference import DTYPES, packed_states, random_array, unique_counts
 
 import tensorstate_callbacks as ts
 from tensorstate_callbacks.states import pack
-
-DTYPES = ["float16", "float32", "float64", "int8", "int16", "int32", "int64",
-          "uint8", "uint16", "uint32", "uint64", "bool"]
-SPECIALS = [np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-45, -1e-45, 5e-324, 1.0, -1.0]
-
-
-def random_array(rng, shape, dtype):
-    if dtype == "bool":
-        return rng.random(shape) < 0.4
-    if np.dtype(dtype).kind in "iu":
-        info = np.iinfo(dtype)
-        low, high = max(info.min, -3), min(info.max, 3)
-        return rng.integers(low, high, size=shape, endpoint=True).astype(dtype)
-    values = rng.standard_normal(shape)
-    values.flat[:: 7] = rng.choice(SPECIALS, size=values.flat[:: 7].shape)
-    return values.astype(dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

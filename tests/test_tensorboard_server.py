@@ -6,7 +6,6 @@ custom-scalars layout of the callbacks and the efficiency image.
 """
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -14,15 +13,9 @@ import urllib.parse
 import urllib.request
 
 import pytest
+from support import TINY_DEMO, free_port
 
-TINY = ["--epochs", "2", "--limit", "300", "--valid-limit", "200", "--batch-size", "100"]
 FRAMEWORKS = ["lightning", "keras"]
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def get_json(url):
@@ -38,7 +31,7 @@ def logdir(tmp_path_factory):
     for framework in FRAMEWORKS:
         done = subprocess.run(
             [sys.executable, "-m", "tensorstate_callbacks", "demo", "--framework", framework,
-             "--logdir", str(root), *TINY],
+             "--logdir", str(root), *TINY_DEMO],
             capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
     return root
