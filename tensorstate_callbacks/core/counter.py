@@ -32,7 +32,9 @@ from .storage import RawStateStore, check_writable
 
 __all__ = ["DEFAULT_MEMORY_LIMIT", "StateCounter", "StateSpaceMemoryWarning", "state_divergence"]
 
-_LABEL_BYTES = 8  # a label joins its states' keys as a little-endian int64
+# A label joins its states' keys as a little-endian integer of the fewest bytes
+# its counter's first labels need (class indices: one byte, so keys stay narrow).
+_LABEL_WIDTHS = ((1, 0, 1 << 8), (2, 0, 1 << 16), (8, -(1 << 63), (1 << 63) - 1))
 
 DEFAULT_MEMORY_LIMIT = 1 << 30  # bytes of count tables per counter
 
@@ -265,11 +267,13 @@ class StateCounter:
                 f"{self.name}: labels must be one integer per sample along axis 0: {samples} "
                 f"for this batch, got {labels.dtype} {labels.shape}")
         per_sample = len(packed) // samples if samples else 0
-        label_bytes = labels.astype("<i8").view(np.uint8).reshape(samples, _LABEL_BYTES)
-        joint = np.concatenate([packed, np.repeat(label_bytes, per_sample, axis=0)], axis=1)
-        values, counts = np.unique(labels.astype(np.int64), return_counts=True)
+        labels = labels.astype(np.int64)
+        values, counts = np.unique(labels, return_counts=True)
         with self._lock:
             self._check_labelled(True)
+            width = self._label_width(values)
+            label_bytes = labels.astype("<i8").view(np.uint8).reshape(samples, 8)[:, :width]
+            joint = np.concatenate([packed, np.repeat(label_bytes, per_sample, axis=0)], axis=1)
             engine = self._engine_for(num_neurons)
             if self._joint is None:
                 self._joint = CountEngine(f"{self.name} (state, label)", 8 * joint.shape[1],
@@ -280,6 +284,20 @@ class StateCounter:
             for value, count in zip(values.tolist(), counts.tolist()):
                 self._label_counts[value] = self._label_counts.get(value, 0) + count * per_sample
             self._added(packed)
+
+    def _label_width(self, values: np.ndarray) -> int:
+        """Bytes of a label in the (state, label) keys: fixed by the first labels."""
+        if self._joint is not None:
+            width = self._joint.key_bytes - self._engine.key_bytes
+        else:
+            width = next(bytes_ for bytes_, low, high in _LABEL_WIDTHS
+                         if not len(values) or low <= values.min() and values.max() < high)
+        low, high = next((low, high) for bytes_, low, high in _LABEL_WIDTHS if bytes_ == width)
+        if len(values) and (values.min() < low or values.max() >= high):
+            raise ValueError(f"{self.name}: labels {values.min()}..{values.max()} do not fit the "
+                             f"{width}-byte labels of the first batches (in [{low}, {high})); "
+                             "reset_states() to count with these labels")
+        return width
 
     def _check_labelled(self, labelled: bool) -> None:
         if self._labelled is None:
@@ -366,6 +384,10 @@ class StateCounter:
             for keys, counts in other.count_chunks():
                 engine.count(keys, counts, self.threads)
             if other._joint is not None:
+                if self._joint is not None and self._joint.num_neurons != other._joint.num_neurons:
+                    raise ValueError(f"{self.name}: cannot merge counts whose labels have "
+                                     "another width (label values beyond 255 or 65535 in one "
+                                     "counter only); label both with values of one range")
                 if self._joint is None:
                     self._joint = CountEngine(other._joint.name, other._joint.num_neurons,
                                               self.memory_limit, self.spill_dir, self.threads,
