@@ -70,3 +70,21 @@ def test_percent_accuracy_skips_aiq_with_one_warning(tmp_path):
     assert torch.isclose(trainer.callback_metrics["state_space/network_efficiency"],
                          torch.tensor(ours.history[-1].network_efficiency))
     assert "state_space/network_efficiency" in trainer.progress_bar_metrics
+
+
+def test_two_callbacks_with_different_layers_in_one_trainer(tmp_path):
+    """Each callback owns its probes and its checkpoint state (state_key)."""
+    first = StateSpaceCallback(attach_to=["conv_a"], log_histograms=False, log_images=False)
+    second = StateSpaceCallback(attach_to=["conv_b"], log_histograms=False, log_images=False)
+    assert first.state_key != second.state_key
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    model = SmallConvNet()
+    trainer = fit(tmp_path, [first, second, checkpoint], epochs=2, model=model)
+    assert [layer.name for layer in first.history[-1].layers] == ["conv_a_post_states"]
+    assert [layer.name for layer in second.history[-1].layers] == ["conv_b_post_states"]
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["callbacks"]
+    assert saved[first.state_key]["history"][0]["layers"][0]["name"] == "conv_a_post_states"
+    assert saved[second.state_key]["history"][0]["layers"][0]["name"] == "conv_b_post_states"
+    assert trainer.callback_metrics["state_space/efficiency/conv_b_post_states"].item() == \
+        pytest.approx(second.history[-1].layers[0].efficiency, rel=1e-6)
