@@ -81,7 +81,7 @@ def _as_cupy(array):
 def pack_cuda(array, neuron_axis: int = -1):
     """Pack a CUDA array on its device; returns (host ``uint8`` states, num_neurons).
 
-    Example (needs a GPU; ``tests/test_gpu.py`` runs it there)::
+    Example (needs a GPU; ``tests/test_core_cuda.py`` runs it there)::
 
         import cupy
         pack_cuda(cupy.array([[1.0, -1.0, 2.0]]))   # -> (array([[5]], dtype=uint8), 3)

@@ -9,7 +9,12 @@ import warnings
 
 import numpy as np
 import pytest
-from reference import packed_states, renyi_entropy, sorted_rows, unique_counts
+from reference import (
+    Expected,
+    assert_counts_match,
+    packed_states,
+    unique_counts,
+)
 
 import tensorstate_callbacks as ts
 from tensorstate_callbacks import StateCounter, StateSpaceMemoryWarning
@@ -23,17 +28,7 @@ def low_diversity(rng, rows, width, patterns=300):
 
 
 def assert_matches_reference(counter, x, neuron_axis=-1):
-    keys, counts = unique_counts(packed_states(x, neuron_axis))
-    got_keys, got_counts = sorted_rows(counter.state_ids(), counter.counts())
-    np.testing.assert_array_equal(got_keys, keys)
-    np.testing.assert_array_equal(got_counts, counts)
-    assert counter.state_count == counts.sum()
-    assert counter.distinct_count == len(counts)
-    width = np.shape(x)[neuron_axis]
-    for alpha in ALPHAS:
-        assert counter.entropy(alpha) == pytest.approx(renyi_entropy(counts, alpha), abs=1e-9)
-    assert counter.efficiency() == pytest.approx(renyi_entropy(counts, 1) / width, abs=1e-12)
-    assert counter.max_entropy() == width
+    assert_counts_match(counter, Expected.of_values(x, neuron_axis))
 
 
 @pytest.mark.parametrize("width", [5, 20, 21, 50, 64, 65, 300, 4096])
