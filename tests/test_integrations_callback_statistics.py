@@ -88,7 +88,8 @@ class Capture(L.Callback):
 def test_lightning_logs_every_statistic_as_numpy_computes_it(tmp_path):
     train, valid = loaders()
     capture = Capture()
-    ours = StateSpaceCallback(attach_to=["conv_b"], log_histograms=False, log_images=False)
+    ours = StateSpaceCallback(attach_to=["conv_b"], log_histograms=False, log_images=False,
+                              labels="auto", drift=True)
     trainer = L.Trainer(max_epochs=2, callbacks=[capture, ours], accelerator="cpu",
                         logger=TensorBoardLogger(tmp_path, name="tb"), enable_progress_bar=False,
                         enable_model_summary=False)
@@ -124,7 +125,8 @@ def test_keras_logs_the_statistics_with_labels_from_y(tmp_path):
     x = rng.normal(size=(60, 6, 6, 2)).astype("float32")
     y = rng.integers(0, 3, size=60)
     callback = KerasCallback((x, keras.utils.to_categorical(y, 3)), attach_to=["conv"],
-                             log_dir=tmp_path, log_images=False, log_histograms=False)
+                             log_dir=tmp_path, log_images=False, log_histograms=False,
+                             labels=True)
     model.fit(x, keras.utils.to_categorical(y, 3).argmax(1), validation_data=(x, y), epochs=1,
               verbose=0, callbacks=[callback])
     activations = keras.Model(inputs, hidden).predict(x, verbose=0)

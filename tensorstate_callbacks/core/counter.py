@@ -750,13 +750,17 @@ class StateCounter:
             [1.0, 0.0, 0.5]
         """
         self._require_states()
-        fired = np.zeros(self._engine.num_neurons, dtype=np.float64)
+        num_neurons = self._engine.num_neurons
+        # per byte column, a histogram of its 256 values weighted by the counts;
+        # bit b of column j fires in the states whose byte j has bit b set
+        histogram = np.zeros((self._engine.key_bytes, 256), dtype=np.float64)
         with self._lock:
             for keys, counts in self._engine.count_chunks():
-                for start in range(0, len(keys), 1 << 16):
-                    bits = np.unpackbits(keys[start:start + (1 << 16)], axis=1,
-                                         count=self._engine.num_neurons, bitorder="little")
-                    fired += counts[start:start + (1 << 16)].astype(np.float64) @ bits
+                weights = counts.astype(np.float64)
+                for column in range(keys.shape[1]):
+                    histogram[column] += np.bincount(keys[:, column], weights, minlength=256)
+        has_bit = (np.arange(256)[:, None] >> np.arange(8)) & 1  # (value, bit)
+        fired = (histogram @ has_bit).reshape(-1)[:num_neurons]
         return fired / self._state_count
 
     @property

@@ -71,7 +71,12 @@ class StateSpaceCallback(L.Callback):
             batch, for ``state_space/mutual_information/<probe>``: ``"auto"``
             takes ``batch[1]`` of a tuple or list, ``batch["labels"]`` or
             ``batch["label"]`` of a dict (class indices, or one-hot rows);
-            a callable ``f(batch)`` returns them; None uses no labels.
+            a callable ``f(batch)`` returns them; None (default) uses no
+            labels: counting (state, label) pairs costs more than counting
+            states (see docs/performance.md).
+        drift: also log ``state_space/drift/<probe>``, the Jensen-Shannon
+            divergence from the previous measurement (keeps a copy of every
+            probe's counts between measurements).
         memory_limit: bytes of count tables per probe before spilling to disk.
 
     Several instances with different layers can share one Trainer: each owns
@@ -91,7 +96,7 @@ class StateSpaceCallback(L.Callback):
                  accuracy_key: str | None = "val_acc", beta: float = 2.0,
                  neuron_axis=None, output_selector=None, log_histograms: bool = True,
                  log_images: bool = True, log_hparams: bool = True, progress_bar: bool = False,
-                 estimator: str = "plugin", labels="auto",
+                 estimator: str = "plugin", labels=None, drift: bool = False,
                  memory_limit: int | None = None):
         self.attach_to = names(attach_to, "attach_to")
         if not self.attach_to:
@@ -112,6 +117,7 @@ class StateSpaceCallback(L.Callback):
             raise ArgumentTypeError(f"labels must be 'auto', None or a function of the batch, "
                                     f"got {labels!r}")
         self.labels = labels
+        self.drift = bool(drift)
         self._previous: dict = {}  # each probe's counts at the last measurement (drift)
         self.memory_limit = memory_limit
         self.history: list[EpochReport] = []
@@ -206,8 +212,9 @@ class StateSpaceCallback(L.Callback):
             previous=self._previous,
         )
         self._health.check_report(report, rank_zero_warn)
-        self._previous = {probe.name: snapshot(probe.counter) for probe in self._probes
-                          if probe.state_count}
+        if self.drift:
+            self._previous = {probe.name: snapshot(probe.counter) for probe in self._probes
+                              if probe.state_count}
         self.history.append(report)
         self._publish(trainer, report)
         self._log(trainer, report)

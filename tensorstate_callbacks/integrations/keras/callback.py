@@ -80,8 +80,7 @@ class StateSpaceCallback(keras.callbacks.Callback):
         validation_data: the data to measure on: ``x``, ``(x, y)`` or
             ``(x, y, sample_weight)``, or a ``tf.data.Dataset`` /
             ``keras.utils.PyDataset``; usually the ``validation_data`` of
-            ``fit()``.  With arrays, ``y`` (class indices or one-hot rows)
-            labels the states for ``state_space/mutual_information/<probe>``.
+            ``fit()``.
         attach_to, exclude, method: which layers to probe, as in
             :func:`~tensorstate_callbacks.keras.build_efficiency_model`.
         log_dir: TensorBoard directory; the callback writes to ``log_dir/validation``.
@@ -93,6 +92,12 @@ class StateSpaceCallback(keras.callbacks.Callback):
             Keras' default; datasets keep their own batches).
         estimator: the entropy estimator of the efficiencies: ``"plugin"``
             (TensorState's), ``"miller_madow"`` or ``"chao_shen"``.
+        labels: with array data ``(x, y)``, label the states by ``y`` (class
+            indices or one-hot rows) and log
+            ``state_space/mutual_information/<probe>`` (off by default: counting
+            (state, label) pairs costs more than counting states).
+        drift: also log ``state_space/drift/<probe>``, the Jensen-Shannon
+            divergence from the previous epoch (keeps a copy of the counts).
         log_histograms, log_images: also write per-probe histograms of
             log2(state occurrences) and a heat map of efficiency over epochs.
 
@@ -126,10 +131,13 @@ class StateSpaceCallback(keras.callbacks.Callback):
 
     def __init__(self, validation_data, attach_to=("Conv2D",), exclude=(), method="after",
                  log_dir="logs", accuracy_key="val_accuracy", beta=2, batch_size=None,
-                 log_histograms=True, log_images=True, estimator="plugin"):
+                 log_histograms=True, log_images=True, estimator="plugin", labels=False,
+                 drift=False):
         super().__init__()
         self.validation_inputs = _inputs_of(validation_data)
-        self.validation_labels = _labels_of(validation_data, self.validation_inputs)
+        self.validation_labels = _labels_of(validation_data, self.validation_inputs) \
+            if labels else None
+        self.drift = bool(drift)
         if isinstance(self.validation_inputs, np.ndarray) and len(self.validation_inputs) == 0:
             raise ValueError("validation_data holds no samples")
         batches(self.validation_inputs)  # TypeError now for data that cannot be re-read
@@ -216,8 +224,9 @@ class StateSpaceCallback(keras.callbacks.Callback):
         warn = lambda message: warnings.warn(message, stacklevel=3)  # noqa: E731
         self._health.check({counter.name: counter for counter in self.reader.counters}, warn)
         self._health.check_report(report, warn)
-        self._previous = {counter.name: snapshot(counter) for counter in self.reader.counters
-                          if counter.state_count}
+        if self.drift:
+            self._previous = {counter.name: snapshot(counter)
+                              for counter in self.reader.counters if counter.state_count}
         self.history.append(report)
         self._write(report)
         self.reader.reset()
