@@ -256,9 +256,7 @@ class StateCounter:
             self._add_labelled(array, neuron_axis, dtype, labels, threads)
             return
         if not isinstance(array, np.ndarray) and _is_cuda_array(array):
-            from ._cuda import pack_cuda
-
-            self._add_own_packing(*pack_cuda(array, neuron_axis), threads)
+            self._add_own_packing(*self._pack_batch(array, neuron_axis, dtype, threads), threads)
             return
         array = packing.kernel_readable(array)
         plan = packing.layout(array.shape, array.strides, array.dtype, neuron_axis, dtype)
@@ -274,17 +272,21 @@ class StateCounter:
                 engine.commit(plan.num_states)
             self._added(packed)
 
-    def _add_labelled(self, array, neuron_axis, dtype, labels, threads) -> None:
-        """Pack a batch, then count it with its labels (see :meth:`_count_labelled`)."""
+    @staticmethod
+    def _pack_batch(array, neuron_axis, dtype, threads) -> tuple[np.ndarray, int]:
+        """``(packed states, num_neurons)`` of a batch in an array of its own: a
+        CUDA array packed on its GPU, anything else by the compiled kernel."""
         if not isinstance(array, np.ndarray) and _is_cuda_array(array):
             from ._cuda import pack_cuda
 
-            packed, num_neurons = pack_cuda(array, neuron_axis)
-        else:
-            array = packing.kernel_readable(array)
-            plan = packing.layout(array.shape, array.strides, array.dtype, neuron_axis, dtype)
-            packed, num_neurons = packing.pack_layout(array, plan, threads=threads), \
-                plan.num_neurons
+            return pack_cuda(array, neuron_axis)
+        array = packing.kernel_readable(array)
+        plan = packing.layout(array.shape, array.strides, array.dtype, neuron_axis, dtype)
+        return packing.pack_layout(array, plan, threads=threads), plan.num_neurons
+
+    def _add_labelled(self, array, neuron_axis, dtype, labels, threads) -> None:
+        """Pack a batch, then count it with its labels (see :meth:`_count_labelled`)."""
+        packed, num_neurons = self._pack_batch(array, neuron_axis, dtype, threads)
         if packing.neuron_axis_index(array.ndim, neuron_axis) == 0:
             raise ValueError(f"{self.name}: labels go with the samples along axis 0, which "
                              "here holds the neurons; pass neuron_axis of another axis")
@@ -308,13 +310,8 @@ class StateCounter:
             width = self._label_width(values)
             label_bytes = labels.astype("<i8").view(np.uint8).reshape(samples, 8)[:, :width]
             joint = np.concatenate([packed, np.repeat(label_bytes, per_sample, axis=0)], axis=1)
-            engine = self._engine_for(num_neurons)
-            if self._joint is None:
-                self._joint = CountEngine(f"{self.name} (state, label)", 8 * joint.shape[1],
-                                          self.memory_limit, self.spill_dir, self.threads,
-                                          self._warn_spilled)
-            engine.count(packed, None, threads)
-            self._joint.count(joint, None, threads)
+            self._engine_for(num_neurons).count(packed, None, threads)
+            self._joint_for(8 * joint.shape[1]).count(joint, None, threads)
             for value, count in zip(values.tolist(), counts.tolist()):
                 self._label_counts[value] = self._label_counts.get(value, 0) + count * per_sample
             self._added(packed)
@@ -418,16 +415,9 @@ class StateCounter:
             for keys, counts in other.count_chunks():
                 engine.count(keys, counts, self.threads)
             if other._joint is not None:
-                if self._joint is not None and self._joint.num_neurons != other._joint.num_neurons:
-                    raise ValueError(f"{self.name}: cannot merge counts whose labels have "
-                                     "another width (label values beyond 255 or 65535 in one "
-                                     "counter only); label both with values of one range")
-                if self._joint is None:
-                    self._joint = CountEngine(other._joint.name, other._joint.num_neurons,
-                                              self.memory_limit, self.spill_dir, self.threads,
-                                              self._warn_spilled)
+                joint = self._joint_for(other._joint.num_neurons)
                 for keys, counts in other._joint.count_chunks():
-                    self._joint.count(keys, counts, self.threads)
+                    joint.count(keys, counts, self.threads)
                 for value, count in other._label_counts.items():
                     self._label_counts[value] = self._label_counts.get(value, 0) + count
             self._state_count += other._state_count
@@ -488,6 +478,18 @@ class StateCounter:
                 "layers or check neuron_axis"
             )
         return self._engine
+
+    def _joint_for(self, width: int) -> CountEngine:
+        """The engine counting (state, label) keys of ``width`` bits (made by the
+        first labelled batch); a ValueError for keys of another label width."""
+        if self._joint is None:
+            self._joint = CountEngine(f"{self.name} (state, label)", width, self.memory_limit,
+                                      self.spill_dir, self.threads, self._warn_spilled)
+        elif width != self._joint.num_neurons:
+            raise ValueError(f"{self.name}: cannot merge counts whose labels have another "
+                             "width (label values beyond 255 or 65535 in one counter only); "
+                             "label both with values of one range")
+        return self._joint
 
     def _warn_spilled(self, directory, distinct: int) -> None:
         if not self._warned:
@@ -870,10 +872,7 @@ class StateCounter:
                                                 self.threads)
             self._state_count = int(items[1].sum())
         if joint is not None:
-            self._joint = CountEngine(f"{self.name} (state, label)", joint[0],
-                                      self.memory_limit, self.spill_dir, self.threads,
-                                      self._warn_spilled)
-            self._joint.count(joint[1], joint[2].astype(np.uint64), self.threads)
+            self._joint_for(joint[0]).count(joint[1], joint[2].astype(np.uint64), self.threads)
         self._labelled, self._label_counts = labelled, label_counts
         if raw is not None and raw.size:
             self._store.append(raw)
