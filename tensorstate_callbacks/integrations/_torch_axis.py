@@ -29,7 +29,7 @@ from functools import lru_cache
 
 import torch
 
-__all__ = ["LayoutTracker", "layout_kind", "neuron_axis_from_context"]
+__all__ = ["LayoutTracker", "first_tensor", "layout_kind", "neuron_axis_from_context"]
 
 CHANNELS = "channels"
 FEATURES = "features"
@@ -65,14 +65,15 @@ def layout_kind(module_class: type) -> str | None:
     return None
 
 
-def _first_tensor(value):
+def first_tensor(value):
+    """The first tensor in ``value`` (a tensor, or a tuple, list or dict holding one), or None."""
     if isinstance(value, torch.Tensor):
         return value
     if isinstance(value, dict):
         value = list(value.values())
     if isinstance(value, (tuple, list)):
         for item in value:
-            found = _first_tensor(item)
+            found = first_tensor(item)
             if found is not None:
                 return found
     return None
@@ -102,7 +103,7 @@ class LayoutTracker:
 
     def _watcher(self, kind: str):
         def seen(module, inputs, output) -> None:
-            tensor = _first_tensor(output)
+            tensor = first_tensor(output)
             if tensor is None or tensor.dim() == 0 or tensor.is_nested:
                 return
             axis = 1 if kind == CHANNELS and tensor.dim() >= 3 else -1

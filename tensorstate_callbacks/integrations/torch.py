@@ -20,7 +20,7 @@ import torch
 from ..core.counter import StateCounter
 from ._probe import CountingProbe
 from ._selection import METHODS, Site, check_method, for_probe, select, torch_probe_name
-from ._torch_axis import LayoutTracker, _first_tensor, layout_kind, neuron_axis_from_context
+from ._torch_axis import LayoutTracker, first_tensor, layout_kind, neuron_axis_from_context
 from ._validation import check_neuron_axis
 from .devices import count_tensor, pack_with_torch
 
@@ -204,7 +204,7 @@ class StateCaptureHook(CountingProbe):
             if isinstance(tensor, tuple) and len(tensor) == 2:
                 tensor, mask = tensor
         else:
-            tensor = _first_tensor(value)
+            tensor = first_tensor(value)
         if not isinstance(tensor, torch.Tensor):
             self._warn_once("no tensor", "the probed value holds no tensor; nothing captured "
                                          "(pass output_selector= to pick one)")
@@ -240,10 +240,6 @@ class StateCaptureHook(CountingProbe):
                 "module name or class name pattern) to choose the axis"
             )
         return axis
-
-    def reset_states(self) -> None:
-        """Forget every state seen so far (the neuron axis taken stays)."""
-        self.counter.reset_states()
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
