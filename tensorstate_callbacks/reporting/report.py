@@ -1,7 +1,9 @@
 """What one validation epoch measured: per-layer and network metrics, and
 their TensorBoard tags (the same for the Lightning and Keras callbacks).
 
-Every scalar is logged at step = epoch under the prefix ``state_space``:
+Every scalar of a validation measurement is logged under the prefix
+``state_space`` (the step: Lightning's ``trainer.global_step``, Keras' epoch;
+``state_space/epoch`` carries the training epoch at that step):
 
 * ``state_space/efficiency/<probe>``: the layer's efficiency;
 * ``state_space/unique_states/<probe>``: its number of distinct states;
@@ -20,6 +22,9 @@ Every scalar is logged at step = epoch under the prefix ``state_space``:
 
 ``<probe>`` is the probe's name (``conv_1_post_states`` for PyTorch,
 ``conv_1_states`` for Keras; docs/architecture.md lists the conventions).
+Measurements of other stages put the stage after the prefix
+(``state_space/test/aIQ``, ``state_space/train/efficiency/<probe>``); those
+of one of several dataloaders end in Lightning's ``/dataloader_idx_<k>``.
 
 Example:
     >>> report = EpochReport.from_values(3, {"conv_1_states": (0.5, 12, 40)}, 0.9, beta=2)
@@ -44,10 +49,14 @@ import numpy as np
 from ..core.counter import state_divergence
 from ..core.metrics import aIQ, network_efficiency
 
-__all__ = ["TAG_PREFIX", "EpochReport", "LayerStats", "efficiency_tag", "layer_extras"]
+__all__ = ["STAGES", "TAG_PREFIX", "EpochReport", "LayerStats", "efficiency_tag",
+           "layer_extras"]
 
 TAG_PREFIX = "state_space"
 """The first part of every TensorBoard tag this package writes."""
+STAGES = ("validation", "test", "train")
+"""What a report measured: validation data (tags without a stage), test data
+or a window of training steps."""
 
 
 def efficiency_tag(probe: str) -> str:
@@ -153,7 +162,7 @@ class EpochReport:
     both callbacks keep one per epoch in their ``history``.
 
     Attributes:
-        epoch: the step the metrics are logged at (the validation epoch's index).
+        epoch: the training epoch the measurement belongs to.
         layers: one :class:`LayerStats` per probe that saw states.
         network_efficiency: the geometric mean of the layers' efficiencies.
         accuracy: the validation accuracy, or None when none was logged.
@@ -177,12 +186,22 @@ class EpochReport:
     aIQ: float | None = None  # noqa: N815
     beta: float = 2.0
     skipped_layers: list[str] = field(default_factory=list)
+    step: int | None = None
+    stage: str = "validation"
+    dataloader: int | None = None
+
+    def __post_init__(self):
+        if self.step is None:
+            self.step = self.epoch
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
 
     @classmethod
     def from_values(cls, epoch: int, values: Mapping[str, tuple[float, int, int]],
                     accuracy: float | None, beta: float,
                     skipped_layers: list[str] | None = None,
-                    extras: Mapping[str, Mapping[str, float]] | None = None) -> EpochReport:
+                    extras: Mapping[str, Mapping[str, float]] | None = None,
+                    **where) -> EpochReport:
         """Build a report from each probe's numbers.
 
         Args:
@@ -193,6 +212,7 @@ class EpochReport:
             skipped_layers: names of probes that saw no state.
             extras: ``{probe name: {statistic: value}}`` for the optional
                 fields of :class:`LayerStats` (see :func:`layer_extras`).
+            **where: ``step``, ``stage`` and ``dataloader`` (see the attributes).
 
         Returns:
             The report, with network efficiency and aIQ computed.
@@ -215,12 +235,12 @@ class EpochReport:
         net = network_efficiency([layer.efficiency for layer in layers])
         score = None if accuracy is None else aIQ(net, accuracy, beta)
         return cls(epoch, layers, net, None if accuracy is None else float(accuracy), score,
-                   float(beta), list(skipped_layers or []))
+                   float(beta), list(skipped_layers or []), **where)
 
     @classmethod
     def from_counters(cls, epoch: int, counters: Mapping, accuracy: float | None,
                       beta: float, *, estimator: str = "plugin", extras: bool = False,
-                      previous: Mapping | None = None) -> EpochReport:
+                      previous: Mapping | None = None, **where) -> EpochReport:
         """Build a report from probes or counters.
 
         Args:
@@ -236,6 +256,7 @@ class EpochReport:
             extras: also compute the statistics of :func:`layer_extras`
                 (counters or probes with the StateCounter API).
             previous: ``{name: counter}`` of the previous measurement, for drift.
+            **where: ``step``, ``stage`` and ``dataloader`` (see the attributes).
 
         Returns:
             The report.
@@ -262,16 +283,35 @@ class EpochReport:
             values[name] = (efficiency, counter.distinct_count, counter.state_count)
             if extras:
                 statistics[name] = layer_extras(counter, (previous or {}).get(name))
-        return cls.from_values(epoch, values, accuracy, beta, skipped, statistics)
+        return cls.from_values(epoch, values, accuracy, beta, skipped, statistics, **where)
 
-    def scalars(self) -> dict[str, float]:
-        """Every scalar of the report under its TensorBoard tag.
+    def tag(self, name: str) -> str:
+        """The TensorBoard tag of ``name`` (e.g. ``"aIQ"``, ``"efficiency/fc"``)
+        for this report's stage and dataloader.
+
+        Example:
+            >>> report = EpochReport.from_values(0, {"fc": (0.5, 3, 8)}, None, beta=2,
+            ...                                  stage="test", dataloader=1)
+            >>> report.tag("efficiency/fc")
+            'state_space/test/efficiency/fc/dataloader_idx_1'
+        """
+        stage = "" if self.stage == "validation" else f"/{self.stage}"
+        suffix = "" if self.dataloader is None else f"/dataloader_idx_{self.dataloader}"
+        return f"{TAG_PREFIX}{stage}/{name}{suffix}"
+
+    def scalars(self, with_epoch: bool = False) -> dict[str, float]:
+        """Every scalar of the report under its TensorBoard tag (see :meth:`tag`).
 
         Per probe ``state_space/efficiency/<probe>``,
-        ``state_space/unique_states/<probe>`` and ``state_space/states/<probe>``;
-        then ``state_space/network_efficiency``, and ``state_space/accuracy`` and
+        ``state_space/unique_states/<probe>``, ``state_space/states/<probe>`` and
+        the statistics of :func:`layer_extras` that were computed; then
+        ``state_space/network_efficiency``, and ``state_space/accuracy`` and
         ``state_space/aIQ`` when the accuracy is known.  The callbacks log them
-        at step = :attr:`epoch`.
+        at step = :attr:`step`.
+
+        Args:
+            with_epoch: also ``state_space/epoch``, the training epoch (what
+                the callbacks write to loggers, so a step maps to its epoch).
 
         Returns:
             ``{tag: value}``, values as floats.
@@ -287,17 +327,19 @@ class EpochReport:
         """
         out = {}
         for layer in self.layers:
-            out[efficiency_tag(layer.name)] = layer.efficiency
-            out[f"{TAG_PREFIX}/unique_states/{layer.name}"] = float(layer.unique_states)
-            out[f"{TAG_PREFIX}/states/{layer.name}"] = float(layer.states)
+            out[self.tag(f"efficiency/{layer.name}")] = layer.efficiency
+            out[self.tag(f"unique_states/{layer.name}")] = float(layer.unique_states)
+            out[self.tag(f"states/{layer.name}")] = float(layer.states)
             for statistic in _EXTRAS:
                 value = getattr(layer, statistic)
                 if value is not None:
-                    out[f"{TAG_PREFIX}/{statistic}/{layer.name}"] = float(value)
-        out[f"{TAG_PREFIX}/network_efficiency"] = self.network_efficiency
+                    out[self.tag(f"{statistic}/{layer.name}")] = float(value)
+        out[self.tag("network_efficiency")] = self.network_efficiency
         if self.accuracy is not None:
-            out[f"{TAG_PREFIX}/accuracy"] = self.accuracy
-            out[f"{TAG_PREFIX}/aIQ"] = self.aIQ
+            out[self.tag("accuracy")] = self.accuracy
+            out[self.tag("aIQ")] = self.aIQ
+        if with_epoch:
+            out[self.tag("epoch")] = float(self.epoch)
         return out
 
     def to_dict(self) -> dict:

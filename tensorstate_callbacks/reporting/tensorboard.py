@@ -129,7 +129,7 @@ def write_layout(writer, probes=()) -> None:
 
 
 def write_scalars(writer, report: EpochReport) -> None:
-    """Write every scalar of ``report`` at step = its epoch.
+    """Write every scalar of ``report``, and its epoch, at ``report.step``.
 
     Args:
         writer: a ``SummaryWriter``.
@@ -142,8 +142,8 @@ def write_scalars(writer, report: EpochReport) -> None:
         >>> report = EpochReport.from_values(4, {"fc": (0.5, 3, 8)}, 0.9, beta=2)
         >>> write_scalars(writer, report); writer.close()
     """
-    for tag, value in report.scalars().items():
-        writer.add_scalar(tag, value, report.epoch)
+    for tag, value in report.scalars(with_epoch=True).items():
+        writer.add_scalar(tag, value, report.step)
 
 
 def write_state_histograms(writer, counts_by_probe: Mapping[str, np.ndarray], step: int) -> None:
@@ -155,7 +155,7 @@ def write_state_histograms(writer, counts_by_probe: Mapping[str, np.ndarray], st
     Args:
         writer: a ``SummaryWriter``.
         counts_by_probe: ``{probe name: counts}`` (``StateCounter.counts()``).
-        step: the epoch.
+        step: the step of the measurement (see :attr:`.EpochReport.step`).
 
     Example:
         >>> import tempfile
@@ -170,11 +170,12 @@ def write_state_histograms(writer, counts_by_probe: Mapping[str, np.ndarray], st
 
 
 def efficiency_image(history: Sequence[EpochReport]) -> np.ndarray:
-    """Heat map of layer efficiency (rows) over epochs (columns).
+    """Heat map of layer efficiency (rows) over measurements (columns).
 
     Args:
-        history: one report per epoch, oldest first; a layer missing from an
-            epoch is left blank.
+        history: one report per measurement, oldest first; a layer missing
+            from one is left blank.  Columns are labelled by epoch, or by
+            ``epoch:step`` when some epoch was measured more than once.
 
     Returns:
         The picture as ``uint8[height, width, 3]`` RGB, drawn with matplotlib.
@@ -200,8 +201,12 @@ def efficiency_image(history: Sequence[EpochReport]) -> np.ndarray:
     shown = axes.imshow(grid, aspect="auto", cmap="viridis", vmin=0.0,
                         vmax=max(1e-9, float(np.nanmax(grid))))
     axes.set_yticks(range(len(names)), names, fontsize=8)
-    axes.set_xticks(range(len(history)), [str(report.epoch) for report in history], fontsize=8)
-    axes.set_xlabel("epoch")
+    epochs = [report.epoch for report in history]
+    repeated = len(set(epochs)) < len(epochs)
+    labels = [f"{report.epoch}:{report.step}" if repeated else str(report.epoch)
+              for report in history]
+    axes.set_xticks(range(len(history)), labels, fontsize=8)
+    axes.set_xlabel("epoch:step" if repeated else "epoch")
     axes.set_title("layer efficiency")
     figure.colorbar(shown, ax=axes)
     figure.tight_layout()
@@ -213,7 +218,7 @@ def efficiency_image(history: Sequence[EpochReport]) -> np.ndarray:
 
 
 def write_efficiency_image(writer, history: Sequence[EpochReport]) -> None:
-    """Write the heat map of ``history`` at the step of its last epoch.
+    """Write the heat map of ``history`` at the step of its last report.
 
     Written as ``state_space/efficiency_over_epochs``, every epoch again with
     the whole history, so TensorBoard's image slider shows how it grew.
@@ -229,7 +234,7 @@ def write_efficiency_image(writer, history: Sequence[EpochReport]) -> None:
         >>> report = EpochReport.from_values(0, {"fc": (0.5, 3, 8)}, None, beta=2)
         >>> write_efficiency_image(writer, [report]); writer.close()
     """
-    writer.add_image(IMAGE_TAG, efficiency_image(history), history[-1].epoch, dataformats="HWC")
+    writer.add_image(IMAGE_TAG, efficiency_image(history), history[-1].step, dataformats="HWC")
 
 
 def write_hparams(writer, hparams: Mapping[str, object], extra_metrics: Sequence[str] = ()) -> None:
