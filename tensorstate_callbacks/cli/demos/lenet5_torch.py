@@ -14,34 +14,92 @@ import lightning as L
 import torch
 from torch import nn
 
-__all__ = ["LeNet5", "LitLeNet5", "mnist_dataloaders"]
+__all__ = ["CHANNELS", "LeNet5", "LitLeNet5", "mnist_dataloaders", "parameter_count",
+           "scaled_channels"]
+
+
+CHANNELS = (20, 50, 100)
+"""Output channels of LeNet-5's three convolutions at width 1."""
+
+
+def scaled_channels(width: float) -> tuple[int, int, int]:
+    """The channels of LeNet-5's convolutions at ``width`` times the tutorial's.
+
+    Args:
+        width: the multiplier (> 0); each count is rounded to the nearest
+            integer, and at least 1.
+
+    Returns:
+        ``(conv_1, conv_2, conv_3)`` output channels.
+
+    Raises:
+        ValueError: ``width`` is not a positive number.
+
+    Example:
+        >>> scaled_channels(1), scaled_channels(1 / 8), scaled_channels(2)
+        ((20, 50, 100), (2, 6, 12), (40, 100, 200))
+    """
+    if not width > 0:
+        raise ValueError(f"width must be a positive number (a channel multiplier), got {width!r}")
+    return tuple(max(1, round(count * width)) for count in CHANNELS)
+
+
+def parameter_count(model: nn.Module) -> int:
+    """The number of trainable parameters of ``model``.
+
+    Example:
+        >>> parameter_count(nn.Linear(3, 2))
+        8
+    """
+    return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
+
+
+def _norm(channels: int, batch_norm: bool) -> nn.Module:
+    return nn.BatchNorm2d(channels, eps=0.00001, momentum=0.9) if batch_norm else nn.Identity()
 
 
 class LeNet5(nn.Module):
-    """LeNet-5 exactly as in the TensorState PyTorch tutorial (ELU, batch norm).
+    """LeNet-5 as in the TensorState PyTorch tutorial (ELU, batch norm), at any width.
 
     Takes ``float32[n, 784]`` (or ``[n, 1, 28, 28]``) images, returns 10 logits.
+    The defaults are the tutorial's network; ``width`` scales the channels of
+    every convolution (20, 50 and 100 at width 1) and ``batch_norm=False``
+    replaces each batch norm by an identity (same module names).
+
+    Args:
+        width: the channel multiplier (> 0); each convolution keeps at least one
+            channel (see :func:`scaled_channels`).
+        batch_norm: normalise after each convolution's activation.
+
+    Raises:
+        ValueError: ``width`` is not a positive number.
 
     Example:
         >>> LeNet5()(torch.zeros(2, 784)).shape
         torch.Size([2, 10])
+        >>> narrow = LeNet5(width=0.25, batch_norm=False)
+        >>> narrow.conv_3.out_channels, type(narrow.norm_3).__name__
+        (25, 'Identity')
+        >>> parameter_count(LeNet5()), parameter_count(narrow)
+        (107020, 6727)
     """
 
-    def __init__(self):
+    def __init__(self, width: float = 1.0, batch_norm: bool = True):
         super().__init__()
-        self.conv_1 = nn.Conv2d(1, 20, kernel_size=5, stride=1)
+        channels = scaled_channels(width)
+        self.conv_1 = nn.Conv2d(1, channels[0], kernel_size=5, stride=1)
         self.elu_1 = nn.ELU()
-        self.norm_1 = nn.BatchNorm2d(20, eps=0.00001, momentum=0.9)
+        self.norm_1 = _norm(channels[0], batch_norm)
         self.maxp_1 = nn.MaxPool2d(2, stride=2)
-        self.conv_2 = nn.Conv2d(20, 50, kernel_size=5, stride=1)
+        self.conv_2 = nn.Conv2d(channels[0], channels[1], kernel_size=5, stride=1)
         self.elu_2 = nn.ELU()
-        self.norm_2 = nn.BatchNorm2d(50, eps=0.00001, momentum=0.9)
+        self.norm_2 = _norm(channels[1], batch_norm)
         self.maxp_2 = nn.MaxPool2d(2, stride=2)
-        self.conv_3 = nn.Conv2d(50, 100, kernel_size=4, stride=1)
+        self.conv_3 = nn.Conv2d(channels[1], channels[2], kernel_size=4, stride=1)
         self.elu_3 = nn.ELU()
-        self.norm_3 = nn.BatchNorm2d(100, eps=0.00001, momentum=0.9)
+        self.norm_3 = _norm(channels[2], batch_norm)
         self.flatten = nn.Flatten()
-        self.pred = nn.Linear(100, 10)
+        self.pred = nn.Linear(channels[2], 10)
         for layer in (self.conv_1, self.conv_2, self.conv_3, self.pred):
             nn.init.kaiming_normal_(layer.weight)
             nn.init.zeros_(layer.bias)
@@ -100,17 +158,25 @@ class LitLeNet5(L.LightningModule):
     ``model_conv_1_post_states`` and so on.
 
     Args:
-        lr: the learning rate (saved in ``hparams``).
+        lr: the learning rate.
+        width: the channel multiplier of :class:`LeNet5`.
+        batch_norm: whether :class:`LeNet5` normalises.
+
+    ``hparams`` holds the three arguments and ``parameters``, the network's
+    parameter count, so TensorBoard's HParams tab can compare networks by size.
 
     Example:
         >>> LitLeNet5(lr=0.05).hparams.lr
         0.05
+        >>> dict(LitLeNet5(width=0.5, batch_norm=False).hparams)
+        {'lr': 0.01, 'width': 0.5, 'batch_norm': False, 'parameters': 27095}
     """
 
-    def __init__(self, lr: float = 0.01):
+    def __init__(self, lr: float = 0.01, width: float = 1.0, batch_norm: bool = True):
         super().__init__()
         self.save_hyperparameters()
-        self.model = LeNet5()
+        self.model = LeNet5(width=width, batch_norm=batch_norm)
+        self.hparams["parameters"] = parameter_count(self.model)
         self.loss = nn.CrossEntropyLoss()
 
     def forward(self, x):
