@@ -73,18 +73,20 @@ def test_logged_values_match_independent_computation(tmp_path):
     scalars, tags = read_scalars(tmp_path / "tb" / "version_0")
     assert len(recorder.snapshots) == 3
     for epoch, snapshot in enumerate(recorder.snapshots):
+        step = 6 * (epoch + 1)  # the global step: 6 training batches per epoch
         layers, network, accuracy, aiq = independent_metrics(snapshot, valid)
         for probe, (efficiency, unique, states) in layers.items():
-            assert scalars[f"state_space/efficiency/{probe}"][epoch] == (epoch, pytest.approx(
+            assert scalars[f"state_space/efficiency/{probe}"][epoch] == (step, pytest.approx(
                 efficiency, rel=1e-6))
-            assert scalars[f"state_space/unique_states/{probe}"][epoch] == (epoch, unique)
+            assert scalars[f"state_space/unique_states/{probe}"][epoch] == (step, unique)
             # exactly the validation set: nothing from training batches or the sanity check
-            assert scalars[f"state_space/states/{probe}"][epoch] == (epoch, states)
-        assert scalars["state_space/network_efficiency"][epoch] == (epoch, pytest.approx(
+            assert scalars[f"state_space/states/{probe}"][epoch] == (step, states)
+        assert scalars["state_space/network_efficiency"][epoch] == (step, pytest.approx(
             network, rel=1e-6))
-        assert scalars["state_space/accuracy"][epoch] == (epoch, pytest.approx(accuracy, abs=1e-6))
-        assert scalars["state_space/aIQ"][epoch] == (epoch, pytest.approx(aiq, rel=1e-5))
-    assert [r.epoch for r in callback.history] == [0, 1, 2]
+        assert scalars["state_space/accuracy"][epoch] == (step, pytest.approx(accuracy, abs=1e-6))
+        assert scalars["state_space/aIQ"][epoch] == (step, pytest.approx(aiq, rel=1e-5))
+        assert scalars["state_space/epoch"][epoch] == (step, epoch)
+    assert [(r.epoch, r.step) for r in callback.history] == [(0, 6), (1, 12), (2, 18)]
     assert "state_space/efficiency_over_epochs" in tags["images"]
     assert "custom_scalars__config__" in tags["tensors"]
     assert {f"state_space/state_frequency/{p}" for p in PROBES} <= set(tags["histograms"])
@@ -119,7 +121,7 @@ def test_missing_accuracy_warns_once_and_skips_aiq(tmp_path):
     assert len(ours) == 1 and "aIQ" in str(ours[0].message)
     scalars, _ = read_scalars(tmp_path / "tb" / "version_0")
     assert "state_space/aIQ" not in scalars
-    assert [step for step, _ in scalars["state_space/network_efficiency"]] == [0, 1, 2]
+    assert [step for step, _ in scalars["state_space/network_efficiency"]] == [6, 12, 18]
 
 
 def test_resume_continues_history(tmp_path):
@@ -135,7 +137,7 @@ def test_resume_continues_history(tmp_path):
     assert [r.epoch for r in resumed.history] == [0, 1, 2]
     assert resumed.history[0].network_efficiency == callback.history[0].network_efficiency
     scalars, _ = read_scalars(tmp_path / "r" / "version_0")
-    assert [step for step, _ in scalars["state_space/network_efficiency"]] == [2]
+    assert [step for step, _ in scalars["state_space/network_efficiency"]] == [18]
 
 
 def test_argument_and_setup_errors(tmp_path):
@@ -147,13 +149,16 @@ def test_argument_and_setup_errors(tmp_path):
         fit(tmp_path, StateSpaceCallback(attach_to=["Conv3d"]), epochs=1)
 
 
-@pytest.mark.parametrize("options, epochs, steps", [
-    ({"val_check_interval": 0.5}, 2, [0, 1, 2, 3]),
-    ({"check_val_every_n_epoch": 2}, 4, [0, 1]),
+@pytest.mark.parametrize("options, epochs, logged", [
+    # (epoch, global step) of each validation; 6 training batches per epoch
+    ({"val_check_interval": 0.5}, 2, [(0, 3), (0, 6), (1, 9), (1, 12)]),
+    ({"check_val_every_n_epoch": 2}, 4, [(1, 12), (3, 24)]),
 ])
-def test_steps_count_validation_epochs(tmp_path, options, epochs, steps):
+def test_steps_are_global_steps_and_reports_carry_epochs(tmp_path, options, epochs, logged):
     callback = StateSpaceCallback(attach_to=["Conv2d"])
     fit(tmp_path, callback, epochs=epochs, **options)
     scalars, _ = read_scalars(tmp_path / "tb" / "version_0")
+    steps = [step for _, step in logged]
     assert [step for step, _ in scalars["state_space/aIQ"]] == steps
-    assert [report.epoch for report in callback.history] == steps
+    assert scalars["state_space/epoch"] == [(step, epoch) for epoch, step in logged]
+    assert [(report.epoch, report.step) for report in callback.history] == logged

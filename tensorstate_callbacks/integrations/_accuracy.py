@@ -42,26 +42,32 @@ class AccuracyReader:
         self.fix = fix
         self._warned: set[str] = set()
 
-    def read(self, metrics: Mapping, warn: Callable[[str], None]) -> float | None:
-        """The accuracy in ``metrics``, or None (aIQ skipped) after warning once per problem."""
+    def read(self, metrics: Mapping, warn: Callable[[str], None],
+             suffix: str = "") -> float | None:
+        """The accuracy in ``metrics``, or None (aIQ skipped) after warning once per problem.
+
+        ``suffix`` is appended to the key (Lightning's ``/dataloader_idx_<k>``
+        of a metric logged for one of several dataloaders).
+        """
         if self.key is None:
             return None
-        value = metrics.get(self.key)
+        key = self.key + suffix
+        value = metrics.get(key)
         if value is None:
-            return self._skip(warn, "missing", f"no {self.key!r} in {self.source} (available: "
+            return self._skip(warn, "missing", f"no {key!r} in {self.source} (available: "
                                                f"{sorted(metrics)}); logging efficiency without "
                                                f"aIQ. {self.fix}")
         try:
             number = float(value)
         except (TypeError, ValueError):
-            return self._skip(warn, "type", f"{self.key!r} is {value!r}, not a number; aIQ "
+            return self._skip(warn, "type", f"{key!r} is {value!r}, not a number; aIQ "
                                             "skipped (efficiencies still logged). Log the "
                                             "accuracy as a number in [0, 1]")
         if not math.isfinite(number):
-            return self._skip(warn, "finite", f"{self.key!r} is {number}; aIQ skipped for that "
+            return self._skip(warn, "finite", f"{key!r} is {number}; aIQ skipped for that "
                                               "measurement (efficiencies still logged)")
         if not 0.0 <= number <= 1.0:
-            return self._skip(warn, "range", f"{self.key!r} is {number}, outside [0, 1]: aIQ "
+            return self._skip(warn, "range", f"{key!r} is {number}, outside [0, 1]: aIQ "
                                              "weighs an accuracy given as a fraction (a "
                                              "percentage? log accuracy / 100); aIQ skipped "
                                              "(efficiencies still logged)")

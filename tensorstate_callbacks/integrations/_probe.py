@@ -84,6 +84,25 @@ class CountingProbe:
         """Forget every state seen so far."""
         self.counter.reset_states()
 
+    def take_counts(self) -> StateCounter:
+        """Hand over the counter of the states seen so far and count on in a
+        new, empty one with the same settings (raw states are not stored in it).
+
+        Example:
+            >>> class Probe(CountingProbe):
+            ...     def __init__(self):
+            ...         self.counter = StateCounter("probe")
+            >>> probe = Probe()
+            >>> probe.counter.add(np.ones((3, 2)))
+            >>> taken = probe.take_counts()
+            >>> taken.state_count, probe.state_count, probe.counter.name
+            (3, 0, 'probe')
+        """
+        taken = self.counter
+        self.counter = StateCounter(taken.name, memory_limit=taken.memory_limit,
+                                    spill_dir=taken.spill_dir, threads=taken.threads)
+        return taken
+
     def coverage(self) -> float:
         """Good-Turing coverage of the states seen (see StateCounter.coverage)."""
         return self.counter.coverage()
