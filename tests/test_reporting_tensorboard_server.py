@@ -96,7 +96,7 @@ def test_scalar_values_are_served_per_epoch(server, logdir):
         assert steps == [0, 1]
         metrics = expected[str(logdir / run)]
         for _, step, value in served:
-            assert value == pytest.approx(metrics.epochs[step]["aIQ"], rel=1e-6)
+            assert value == pytest.approx(metrics.steps[step]["aIQ"], rel=1e-6)
 
 
 def test_custom_scalars_layout(server):

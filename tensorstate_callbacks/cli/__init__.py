@@ -3,6 +3,7 @@
 ```
 tensorstate-callbacks demo [--framework lightning|keras] [--epochs N] [--logdir runs]
 tensorstate-callbacks summary LOGDIR... [--format table|csv|json|markdown]
+                      [--metric coverage | --per-layer] [--strict]
 ```
 
 Also ``python -m tensorstate_callbacks``.  Problems the user can fix end with a
@@ -24,14 +25,14 @@ Example:
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
 import os
 import sys
 from pathlib import Path
 
 from .demos.datasets import MNIST_HINT, mnist_available
+from .errors import CommandError
+from .summarize import add_summary_arguments, summary, summary_command
+from .tables import format_rows
 
 __all__ = ["CommandError", "build_parser", "demo", "demo_keras", "demo_lightning",
            "format_rows", "main", "report_row", "summary"]
@@ -39,69 +40,7 @@ __all__ = ["CommandError", "build_parser", "demo", "demo_keras", "demo_lightning
 EXTRA_HINT = "pip install 'tensorstate-callbacks[{extra}]'"
 
 
-class CommandError(Exception):
-    """A problem the user can fix; printed without a traceback, exit code 1.
-
-    Example:
-        >>> summary(["/no/such/dir"], "table")
-        Traceback (most recent call last):
-        ...
-        tensorstate_callbacks.cli.CommandError: log directory '/no/such/dir' does not exist
-    """
-
-
 # -- tables ----------------------------------------------------------------------
-def format_rows(rows: list[dict], fmt: str) -> str:
-    """Render rows (dicts with the same keys) as table, csv, json or markdown.
-
-    In ``table`` and ``markdown`` floats show 4 decimals and None shows ``-``;
-    ``csv`` and ``json`` keep the values as they are.
-
-    Args:
-        rows: dicts with the same keys, in the same order (the columns).
-        fmt: ``"table"`` (right-aligned columns), ``"csv"``, ``"json"`` or
-            ``"markdown"``.
-
-    Returns:
-        The text, without a trailing newline.
-
-    Example:
-        >>> print(format_rows([{"epoch": 0, "aIQ": 0.51234}], "markdown"))
-        | epoch | aIQ |
-        |---|---|
-        | 0 | 0.5123 |
-        >>> print(format_rows([{"epoch": 0, "aIQ": 0.51234}, {"epoch": 1, "aIQ": None}], "csv"))
-        epoch,aIQ
-        0,0.51234
-        1,
-    """
-    if fmt == "json":
-        return json.dumps(rows, indent=2)
-    columns = list(rows[0]) if rows else []
-    if fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        return buffer.getvalue().rstrip("\n")
-    cells = [[_cell(row[column]) for column in columns] for row in rows]
-    if fmt == "markdown":
-        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-        return "\n".join(lines + ["| " + " | ".join(line) + " |" for line in cells])
-    widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths))]
-    lines += ["  ".join(v.rjust(w) for v, w in zip(line, widths)) for line in cells]
-    return "\n".join(lines)
-
-
-def _cell(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
-
-
 def report_row(report) -> dict:
     """One table row of an :class:`~tensorstate_callbacks.reporting.report.EpochReport`.
 
@@ -121,65 +60,6 @@ def report_row(report) -> dict:
     row.update({"network_efficiency": report.network_efficiency, "accuracy": report.accuracy,
                 "aIQ": report.aIQ})
     return row
-
-
-# -- summary ---------------------------------------------------------------------
-def summary(logdirs: list[str], fmt: str) -> str:
-    """Per-epoch tables of every run under ``logdirs`` and each run's best-aIQ epoch.
-
-    What ``tensorstate-callbacks summary`` prints.
-
-    Args:
-        logdirs: TensorBoard log directories; every run under each is read.
-        fmt: ``"table"`` or ``"markdown"`` (a block per run: heading, table,
-            best epoch), ``"csv"`` (one table, with a ``run`` column) or
-            ``"json"`` (per run: its rows and its best epoch).
-
-    Returns:
-        The text to print.
-
-    Raises:
-        CommandError: a directory is missing or holds no state-space metrics.
-
-    Example:
-        >>> import tempfile
-        >>> from tensorstate_callbacks.reporting.report import EpochReport
-        >>> from tensorstate_callbacks.reporting.tensorboard import open_writer, write_scalars
-        >>> logdir = tempfile.mkdtemp()
-        >>> writer = open_writer(logdir)
-        >>> write_scalars(writer, EpochReport.from_values(0, {"conv": (0.5, 3, 8)}, 0.9, 2))
-        >>> writer.close()
-        >>> print(summary([logdir], "markdown").replace(logdir, "LOGDIR"))
-        ## LOGDIR
-        <BLANKLINE>
-        | epoch | conv | network_efficiency | accuracy | aIQ |
-        |---|---|---|---|---|
-        | 0 | 0.5000 | 0.5000 | 0.9000 | 0.7399 |
-        <BLANKLINE>
-        best aIQ 0.7399 at epoch 0
-    """
-    from ..reporting.events import find_runs
-
-    runs = []
-    for logdir in logdirs:
-        try:
-            runs.extend(find_runs(logdir))
-        except (FileNotFoundError, ValueError) as error:
-            raise CommandError(str(error)) from error
-    if fmt == "json":
-        return json.dumps([{"run": run.path, "epochs": run.rows(), "best": run.best_epoch()}
-                           for run in runs], indent=2)
-    if fmt == "csv":
-        rows = [{"run": run.path, **row} for run in runs for row in run.rows()]
-        return format_rows(rows, "csv")
-    blocks = []
-    for run in runs:
-        best = run.best_epoch()
-        verdict = (f"best aIQ {best['aIQ']:.4f} at epoch {best['epoch']}" if best
-                   else "no aIQ logged (no accuracy)")
-        heading = f"## {run.path}" if fmt == "markdown" else f"{run.path}"
-        blocks.append(f"{heading}\n\n{format_rows(run.rows(), fmt)}\n\n{verdict}")
-    return "\n\n".join(blocks)
 
 
 # -- demo ------------------------------------------------------------------------
@@ -346,9 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=_positive, default=200)
     run.add_argument("--lr", type=float, default=0.01)
     run.add_argument("--logdir", default="runs", help="TensorBoard log directory")
-    show = commands.add_parser("summary", help="per-epoch tables of logged runs")
-    show.add_argument("logdirs", nargs="+", metavar="LOGDIR")
-    show.add_argument("--format", choices=["table", "csv", "json", "markdown"], default="table")
+    add_summary_arguments(commands.add_parser(
+        "summary", help="tables of logged runs (epoch and step), best aIQ, damaged files"))
     return parser
 
 
@@ -390,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             demo(args)
         else:
-            print(summary(args.logdirs, args.format))
+            summary_command(args)
     except CommandError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

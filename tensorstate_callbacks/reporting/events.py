@@ -37,15 +37,17 @@ Example:
 from __future__ import annotations
 
 import math
-import struct
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._imports import require
-from .report import TAG_PREFIX, LayerStats
+from .report import STAGES, TAG_PREFIX, LayerStats
+from .tfrecord import FRAMING, Loss, split_records
 
-__all__ = ["LAYER_METRICS", "NETWORK_METRICS", "RunMetrics", "find_runs", "read_event_files",
-           "read_run"]
+__all__ = ["LAYER_METRICS", "NETWORK_METRICS", "EventFile", "RunMetrics", "find_runs",
+           "read_event_file", "read_event_files", "read_run"]
 
 LAYER_METRICS = ("efficiency", "efficiency_ceiling", "coverage", "unique_states", "states",
                  "dead_fraction", "always_on_fraction", "mutual_information", "drift")
@@ -57,21 +59,27 @@ _EPOCH = "epoch"
 _COUNTS = ("unique_states", "states")
 _MARKER = f"{TAG_PREFIX}/".encode()
 _EVENT_FILES = "events.out.tfevents*"
+_DATALOADER = re.compile(r"dataloader_idx_(\d+)")
+_NOT_AN_EVENT = "a record that is not an event was skipped"
 
 
 @dataclass
 class RunMetrics:
-    """The state-space metrics of one run: one event file.
+    """The state-space metrics of one run: one event file (one stage and
+    dataloader of it, where it holds more than validation metrics).
 
     Attributes:
         file: the event file.
-        label: how tables name the run: its directory when no other run
-            shares that directory, else the file's path.
+        label: how tables name the run (see :func:`read_event_files`).
         layers: the probes with per-probe statistics, in the order first seen.
-        steps: ``{step: {key: value}}``; a key is the tag without its
-            ``state_space/`` prefix (``aIQ``, ``epoch``, ``efficiency/<probe>``).
-        problems: what could not be read, one sentence each; empty when the
-            file read whole.
+        steps: ``{step: {key: value}}``; a key is the tag without its prefix,
+            stage and dataloader (``aIQ``, ``epoch``, ``efficiency/<probe>``).
+        problems: what could not be read from the file, one sentence each;
+            empty when it read whole.
+        stage: ``"validation"``, or ``"test"``/``"train"`` (see
+            :meth:`.EpochReport.tag`).
+        dataloader: the index of the dataloader measured, where several were
+            measured apart; else None.
 
     Example:
         >>> run = RunMetrics("runs/a/events.out.tfevents.1", "runs/a", ["fc"],
@@ -87,6 +95,8 @@ class RunMetrics:
     layers: list[str] = field(default_factory=list)
     steps: dict[int, dict[str, float]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    stage: str = "validation"
+    dataloader: int | None = None
 
     @property
     def path(self) -> str:
@@ -191,84 +201,23 @@ class RunMetrics:
         return max(scored, key=lambda row: row["aIQ"]) if scored else None
 
 
-# -- the TFRecord framing of event files -----------------------------------------
-# A record is: u64 length, u32 masked CRC32C of those 8 bytes, the data, u32
-# masked CRC32C of the data (little-endian).
-_HEADER = struct.Struct("<QI")
-_CRC = struct.Struct("<I")
-_FRAMING = _HEADER.size + _CRC.size
-
-
-def _crc32c():
-    try:
-        from google_crc32c import value
-    except ImportError:  # the pure-Python implementation tensorboard ships (slower)
-        from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import crc32c as value
-    return value
-
-
-def _masked(crc: int) -> int:
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
+# -- reading ---------------------------------------------------------------------
 @dataclass
-class _Loss:
-    start: int  # byte offsets of the unreadable span
-    end: int
-    what: str
-    after_record: int  # how many good records came before it
+class EventFile:
+    """One event file, read: its runs and what could not be read.
+
+    Attributes:
+        path: the file.
+        runs: one :class:`RunMetrics` per stage and dataloader logged in it
+            (validation first); empty when it holds no state-space scalar.
+        problems: what could not be read (shared with its runs).
+    """
+
+    path: str
+    runs: list[RunMetrics] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
 
-_TRUNCATED = "an incomplete record at the end (the file is truncated)"
-_BAD_LENGTH = "a record whose length failed its checksum was skipped"
-_BAD_DATA = "a record whose data failed its checksum was skipped"
-_NOT_AN_EVENT = "a record that is not an event was skipped"
-
-
-def _frame(data: bytes, offset: int, crc) -> tuple[int, str | None]:
-    """``(end, problem)`` of the record at ``offset``: problem is None when it
-    is whole and its checksums hold, else one of the messages above."""
-    if len(data) - offset < _FRAMING:
-        return len(data), _TRUNCATED
-    length, length_crc = _HEADER.unpack_from(data, offset)
-    if _masked(crc(data[offset:offset + 8])) != length_crc:
-        return offset, _BAD_LENGTH
-    end = offset + _FRAMING + length
-    if end > len(data):
-        return len(data), _TRUNCATED
-    body = data[offset + _HEADER.size:end - _CRC.size]
-    valid = _masked(crc(body)) == _CRC.unpack_from(data, end - _CRC.size)[0]
-    return end, None if valid else _BAD_DATA
-
-
-def _next_record(data: bytes, offset: int, crc) -> int:
-    """Where the next valid record starts after ``offset`` (or the end)."""
-    # Records are far shorter than 4 GiB, so a length's high four bytes are zero.
-    candidate = data.find(b"\0\0\0\0", offset + 5)
-    while candidate != -1:
-        if _frame(data, candidate - 4, crc)[1] is None:
-            return candidate - 4
-        candidate = data.find(b"\0\0\0\0", candidate + 1)
-    return len(data)
-
-
-def _split_records(data: bytes) -> tuple[list[tuple[int, bytes]], list[_Loss]]:
-    """The valid records ``(offset, data)`` of an event file's bytes, and the spans lost."""
-    crc = _crc32c()
-    records, losses, offset = [], [], 0
-    while offset < len(data):
-        end, problem = _frame(data, offset, crc)
-        if problem == _BAD_LENGTH:  # the length is unknown: look for the next good record
-            end = _next_record(data, offset, crc)
-        if problem is None:
-            records.append((offset, data[offset + _HEADER.size:end - _CRC.size]))
-        else:
-            losses.append(_Loss(offset, end, problem, len(records)))
-        offset = end
-    return records, losses
-
-
-# -- events ----------------------------------------------------------------------
 def _scalar(value, tensor_util) -> float | None:
     kind = value.WhichOneof("value")
     if kind == "simple_value":
@@ -279,18 +228,30 @@ def _scalar(value, tensor_util) -> float | None:
     return None
 
 
-def _state_space_key(tag: str) -> tuple[str, str | None] | None:
-    """``(key, probe)`` of a tag this module reads, else None."""
-    if not tag.startswith(f"{TAG_PREFIX}/"):
+def _parse_tag(tag: str):
+    """``((stage, dataloader), key, probe)`` of a tag this module reads, else None.
+
+    Tags look like ``state_space[/<stage>]/<key>[/dataloader_idx_<k>]`` (see
+    :meth:`.EpochReport.tag`); a key is a network metric, ``epoch``, or
+    ``<statistic>/<probe>``.
+    """
+    parts = tag.split("/")
+    if parts[0] != TAG_PREFIX or len(parts) < 2:
         return None
-    key = tag[len(TAG_PREFIX) + 1:]
-    if key in NETWORK_METRICS or key == _EPOCH:
-        return key, None
-    metric, _, probe = key.partition("/")
-    return (key, probe) if metric in LAYER_METRICS and probe else None
+    parts = parts[1:]
+    stage = parts.pop(0) if parts[0] in STAGES and parts[0] != "validation" else "validation"
+    dataloader = _DATALOADER.fullmatch(parts[-1]) if len(parts) > 1 else None
+    if dataloader:
+        parts.pop()
+    series = (stage, None if dataloader is None else int(dataloader[1]))
+    if len(parts) == 1 and parts[0] in (*NETWORK_METRICS, _EPOCH):
+        return series, parts[0], None
+    if len(parts) == 2 and parts[0] in LAYER_METRICS:
+        return series, "/".join(parts), parts[1]
+    return None
 
 
-def _describe(loss: _Loss, record_steps: list[int | None]) -> str:
+def _describe(loss: Loss, record_steps: list[int | None]) -> str:
     before = [step for step in record_steps[:loss.after_record] if step is not None]
     after = [step for step in record_steps[loss.after_record:] if step is not None]
     if before and after:
@@ -302,17 +263,17 @@ def _describe(loss: _Loss, record_steps: list[int | None]) -> str:
     return f"bytes {loss.start}-{loss.end}: {loss.what}; values logged {where} may be missing"
 
 
-def read_run(file) -> RunMetrics:
+def read_event_file(path) -> EventFile:
     """The state-space metrics of one event file, and what could not be read.
 
     Never raises for a damaged or unreadable file: the problem is in
-    :attr:`RunMetrics.problems`.
+    :attr:`EventFile.problems` (and each run's ``problems``).
 
     Args:
-        file: an ``events.out.tfevents*`` file.
+        path: an ``events.out.tfevents*`` file.
 
     Returns:
-        Its metrics; ``steps`` is empty when it holds no state-space scalar.
+        The file's runs, one per stage and dataloader, and its problems.
 
     Raises:
         ImportError: tensorboard is not installed (the message names the extra).
@@ -322,66 +283,111 @@ def read_run(file) -> RunMetrics:
         >>> from pathlib import Path
         >>> from tensorstate_callbacks.reporting.report import EpochReport
         >>> from tensorstate_callbacks.reporting.tensorboard import open_writer, write_scalars
-        >>> logdir = tempfile.mkdtemp()
-        >>> writer = open_writer(logdir)
+        >>> writer = open_writer(tempfile.mkdtemp())
         >>> write_scalars(writer, EpochReport.from_values(0, {"fc": (0.5, 3, 8)}, 1.0, 2))
+        >>> write_scalars(writer, EpochReport.from_values(0, {"fc": (0.25, 2, 8)}, 1.0, 2,
+        ...                                               stage="test"))
         >>> writer.close()
-        >>> run = read_run(next(Path(logdir).iterdir()))
-        >>> run.layers, run.rows()[0]["fc"], round(run.best_epoch()["aIQ"], 4), run.problems
-        (['fc'], 0.5, 0.7937, [])
+        >>> read = read_event_file(next(Path(writer.logdir).iterdir()))
+        >>> [(run.stage, run.rows()[0]["fc"]) for run in read.runs], read.problems
+        ([('validation', 0.5), ('test', 0.25)], [])
     """
     require("tensorboard", "reading event files")
     from tensorboard.compat.proto import event_pb2
     from tensorboard.util import tensor_util
 
-    run = RunMetrics(str(file), label=str(file))
+    read = EventFile(str(path))
     try:
-        data = Path(file).read_bytes()
+        data = Path(path).read_bytes()
     except OSError as error:
-        run.problems.append(f"could not be read ({error.strerror or error}); its values are lost")
-        return run
+        read.problems.append(f"could not be read ({error.strerror or error}); "
+                             "whatever it held is lost")
+        return read
     if not data:
-        run.problems.append("is empty (0 bytes): its writer never wrote to it, or it was "
-                            "truncated; whatever it held is lost")
-        return run
-    records, losses = _split_records(data)
-    record_steps = []
+        read.problems.append("is empty (0 bytes): its writer never wrote to it, or it was "
+                             "truncated; whatever it held is lost")
+        return read
+    records, losses = split_records(data)
+    series, record_steps = {}, []
     for offset, record in records:
         try:
             event = event_pb2.Event.FromString(record)
         except Exception:  # protobuf's DecodeError: the checksums held, so a writer wrote it
-            losses.append(_Loss(offset, offset + _FRAMING + len(record), _NOT_AN_EVENT,
-                                len(record_steps)))
+            losses.append(Loss(offset, offset + FRAMING + len(record), _NOT_AN_EVENT,
+                               len(record_steps)))
             record_steps.append(None)
             continue
         record_steps.append(event.step)
         if _MARKER not in record:
             continue
         for value in event.summary.value:
-            parsed = _state_space_key(value.tag)
+            parsed = _parse_tag(value.tag)
             number = None if parsed is None else _scalar(value, tensor_util)
             if number is None:
                 continue
-            key, probe = parsed
+            (stage, dataloader), key, probe = parsed
+            run = series.setdefault((stage, dataloader), RunMetrics(
+                read.path, problems=read.problems, stage=stage, dataloader=dataloader))
             run.steps.setdefault(event.step, {})[key] = number
             if probe is not None and probe not in run.layers:
                 run.layers.append(probe)
-    run.problems.extend(_describe(loss, record_steps)
-                        for loss in sorted(losses, key=lambda loss: loss.start))
-    return run
+    read.problems.extend(_describe(loss, record_steps)
+                         for loss in sorted(losses, key=lambda loss: loss.start))
+    read.runs = [series[key] for key in sorted(
+        series, key=lambda key: (STAGES.index(key[0]), -1 if key[1] is None else key[1]))]
+    return read
 
 
-def read_event_files(logdir) -> list[RunMetrics]:
+def read_run(path, stage: str = "validation", dataloader: int | None = None) -> RunMetrics:
+    """The metrics of one stage and dataloader in one event file.
+
+    Args:
+        path: an ``events.out.tfevents*`` file.
+        stage: ``"validation"``, ``"test"`` or ``"train"``.
+        dataloader: the dataloader's index where several were measured apart,
+            else None.
+
+    Returns:
+        The run; its ``steps`` are empty when nothing of it was logged there.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from tensorstate_callbacks.reporting.report import EpochReport
+        >>> from tensorstate_callbacks.reporting.tensorboard import open_writer, write_scalars
+        >>> writer = open_writer(tempfile.mkdtemp())
+        >>> write_scalars(writer, EpochReport.from_values(0, {"fc": (0.5, 3, 8)}, 1.0, 2))
+        >>> writer.close()
+        >>> run = read_run(next(Path(writer.logdir).iterdir()))
+        >>> run.layers, run.rows()[0]["fc"], round(run.best_epoch()["aIQ"], 4), run.problems
+        (['fc'], 0.5, 0.7937, [])
+    """
+    read = read_event_file(path)
+    found = [run for run in read.runs if (run.stage, run.dataloader) == (stage, dataloader)]
+    return found[0] if found else RunMetrics(read.path, problems=read.problems, stage=stage,
+                                             dataloader=dataloader)
+
+
+def _label(run: RunMetrics, shared: bool) -> str:
+    where = run.file if shared else run.path
+    series = [] if run.stage == "validation" else [run.stage]
+    if run.dataloader is not None:
+        series.append(f"dataloader {run.dataloader}")
+    return f"{where} [{', '.join(series)}]" if series else where
+
+
+def read_event_files(logdir) -> list[EventFile]:
     """Every event file under ``logdir`` (itself or any sub-directory), read.
+
+    Each run gets its :attr:`RunMetrics.label`: the directory of its file,
+    or the file's path where another event file of that directory has runs
+    too; then its stage and dataloader in brackets, unless validation.
 
     Args:
         logdir: a TensorBoard log directory, as given to ``tensorboard --logdir``.
 
     Returns:
-        One :class:`RunMetrics` per event file, sorted by path, runs (files
-        with state-space scalars, ``steps`` not empty) and others alike, each
-        with its ``problems``.  A run's ``label`` is its directory, or the
-        file's path where several runs share the directory.
+        One :class:`EventFile` per event file, sorted by path, with runs or without.
 
     Raises:
         FileNotFoundError: ``logdir`` does not exist.
@@ -394,26 +400,26 @@ def read_event_files(logdir) -> list[RunMetrics]:
     root = Path(logdir)
     if not root.is_dir():
         raise FileNotFoundError(f"log directory {str(root)!r} does not exist")
-    files = [read_run(path) for path in sorted(root.rglob(_EVENT_FILES)) if not path.is_dir()]
-    runs_per_directory = {}
-    for run in files:
-        if run.steps:
-            runs_per_directory[run.path] = runs_per_directory.get(run.path, 0) + 1
-    for run in files:
-        run.label = run.path if runs_per_directory.get(run.path) == 1 else run.file
+    files = [read_event_file(path) for path in sorted(root.rglob(_EVENT_FILES))
+             if not path.is_dir()]
+    with_runs = Counter(str(Path(read.path).parent) for read in files if read.runs)
+    for read in files:
+        for run in read.runs:
+            run.label = _label(run, shared=with_runs[run.path] > 1)
     return files
 
 
 def find_runs(logdir) -> list[RunMetrics]:
-    """Every run under ``logdir``: the event files that hold state-space metrics.
+    """Every run under ``logdir``: each stage and dataloader of each event file
+    that holds state-space metrics.
 
     Args:
         logdir: a TensorBoard log directory, as given to ``tensorboard --logdir``.
 
     Returns:
-        One :class:`RunMetrics` per event file with metrics, sorted by path;
-        look at each one's ``problems`` (see :func:`read_event_files` for the
-        damaged files that are not runs).
+        The runs, sorted by file, then stage and dataloader; look at each
+        one's ``problems`` (:func:`read_event_files` also gives the damaged
+        files without runs).
 
     Raises:
         FileNotFoundError: ``logdir`` does not exist.
@@ -426,7 +432,7 @@ def find_runs(logdir) -> list[RunMetrics]:
         ...
         ValueError: no state-space metrics (tags 'state_space/...') found under ...
     """
-    runs = [run for run in read_event_files(logdir) if run.steps]
+    runs = [run for read in read_event_files(logdir) for run in read.runs]
     if not runs:
         raise ValueError(
             f"no state-space metrics (tags '{TAG_PREFIX}/...') found under {str(logdir)!r}; "
