@@ -1,27 +1,60 @@
-"""The Keras ``StateSpaceCallback``: layer efficiency and aIQ after every epoch.
+"""The Keras ``StateSpaceCallback``: layer efficiency and aIQ at every validation,
+in the logs every callback sees.
 
-Why the validation data is passed to the callback: a Keras callback sees only
-the model and the ``logs`` dict.  ``fit()`` keeps its validation data to
-itself and its evaluation never exposes intermediate activations, so the
-callback runs its own forward pass over the data you hand it, through a
-multi-output model that shares the trained layers and returns the probed
-tensors (:class:`~tensorstate_callbacks.integrations.keras.reader.StateReader`).
-That pass runs in inference mode and never touches weights, outputs or the
-training loop.
+Where it measures:
 
-The scalars use the same tags as the Lightning callback
-(:meth:`~tensorstate_callbacks.reporting.report.EpochReport.scalars`):
-``state_space/efficiency/<probe>``, ``state_space/unique_states/<probe>``,
-``state_space/states/<probe>``, ``state_space/network_efficiency`` and, with
-an accuracy, ``state_space/accuracy`` and ``state_space/aIQ``, where
-``<probe>`` is ``<layer name>_states``.  They go to ``log_dir/validation`` at
-step = epoch, beside what Keras' own ``TensorBoard(log_dir)`` callback writes
-there, with the custom-scalars layout, histograms, heat map and hparams of
-:mod:`~tensorstate_callbacks.reporting.tensorboard`.
+* ``StateSpaceCallback()`` (no data): inside ``fit``'s own validation pass, on
+  every epoch ``fit`` validates (``validation_data`` or ``validation_split``,
+  following ``validation_freq``), with no second forward pass: the probed
+  tensors leave the model's compiled test step as extra outputs
+  (:mod:`~tensorstate_callbacks.integrations.keras.fit_pass`).  Labels for
+  mutual information (``labels=True``) are the validation ``y`` (class
+  indices or one-hot rows).  TensorFlow, torch and JAX backends; with
+  ``steps_per_execution > 1`` or several replicas it warns once and measures
+  nothing (pass the data to the callback instead).
+* ``StateSpaceCallback(data)``: on ``data``, in a loop of its own over a
+  multi-output model sharing the trained layers
+  (:class:`~tensorstate_callbacks.integrations.keras.reader.StateReader`), in
+  inference mode; at the end of ``fit``'s validation when it validates that
+  epoch, else at the epoch's end.
+
+What other callbacks see.  At the end of ``fit``'s validation (before any
+callback's ``on_epoch_end``) the values join the validation metrics under
+Keras' naming of validation metrics, ``val_<tag>``:
+
+* ``val_state_space/network_efficiency``;
+* ``val_state_space/efficiency/<probe>`` for every probe;
+* ``val_state_space/aIQ``, with an ``accuracy_key``.
+
+``in_logs="all"`` adds every other scalar of the report
+(``val_state_space/accuracy``, ``val_state_space/unique_states/<probe>``,
+``.../states/``, ``.../coverage/``, ``.../efficiency_ceiling/``,
+``.../dead_fraction/``, ``.../always_on_fraction/``, and with ``labels``
+``.../mutual_information/``, with ``drift`` ``.../drift/``); ``in_logs="none"``
+adds nothing.  The keys are the same at every validation: a value that cannot
+be computed (aIQ with an unusable accuracy, drift at the first measurement) is
+NaN.  So ``EarlyStopping``, ``ModelCheckpoint``, ``ReduceLROnPlateau``,
+``CSVLogger`` and ``History`` can monitor ``val_state_space/aIQ`` wherever they
+sit in the callbacks list.  Two cases put the values in the logs at this
+callback's own ``on_epoch_end`` (seen by the callbacks after it): an
+``accuracy_key`` that is not a validation metric (no ``val_`` prefix), and
+data given to the callback on an epoch ``fit`` does not validate.
+
+TensorBoard: the tags of the Lightning callback
+(:meth:`~tensorstate_callbacks.reporting.report.EpochReport.scalars`,
+``<probe>`` = ``<layer name>_states``) in ``log_dir/validation`` at step =
+epoch, with ``state_space/epoch``, the custom-scalars layout, histograms,
+heat map and hparams of :mod:`~tensorstate_callbacks.reporting.tensorboard`.
+Keras' own ``TensorBoard(log_dir)`` writes every key of the logs; sharing our
+``log_dir`` it would write the values again (``epoch_state_space/...`` and
+``evaluation_state_space/..._vs_iterations``), so during ``fit`` the callback
+gives it the logs without the state-space keys: each quantity is one series,
+under its ``state_space/`` tag, and Keras' own scalars are untouched.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -41,19 +74,22 @@ from .._validation import (
     check_positive_int,
     names,
 )
+from . import keras_tensorboard
+from .fit_pass import ValidationPass, can_capture
 from .probes import find_layers
 from .reader import StateReader, _is_arrays, batches
 
-__all__ = ["StateSpaceCallback"]
+__all__ = ["IN_LOGS", "StateSpaceCallback"]
 
 _LAYER_NAMES = "layer class names or layer names"
+IN_LOGS = ("efficiency", "all", "none")
+"""What ``in_logs`` puts in the logs (see the module's docstring)."""
+_ALL_PER_PROBE = ("efficiency", "unique_states", "states", "coverage", "efficiency_ceiling",
+                  "dead_fraction", "always_on_fraction")
 
 
 def _inputs_of(validation_data):
     """The inputs ``x`` of ``validation_data``: an array, a dataset, or ``(x, y[, w])``."""
-    if validation_data is None:
-        raise ValueError("validation_data is required: pass the data fit() validates on, "
-                         "e.g. StateSpaceCallback((x_valid, y_valid))")
     if isinstance(validation_data, (tuple, list)):
         if not 1 <= len(validation_data) <= 3:
             raise ValueError("validation_data must be x, (x, y) or (x, y, sample_weight); got a "
@@ -73,41 +109,49 @@ def _labels_of(validation_data, inputs):
     return labels if len(labels) == len(keras.tree.flatten(inputs)[0]) else None
 
 
+def _check_in_logs(in_logs) -> str:
+    if in_logs not in IN_LOGS:
+        raise ValueError(f"in_logs must be one of {IN_LOGS}, got {in_logs!r}")
+    return in_logs
+
+
 class StateSpaceCallback(keras.callbacks.Callback):
-    """Measure the state space of chosen layers on validation data after every epoch.
+    """Measure the state space of chosen layers at every validation of ``fit``.
 
     Args:
-        validation_data: the data to measure on: ``x``, ``(x, y)`` or
-            ``(x, y, sample_weight)``, or a ``tf.data.Dataset`` /
-            ``keras.utils.PyDataset``; usually the ``validation_data`` of
-            ``fit()``.
+        validation_data: None (the default) to measure inside ``fit``'s own
+            validation pass; or data to measure on, in a loop of the callback's
+            own: ``x``, ``(x, y)`` or ``(x, y, sample_weight)``, or a
+            ``tf.data.Dataset`` / ``keras.utils.PyDataset``.
         attach_to, exclude, method: which layers to probe, as in
             :func:`~tensorstate_callbacks.keras.build_efficiency_model`.
         log_dir: TensorBoard directory; the callback writes to ``log_dir/validation``.
-        accuracy_key: the ``logs`` entry holding the validation accuracy for aIQ.
-            When it is missing the efficiencies are still logged and aIQ is
-            skipped (with one warning).
+        accuracy_key: the logs entry holding the validation accuracy for aIQ.
+            When it is missing, NaN or outside [0, 1] the efficiencies are
+            still logged and aIQ is skipped (NaN in the logs, one warning).
         beta: the aIQ weight of accuracy (``> 0``).
-        batch_size: batch size of the measuring pass over array data (``None``: 32,
-            Keras' default; datasets keep their own batches).
+        batch_size: batch size of the callback's own loop over array data
+            (``None``: 32, Keras' default; datasets keep their own batches).
         estimator: the entropy estimator of the efficiencies: ``"plugin"``
             (TensorState's), ``"miller_madow"`` or ``"chao_shen"``.
-        labels: with array data ``(x, y)``, label the states by ``y`` (class
-            indices or one-hot rows) and log
-            ``state_space/mutual_information/<probe>`` (off by default: counting
-            (state, label) pairs costs more than counting states).
+        labels: label the states by the validation ``y`` (class indices or
+            one-hot rows) and log ``state_space/mutual_information/<probe>``
+            (off by default: counting (state, label) pairs costs more).
         drift: also log ``state_space/drift/<probe>``, the Jensen-Shannon
-            divergence from the previous epoch (keeps a copy of the counts).
+            divergence from the previous measurement (keeps a copy of the counts).
         log_histograms, log_images: also write per-probe histograms of
             log2(state occurrences) and a heat map of efficiency over epochs.
+        in_logs: which values join ``fit``'s logs: ``"efficiency"`` (network
+            and per-probe efficiency, aIQ), ``"all"`` (every scalar) or ``"none"``.
 
     ``history`` holds one
-    :class:`~tensorstate_callbacks.reporting.report.EpochReport` per epoch.
+    :class:`~tensorstate_callbacks.reporting.report.EpochReport` per
+    measurement (its ``epoch`` and ``step``: the epoch).
 
     Raises:
-        ValueError: no validation data (or none in it), an empty ``attach_to``,
-            a bad ``method``, ``beta`` or ``batch_size``; at the start of
-            training, layers that ``attach_to`` does not find, validation
+        ValueError: empty validation data, an empty ``attach_to``, a bad
+            ``method``, ``beta``, ``batch_size`` or ``in_logs``; at the start
+            of training, layers that ``attach_to`` does not find, validation
             inputs of the wrong shape, or a ``log_dir`` that cannot be written.
         TypeError: validation data that cannot be read again every epoch (a
             one-shot iterator or generator).
@@ -120,27 +164,33 @@ class StateSpaceCallback(keras.callbacks.Callback):
         >>> model = keras.Model(inputs, keras.layers.Dense(3, name="fc")(inputs))
         >>> model.compile(loss="mse", optimizer="sgd")
         >>> x, y = np.random.rand(32, 4).astype("float32"), np.zeros((32, 3), "float32")
-        >>> callback = StateSpaceCallback((x, y), attach_to=["Dense"],
-        ...                               log_dir=tempfile.mkdtemp(), accuracy_key=None,
-        ...                               log_images=False)
-        >>> _ = model.fit(x, y, epochs=2, verbose=0, callbacks=[callback])
+        >>> callback = StateSpaceCallback(attach_to=["Dense"], log_dir=tempfile.mkdtemp(),
+        ...                               accuracy_key=None, log_images=False)
+        >>> history = model.fit(x, y, validation_data=(x, y), epochs=2, verbose=0,
+        ...                     callbacks=[callback])
         >>> [(report.epoch, report.layers[0].name, report.layers[0].states)
         ...  for report in callback.history]
         [(0, 'fc_states', 32), (1, 'fc_states', 32)]
+        >>> sorted(key for key in history.history if "state_space" in key)
+        ['val_state_space/efficiency/fc_states', 'val_state_space/network_efficiency']
     """
 
-    def __init__(self, validation_data, attach_to=("Conv2D",), exclude=(), method="after",
+    def __init__(self, validation_data=None, attach_to=("Conv2D",), exclude=(), method="after",
                  log_dir="logs", accuracy_key="val_accuracy", beta=2, batch_size=None,
                  log_histograms=True, log_images=True, estimator="plugin", labels=False,
-                 drift=False):
+                 drift=False, in_logs="efficiency"):
         super().__init__()
-        self.validation_inputs = _inputs_of(validation_data)
+        self.validation_inputs = None if validation_data is None else \
+            _inputs_of(validation_data)
+        self.labels = bool(labels)
         self.validation_labels = _labels_of(validation_data, self.validation_inputs) \
-            if labels else None
+            if labels and validation_data is not None else None
         self.drift = bool(drift)
-        if isinstance(self.validation_inputs, np.ndarray) and len(self.validation_inputs) == 0:
-            raise ValueError("validation_data holds no samples")
-        batches(self.validation_inputs)  # TypeError now for data that cannot be re-read
+        if self.validation_inputs is not None:
+            if isinstance(self.validation_inputs, np.ndarray) and \
+                    len(self.validation_inputs) == 0:
+                raise ValueError("validation_data holds no samples")
+            batches(self.validation_inputs)  # TypeError now for data that cannot be re-read
         self.attach_to = names(attach_to, "attach_to", _LAYER_NAMES)
         if not self.attach_to:
             raise ValueError("attach_to is empty: name at least one layer class or layer name")
@@ -152,6 +202,7 @@ class StateSpaceCallback(keras.callbacks.Callback):
         self.beta = check_beta(beta)
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.estimator = check_estimator(estimator)
+        self.in_logs = _check_in_logs(in_logs)
         self._previous: dict = {}  # each counter's counts at the last measurement (drift)
         self.log_histograms = bool(log_histograms)
         self.log_images = bool(log_images)
@@ -163,24 +214,31 @@ class StateSpaceCallback(keras.callbacks.Callback):
             self.accuracy_key, "the logs of this epoch",
             "Pass validation_data to fit() with metrics=['accuracy'], or set accuracy_key.")
         self._health = ProbeHealth()
+        self._pass: ValidationPass | None = None
+        self._epoch: int | None = None  # the epoch fit is in (None outside fit's epochs)
+        self._report: EpochReport | None = None  # made at the end of this epoch's validation
+        self._counted = False  # this epoch's validation counted states, no report made yet
+        self._validated = False  # fit validated at least once
+        self._warned: set[str] = set()
+        self._restore_tensorboard = None
 
     @property
     def validation_dir(self) -> Path:
         """Where the event files go: ``log_dir/validation``.
 
         Example:
-            >>> x = np.zeros((8, 4), "float32")
-            >>> StateSpaceCallback(x, log_dir="logs").validation_dir.as_posix()
+            >>> StateSpaceCallback(log_dir="logs").validation_dir.as_posix()
             'logs/validation'
         """
         return self.log_dir / "validation"
 
     def on_train_begin(self, logs=None):
-        """Build the StateReader over the model being trained (once per model)
-        and check the validation inputs and the log directory."""
+        """Build the StateReader over the model being trained (once per model),
+        check the validation inputs and the log directory, and keep Keras'
+        ``TensorBoard`` callbacks in ``log_dir`` from writing our values again."""
         if isinstance(self.model, keras.Sequential) and not self.model.built:
             # built by fit() on its first batch: check the choice of layers now,
-            # build the reader at the first epoch's end
+            # build the reader at the first measurement
             find_layers(self.model, self.attach_to, self.exclude)
         else:
             self._ensure_reader()
@@ -189,6 +247,10 @@ class StateSpaceCallback(keras.callbacks.Callback):
         except OSError as error:
             raise ValueError(f"cannot write TensorBoard logs to {str(self.validation_dir)!r} "
                              f"({error.strerror or error}); pass a writable log_dir") from error
+        self._validated = False
+        if self.in_logs != "none":
+            self._restore_tensorboard = keras_tensorboard.hide_state_space(
+                keras_tensorboard.fit_callbacks(), self.log_dir)
 
     def _ensure_reader(self) -> StateReader:
         """The StateReader over the model being trained (made once per model)."""
@@ -196,6 +258,7 @@ class StateSpaceCallback(keras.callbacks.Callback):
             self.reader = StateReader(self.model, attach_to=self.attach_to, exclude=self.exclude,
                                       method=self.method)
             self._probed_model = self.model
+            self._pass = None
             self._check_input_shape()
         return self.reader
 
@@ -218,9 +281,111 @@ class StateSpaceCallback(keras.callbacks.Callback):
                 raise ValueError(f"validation inputs have sample shape {array.shape[1:]}, but the "
                                  f"model expects {expected}; reshape them as fit()'s inputs")
 
+    def on_epoch_begin(self, epoch, logs=None):
+        """Note the epoch: a validation from now to its end is ``fit``'s."""
+        self._epoch, self._report = epoch, None
+
+    def on_test_begin(self, logs=None):
+        """At the start of ``fit``'s validation, put the :class:`ValidationPass` in place."""
+        if self._epoch is None:  # an evaluate() outside fit's epochs
+            return
+        self._validated = True
+        validation_pass = self._validation_pass()
+        validation_pass.begin()
+        self._counted = validation_pass.capture
+
+    def on_test_end(self, logs=None):
+        """Give the model back its own test step and metrics."""
+        if self._epoch is not None and self._pass is not None:
+            self._pass.end()
+
+    def _validation_pass(self) -> ValidationPass:
+        reader = self._ensure_reader()
+        if self._pass is None:
+            capture = self.validation_inputs is None
+            reason = can_capture(self.model) if capture else None
+            if reason is not None:
+                self._warn_once("capture", f"cannot count inside fit's validation ({reason}); "
+                                           "nothing is measured. Pass the validation data to "
+                                           "the callback, StateSpaceCallback((x_val, y_val)), "
+                                           "to measure in a loop of its own")
+                capture = False
+            keys = self.log_keys() if self._publish_at_validation() else []
+            self._pass = ValidationPass(self.model, reader, capture=capture,
+                                        labels=capture and self.labels, keys=keys,
+                                        finish=self._finish_validation,
+                                        warn=lambda message: self._warn_once(message, message))
+        return self._pass
+
+    def _publish_at_validation(self) -> bool:
+        return self.in_logs != "none" and (self.accuracy_key is None
+                                           or self.accuracy_key.startswith("val_"))
+
+    def log_keys(self) -> list[str]:
+        """The keys the values take in the logs of ``evaluate`` (``fit`` adds ``val_``).
+
+        Returns:
+            ``state_space/...`` keys, the same at every measurement.
+
+        Example:
+            >>> inputs = keras.Input((2,))
+            >>> model = keras.Model(inputs, keras.layers.Dense(2, name="fc")(inputs))
+            >>> callback = StateSpaceCallback(attach_to=["fc"])
+            >>> callback.set_model(model); callback.on_train_begin()
+            >>> callback.log_keys()
+            ['state_space/efficiency/fc_states', 'state_space/network_efficiency', \
+'state_space/aIQ']
+        """
+        if self.in_logs == "none":
+            return []
+        probes = [counter.name for counter in self._ensure_reader().counters]
+        if self.in_logs == "efficiency":
+            keys = [f"state_space/efficiency/{probe}" for probe in probes]
+            keys.append("state_space/network_efficiency")
+            return keys + (["state_space/aIQ"] if self.accuracy_key else [])
+        kinds = _ALL_PER_PROBE + (("mutual_information",) if self.labels else ()) + \
+            (("drift",) if self.drift else ())
+        keys = [f"state_space/{kind}/{probe}" for probe in probes for kind in kinds]
+        keys.append("state_space/network_efficiency")
+        return keys + (["state_space/accuracy", "state_space/aIQ"] if self.accuracy_key else [])
+
+    def _finish_validation(self, metrics: dict) -> dict:
+        """At the end of fit's validation: the report of this epoch, as ``{key: value}``."""
+        logs = {f"val_{key}": value for key, value in metrics.items()}
+        self._report = self._measure_safely(self._epoch, self._accuracy(logs))
+        return self._values(self._report)
+
+    def _values(self, report: EpochReport | None) -> dict:
+        """``{key: value}`` of :meth:`log_keys` (NaN where the report has no value)."""
+        scalars = report.scalars() if report is not None else {}
+        return {key: scalars.get(key, math.nan) for key in self.log_keys()}
+
+    def _measure_safely(self, epoch: int, accuracy: float | None) -> EpochReport | None:
+        """The epoch's report (counting the callback's own data first, if it has
+        some), or None (one warning) when nothing could be measured."""
+        try:
+            if self.validation_inputs is not None:
+                self._count_validation_data()
+            return self._report_of(epoch, accuracy)
+        except ValueError as error:  # e.g. no probe saw a state: never stop training
+            self._warn_once(f"measure: {error}", f"nothing measured at epoch {epoch}: {error}")
+            return None
+
     def on_epoch_end(self, epoch, logs=None):
-        """Measure (:meth:`measure`), keep the report in ``history`` and write it."""
-        report = self.measure(epoch, self._accuracy(logs or {}))
+        """Keep this epoch's report in ``history`` and write it.
+
+        The report was made at the end of ``fit``'s validation; without one,
+        data given to the callback is measured now and its values join ``logs``.
+        """
+        logs = {} if logs is None else logs
+        report, counted = self._report, self._counted
+        self._report, self._counted, self._epoch = None, False, None
+        if report is None and (counted or self.validation_inputs is not None):
+            report = self._measure_safely(epoch, self._accuracy(logs))
+            if self.in_logs != "none":
+                logs.update({f"val_{key}": value for key, value in self._values(report).items()})
+        if report is None:
+            return
         warn = lambda message: warnings.warn(message, stacklevel=3)  # noqa: E731
         self._health.check({counter.name: counter for counter in self.reader.counters}, warn)
         self._health.check_report(report, warn)
@@ -232,10 +397,10 @@ class StateSpaceCallback(keras.callbacks.Callback):
         self.reader.reset()
 
     def measure(self, epoch: int, accuracy: float | None) -> EpochReport:
-        """Count the chosen layers' states on the validation data.
+        """Count the chosen layers' states on the callback's ``validation_data``.
 
-        Called by :meth:`on_epoch_end`; call it yourself to measure outside
-        ``fit()`` (after training has begun, so that the callback has a model).
+        Call it yourself to measure outside ``fit()`` (after training has begun,
+        so that the callback has a model).
 
         Args:
             epoch: the epoch (step) of the report.
@@ -245,7 +410,7 @@ class StateSpaceCallback(keras.callbacks.Callback):
             The epoch's report (not added to ``history``, not written).
 
         Raises:
-            RuntimeError: the callback has no model yet.
+            RuntimeError: the callback has no model yet, or no data of its own.
 
         Example:
             >>> import tempfile
@@ -264,8 +429,17 @@ class StateSpaceCallback(keras.callbacks.Callback):
         """
         if self.model is None:
             raise RuntimeError("the callback has no model yet: use it in model.fit(callbacks=...)")
+        if self.validation_inputs is None:
+            raise RuntimeError("measure() needs data: pass validation_data to the callback "
+                               "(without it, the callback measures inside fit's validation)")
+        self._count_validation_data()
+        return self._report_of(epoch, accuracy)
+
+    def _count_validation_data(self) -> None:
         self._ensure_reader().count(self.validation_inputs, self.batch_size,
                                     self.validation_labels)
+
+    def _report_of(self, epoch: int, accuracy: float | None) -> EpochReport:
         counters = {counter.name: counter for counter in self.reader.counters}
         return EpochReport.from_counters(epoch, counters, accuracy, self.beta,
                                          estimator=self.estimator, extras=True,
@@ -274,6 +448,11 @@ class StateSpaceCallback(keras.callbacks.Callback):
     def _accuracy(self, logs) -> float | None:
         return self._accuracy_reader.read(logs, lambda message: warnings.warn(message,
                                                                               stacklevel=4))
+
+    def _warn_once(self, kind: str, message: str) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            warnings.warn(f"StateSpaceCallback: {message}", stacklevel=4)
 
     def _write(self, report: EpochReport) -> None:
         if self._writer is None:
@@ -284,7 +463,7 @@ class StateSpaceCallback(keras.callbacks.Callback):
         if self.log_histograms:
             counts = {counter.name: counter.counts() for counter in self.reader.counters
                       if counter.state_count}
-            tensorboard.write_state_histograms(self._writer, counts, report.epoch)
+            tensorboard.write_state_histograms(self._writer, counts, report.step)
         if self.log_images:
             tensorboard.write_efficiency_image(self._writer, self.history)
         self._writer.flush()
@@ -301,7 +480,15 @@ class StateSpaceCallback(keras.callbacks.Callback):
                 "model": self.model.name}
 
     def on_train_end(self, logs=None):
-        """Close the TensorBoard writer."""
+        """Close the TensorBoard writer; give Keras' TensorBoard callbacks their
+        own methods back; warn when ``fit`` never validated and nothing was measured."""
+        if self._restore_tensorboard is not None:
+            self._restore_tensorboard()
+            self._restore_tensorboard = None
+        if not self._validated and self.validation_inputs is None:
+            self._warn_once("no validation", "fit() never validated, so nothing was measured: "
+                                              "pass validation_data (or validation_split) to "
+                                              "fit(), or the data to the callback")
         if self._writer is not None:
             self._writer.close()
             self._writer = None

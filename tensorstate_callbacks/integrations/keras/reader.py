@@ -98,6 +98,56 @@ class StateReader:
         self.neuron_axis = neuron_axis
         self.model = keras.Model(functional.inputs, tensors)
         self.counters = [StateCounter(name, memory_limit=memory_limit) for _, _, name, _ in plan]
+        self._functional, self._tensors, self._fit_view = functional, tensors, None
+
+    def fit_view(self):
+        """A Functional model sharing every layer of the reader's model that
+        returns ``(the model's outputs, [the probed tensors])`` (made once).
+
+        Called like the model, it computes the model's outputs exactly as the
+        model does, and the probed tensors on the way (what the callback's
+        :class:`~tensorstate_callbacks.integrations.keras.fit_pass.ValidationPass`
+        counts inside ``fit``'s validation).
+
+        Example:
+            >>> import numpy as np
+            >>> inputs = keras.Input((3,))
+            >>> net = keras.Model(inputs, keras.layers.Dense(2, name="fc")(inputs))
+            >>> view = StateReader(net, attach_to=["fc"]).fit_view()
+            >>> outputs, states = view(np.ones((4, 3), "float32"))
+            >>> keras.ops.convert_to_numpy(outputs).shape, len(states)
+            ((4, 2), 1)
+        """
+        if self._fit_view is None:
+            functional = self._functional
+            self._fit_view = keras.Model(functional.input, (functional.output, self._tensors))
+        return self._fit_view
+
+    def add(self, outputs, labels=None) -> None:
+        """Count probed tensors already computed (one batch), adding to what was counted.
+
+        Args:
+            outputs: one tensor (or array) per counter, in the counters' order:
+                what :attr:`model` returns for a batch.
+            labels: one integer per sample of the batch, or None.
+
+        Example:
+            >>> import numpy as np
+            >>> inputs = keras.Input((3,))
+            >>> reader = StateReader(keras.Model(inputs, keras.layers.Dense(2)(inputs)),
+            ...                      attach_to=["Dense"])
+            >>> reader.add([np.array([[1.0, -1.0], [1.0, 2.0]])]); reader.counters[0].state_count
+            2
+        """
+        if not isinstance(outputs, (list, tuple)):
+            outputs = [outputs]
+        for counter, values, num_neurons in zip(self.counters, outputs, self.num_neurons,
+                                                strict=True):
+            values = keras.ops.convert_to_numpy(values)
+            if self.on_device:
+                counter.add_packed(values, num_neurons, labels=labels)
+            else:
+                counter.add(values, self.neuron_axis, labels=labels)
 
     def update(self, batch, labels=None) -> None:
         """Count the states of one batch of inputs (adding to what was counted).
@@ -116,15 +166,7 @@ class StateReader:
             >>> reader.counters[0].state_count
             6
         """
-        outputs = self.model.predict_on_batch(batch)
-        if not isinstance(outputs, (list, tuple)):
-            outputs = [outputs]
-        for counter, values, num_neurons in zip(self.counters, outputs, self.num_neurons,
-                                                strict=True):
-            if self.on_device:
-                counter.add_packed(values, num_neurons, labels=labels)
-            else:
-                counter.add(values, self.neuron_axis, labels=labels)
+        self.add(self.model.predict_on_batch(batch), labels)
 
     def count(self, data, batch_size: int | None = None, labels=None) -> None:
         """Reset, then count the states of every sample of ``data``.
