@@ -7,17 +7,25 @@ gathers small batches, per-thread copies of a dense table, and spill files
 once the tables pass the memory cap.  It knows nothing of arrays, names of
 probes or metrics: it takes packed rows (``uint8[n, key_bytes]``, optionally
 with a count per row) and gives back counts.
+
+Its counts are exact or it says they are not: a change that fails part-way
+(out of memory, a spill file that cannot be written or read back, an
+exception such as KeyboardInterrupt arriving mid-change) marks the engine
+incomplete, and every later read raises :class:`IncompleteCountsError`.
+Large batches are counted in pieces, spilling between them, so the tables
+stay within the memory cap inside one batch too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
 from . import _table
 from ._row_buffer import RowBuffer
-from ._spill import SpillFiles
+from ._spill import SpillError, SpillFiles
 from .packing import num_threads
 
 # Below this many rows a batch is counted on one thread; into a dense table,
@@ -31,6 +39,35 @@ _PARALLEL_DENSE_MIN_ROWS = 1 << 20
 _NUM_SHARDS = 256
 _SHARD_AT_DISTINCT = 1 << 14
 _SHARDS_PER_READ = 16
+# A batch is counted in pieces small enough that the tables cannot outgrow
+# the memory cap before the engine spills (at least this many rows a piece).
+# A new distinct state takes at most 4 slots of 16 bytes in a hash table (load
+# 1/4 just after it doubled) and, when wider than 8 bytes, twice its key and
+# count in the arena.
+_MIN_PIECE_ROWS = 1 << 16
+_SLOT_BYTES_PER_STATE = 4 * 16
+
+
+class IncompleteCountsError(RuntimeError):
+    """Some states were not counted, or counted states were lost: out of
+    memory, a spill file that could not be written or read back, or an
+    exception (e.g. KeyboardInterrupt) in the middle of a change.  Every read
+    of the counter raises it until ``reset_states()``.
+    """
+
+
+def _failure(name: str, error: BaseException) -> str:
+    """Why ``error`` left the counts of ``name`` incomplete, and what to do."""
+    if isinstance(error, MemoryError):
+        cause = ("the machine ran out of memory while counting, so some states were not "
+                 "counted (a lower memory_limit spills counts to disk sooner)")
+    elif isinstance(error, SpillError):
+        cause = str(error)
+    else:
+        cause = (f"{type(error).__name__} interrupted a change of the counts, so part of "
+                 "a batch may be counted")
+    return (f"{name}: {cause}; these counts are incomplete: call reset_states() to start "
+            "again")
 
 
 class CountEngine:
@@ -56,7 +93,8 @@ class CountEngine:
         self._pending: RowBuffer | None = None
         self._dense_copies: list = []  # see _count_dense
         self._spill: SpillFiles | None = None
-        self._incomplete = False  # counting ran out of memory (see count_now)
+        self.failure: str | None = None  # why the counts are incomplete (see check)
+        self.changes = 0  # counting calls begun: whether a call may have changed the counts
 
     @property
     def key_bytes(self) -> int:
@@ -68,6 +106,28 @@ class CountEngine:
         if self._spill is not None:
             self._spill.close()
             self._spill = None
+
+    def check(self) -> None:
+        """Raise :class:`IncompleteCountsError` if the counts are incomplete."""
+        if self.failure is not None:
+            raise IncompleteCountsError(self.failure)
+
+    def fail(self, error: BaseException) -> None:
+        """Mark the counts incomplete because of ``error`` (the first cause stays)."""
+        if self.failure is None:
+            self.failure = _failure(self.name, error)
+
+    @contextmanager
+    def _changing(self):
+        """Around every change of the tables, buffer or spill files: an
+        exception escaping it leaves the counts incomplete."""
+        try:
+            yield
+        except BaseException as error:
+            self.fail(error)
+            if isinstance(error, SpillError):
+                raise IncompleteCountsError(self.failure) from error
+            raise
 
     # -- counting --------------------------------------------------------------
     def _new_tables(self) -> list:
@@ -82,8 +142,9 @@ class CountEngine:
         """Move the counts of the single hash table into _NUM_SHARDS tables, and
         from now on buffer small batches (one table fits in cache: no need before)."""
         keys, counts = self._shards[0].items()
-        self._shards = [_table.CountTable(self.key_bytes) for _ in range(_NUM_SHARDS)]
-        _table.count_rows(self._shards, keys, counts)
+        shards = [_table.CountTable(self.key_bytes) for _ in range(_NUM_SHARDS)]
+        _table.count_rows(shards, keys, counts)
+        self._shards = shards
         if self._pending is None:
             self._pending = RowBuffer.for_key_bytes(self.key_bytes, self.memory_limit)
 
@@ -100,6 +161,7 @@ class CountEngine:
 
     def commit(self, rows: int) -> None:
         """The ``rows`` rows written into :meth:`buffer_space` now hold states."""
+        self.changes += 1
         self._pending.commit(rows)
 
     def count(self, keys: np.ndarray, weights: np.ndarray | None, threads: int | None) -> None:
@@ -115,25 +177,46 @@ class CountEngine:
     def _flush(self, threads: int | None) -> None:
         """Count the buffered rows on up to ``threads`` threads."""
         if self._pending is not None and len(self._pending):
-            self.count_now(self._pending.take(), None, threads)
+            with self._changing():
+                self._count_pieces(self._pending.take(), None, threads)
 
     def count_now(self, keys: np.ndarray, weights: np.ndarray | None,
                   threads: int | None) -> None:
         """Count rows on up to ``threads`` threads (None: every usable core)."""
-        single = self._shards[0]
-        try:
-            if single.is_dense:
-                self._count_dense(keys, weights, threads)
+        self.changes += 1
+        with self._changing():
+            self._count_pieces(keys, weights, threads)
+
+    def _count_pieces(self, keys: np.ndarray, weights: np.ndarray | None,
+                      threads: int | None) -> None:
+        """Count rows a piece at a time, spilling whenever the tables pass the cap."""
+        start = 0
+        while start < len(keys):
+            stop = start + self._rows_within_cap()
+            piece = None if weights is None else weights[start:stop]
+            if self._shards[0].is_dense:
+                self._count_dense(keys[start:stop], piece, threads)
             else:
-                if len(self._shards) == 1 and single.distinct + len(keys) > _SHARD_AT_DISTINCT:
+                if (len(self._shards) == 1
+                        and self._shards[0].distinct + len(keys) > _SHARD_AT_DISTINCT):
                     self._split_tables()
-                self._count_hashed(keys, weights, threads)
-        except MemoryError:
-            # Part of the rows may be counted: every read now says so (see settle).
-            self._incomplete = True
-            raise
-        if sum(shard.memory for shard in self._shards) > self.memory_limit:
-            self._spill_to_disk()
+                self._count_hashed(keys[start:stop], piece, threads)
+            if self._table_memory() > self.memory_limit:
+                self._spill_to_disk()
+            start = stop
+
+    def _table_memory(self) -> int:
+        return sum(shard.memory for shard in self._shards)
+
+    def _rows_within_cap(self) -> int:
+        """Rows that may be counted before the memory is checked again: as
+        many as could all be new states without passing the cap."""
+        if self._shards[0].is_dense:  # its memory is fixed
+            return 1 << 62
+        per_state = _SLOT_BYTES_PER_STATE + (2 * (self.key_bytes + 8) if self.key_bytes > 8
+                                             else 0)
+        room = self.memory_limit - self._table_memory()
+        return max(_MIN_PIECE_ROWS, room // per_state)
 
     def _count_hashed(self, keys: np.ndarray, weights: np.ndarray | None,
                       threads: int | None) -> None:
@@ -167,20 +250,25 @@ class CountEngine:
     # -- reading ---------------------------------------------------------------
     def settle(self) -> None:
         """Put every count in place: count the buffered rows and fold the dense
-        table's per-thread copies in.  Every read of the counts calls this first."""
+        table's per-thread copies in.  Every read of the counts calls this first.
+
+        Raises:
+            IncompleteCountsError: the counts are incomplete (see :meth:`fail`).
+        """
+        self.check()
         self._flush(self.threads)
-        for copy in self._dense_copies:
-            _table.fold_dense(self._shards[0], copy)
-        if self._incomplete:
-            raise RuntimeError(
-                f"{self.name}: the machine ran out of memory while counting, so some "
-                "states were not counted and these counts are incomplete; call "
-                "reset_states() to start again (a lower memory_limit spills counts to "
-                "disk sooner)"
-            )
+        if self._dense_copies:
+            with self._changing():
+                for copy in self._dense_copies:
+                    _table.fold_dense(self._shards[0], copy)
 
     def count_chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield (state_ids, counts) chunks; each distinct state is in exactly one."""
+        """Yield (state_ids, counts) chunks; each distinct state is in exactly one.
+
+        Raises:
+            IncompleteCountsError: the counts are incomplete, or a spill file
+                cannot be read back intact (which makes them so).
+        """
         self.settle()
         if self._spill is None:
             for shard in self._shards:
@@ -188,10 +276,14 @@ class CountEngine:
                     yield shard.items()
             return
         in_memory = [shard.items() for shard in self._shards]
-        yield from self._spill.partitions(
-            np.concatenate([keys for keys, _ in in_memory]),
-            np.concatenate([counts for _, counts in in_memory]),
-        )
+        try:
+            yield from self._spill.partitions(
+                np.concatenate([keys for keys, _ in in_memory]),
+                np.concatenate([counts for _, counts in in_memory]),
+            )
+        except SpillError as error:
+            self.fail(error)
+            raise IncompleteCountsError(self.failure) from error
 
     def count_arrays(self) -> Iterator[np.ndarray]:
         """The counts of :meth:`count_chunks` alone (no states to copy out), in

@@ -21,22 +21,44 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+import weakref
 from collections.abc import Iterator
+from contextlib import contextmanager
 from numbers import Integral
 
 import numpy as np
 
 from . import metrics, packing
-from ._engine import CountEngine
+from ._engine import CountEngine, IncompleteCountsError
 from .storage import RawStateStore, check_writable
 
-__all__ = ["DEFAULT_MEMORY_LIMIT", "StateCounter", "StateSpaceMemoryWarning", "state_divergence"]
+__all__ = ["DEFAULT_MEMORY_LIMIT", "IncompleteCountsError", "StateCounter",
+           "StateSpaceMemoryWarning", "state_divergence"]
 
 # A label joins its states' keys as a little-endian integer of the fewest bytes
 # its counter's first labels need (class indices: one byte, so keys stay narrow).
 _LABEL_WIDTHS = ((1, 0, 1 << 8), (2, 0, 1 << 16), (8, -(1 << 63), (1 << 63) - 1))
 
 DEFAULT_MEMORY_LIMIT = 1 << 30  # bytes of count tables per counter
+_MAX_COUNT = (1 << 64) - 1  # the counts are uint64
+
+# Every live counter, so that a forked child can give each a lock of its own
+# (one held by another thread at the fork would never be released there).
+_live_counters: weakref.WeakSet = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for counter in list(_live_counters):
+        counter._lock = threading.RLock()
+        if counter._changing:  # another thread was changing it: the child's copy is torn
+            for engine in (counter._engine, counter._joint):
+                if engine is not None:
+                    engine.fail(ChildProcessError("the process forked while another thread "
+                                                  "was changing the counts"))
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class StateSpaceMemoryWarning(RuntimeWarning):
@@ -44,7 +66,8 @@ class StateSpaceMemoryWarning(RuntimeWarning):
 
     Warned once per counter; its results stay exact.  Raise ``memory_limit``
     (or the environment variable ``TENSORSTATE_MEMORY_LIMIT``) to keep the
-    counts in memory.
+    counts in memory.  It is issued once the batch that spilled is counted:
+    where warnings are errors, ``add()`` raises it with that batch counted.
 
     Example:
         >>> import warnings
@@ -180,8 +203,10 @@ class StateCounter:
         self._engine: CountEngine | None = None
         self._joint: CountEngine | None = None
         self._warned = False
+        self._changing = False  # inside _transaction (see _after_fork_in_child)
         self._lock = threading.RLock()  # hooks may feed one counter from several threads
         self.reset_states()
+        _live_counters.add(self)
 
     # -- feeding ---------------------------------------------------------------
     def reset_states(self) -> None:
@@ -221,6 +246,7 @@ class StateCounter:
             self._labelled: bool | None = None  # set by the first batch
             self._joint: CountEngine | None = None
             self._label_counts: dict[int, int] = {}
+            self._spill_notice: tuple | None = None  # (directory, distinct) to warn about
 
     def add(self, array, neuron_axis: int = -1, dtype: str | None = None, *,
             labels=None, threads: int | None = None) -> None:
@@ -253,14 +279,15 @@ class StateCounter:
         """
         threads = self.threads if threads is None else _check_threads(threads)
         if labels is not None:
-            self._add_labelled(array, neuron_axis, dtype, labels, threads)
+            with self._transaction(raw=True):
+                self._add_labelled(array, neuron_axis, dtype, labels, threads)
             return
         if not isinstance(array, np.ndarray) and _is_cuda_array(array):
             self._add_own_packing(*self._pack_batch(array, neuron_axis, dtype, threads), threads)
             return
         array = packing.kernel_readable(array)
         plan = packing.layout(array.shape, array.strides, array.dtype, neuron_axis, dtype)
-        with self._lock:
+        with self._transaction(raw=True):
             self._check_labelled(False)
             engine = self._engine_for(plan.num_neurons)
             # Small batches are packed straight into the row buffer.
@@ -370,14 +397,16 @@ class StateCounter:
             )
         _check_padding(packed, num_neurons)
         if labels is not None:
-            self._count_labelled(packed, num_neurons, labels, len(np.asarray(labels)), threads)
+            with self._transaction(raw=True):
+                self._count_labelled(packed, num_neurons, labels, len(np.asarray(labels)),
+                                     threads)
             return
         self._add_own_packing(packed, num_neurons, threads)
 
     def _add_own_packing(self, packed: np.ndarray, num_neurons: int,
                          threads: int | None) -> None:
         """Count packed states whose shape and padding are known to be right."""
-        with self._lock:
+        with self._transaction(raw=True):
             self._check_labelled(False)
             self._engine_for(num_neurons).count(packed, None, threads)
             self._added(packed)
@@ -398,6 +427,7 @@ class StateCounter:
 
         Raises:
             ValueError: ``other`` is this counter, or holds states of another width.
+            OverflowError: the merged counts would pass 2**64 - 1 states.
 
         Example:
             >>> a, b = StateCounter("a"), StateCounter("b")
@@ -407,9 +437,12 @@ class StateCounter:
         """
         if other is self:
             raise ValueError(f"{self.name}: cannot merge a counter into itself")
-        if other._engine is None:
-            return
-        with self._lock, other._lock:
+        # Both locks, always in one order: a.merge(b) and b.merge(a) at once cannot deadlock.
+        first, second = sorted((self, other), key=id)
+        with first._lock, second._lock, self._transaction():
+            if other._engine is None:
+                return
+            self._check_room(other._state_count)
             self._check_labelled(bool(other._labelled))
             engine = self._engine_for(other.num_neurons)
             for keys, counts in other.count_chunks():
@@ -433,6 +466,7 @@ class StateCounter:
         Raises:
             ValueError: wrong dtype or shape, padding bits set, negative
                 counts, or another width than the states counted before.
+            OverflowError: the counts would pass 2**64 - 1 states.
 
         Example:
             >>> counter = StateCounter()
@@ -458,12 +492,14 @@ class StateCounter:
         if num_neurons < 1:
             raise ValueError(f"{self.name}: num_neurons must be >= 1, got {num_neurons}")
         keep = counts > 0
-        with self._lock:
+        added = _exact_sum(counts)
+        with self._transaction():
+            self._check_room(added)
             self._check_labelled(False)
             self._engine_for(num_neurons).count(
                 np.ascontiguousarray(state_ids[keep]),
                 np.ascontiguousarray(counts[keep], dtype=np.uint64), self.threads)
-            self._state_count += int(counts.sum())
+            self._state_count += added
 
     def _engine_for(self, num_neurons: int) -> CountEngine:
         """The engine counting states of ``num_neurons`` neurons (made by the
@@ -492,15 +528,59 @@ class StateCounter:
         return self._joint
 
     def _warn_spilled(self, directory, distinct: int) -> None:
-        if not self._warned:
+        """The engines' spill callback: noted here, warned by :meth:`_transaction`
+        once the counts are consistent."""
+        if not self._warned and self._spill_notice is None:
+            self._spill_notice = (directory, distinct)
+
+    def _check_room(self, added: int) -> None:
+        if self._state_count + added > _MAX_COUNT:
+            raise OverflowError(
+                f"{self.name}: {self._state_count:,} + {added:,} states pass the 2**64 - 1 a "
+                "count can hold; count fewer states per counter (reset_states() between "
+                "measurements)")
+
+    @contextmanager
+    def _transaction(self, raw: bool = False):
+        """Holds the lock around a change of the counts (``raw``: one that also
+        appends raw states).
+
+        An exception inside leaves the counter exactly as it was when nothing
+        had been counted yet, and marks it incomplete otherwise (every read
+        then raises :class:`IncompleteCountsError` until :meth:`reset_states`).
+        The spill warning is issued after the change, the counts consistent.
+        """
+        with self._lock:
+            if raw and self._store is not None:
+                self._store.check_appendable()
+            engines = (self._engine, self._joint)
+            before = (self._state_count, self._labelled, *_changes(*engines))
+            self._changing = True
+            try:
+                yield
+            except BaseException as error:
+                now = (self._engine, self._joint)
+                if (self._state_count, self._labelled, *_changes(*engines)) == before and all(
+                        new is old or new.changes == 0 for new, old in zip(now, engines)):
+                    self._engine, self._joint = engines  # nothing counted: as before
+                    self._labelled = before[1]
+                else:
+                    for engine in now:
+                        if engine is not None:
+                            engine.fail(error)
+                raise
+            finally:
+                self._changing = False
+            notice, self._spill_notice = self._spill_notice, None
+        if notice is not None and not self._warned:
             self._warned = True
             warnings.warn(
-                f"{self.name}: {distinct:,} distinct states need more than "
+                f"{self.name}: {notice[1]:,} distinct states need more than "
                 f"memory_limit={self.memory_limit:,} bytes; counts now spill to "
-                f"{directory} and stay exact, but metrics get slower. Raise "
+                f"{notice[0]} and stay exact, but metrics get slower. Raise "
                 "memory_limit (or TENSORSTATE_MEMORY_LIMIT) to keep them in memory.",
                 StateSpaceMemoryWarning,
-                stacklevel=5,
+                stacklevel=4,
             )
 
     # -- reading ---------------------------------------------------------------
@@ -509,6 +589,8 @@ class StateCounter:
 
         Counts are read chunk by chunk, so a counter spilled to disk never
         loads all its states at once.  Yields nothing before the first batch.
+        The counter's lock is held until the iteration ends (or the iterator
+        is closed): other threads' adds wait meanwhile.
 
         Yields:
             ``(uint8[k, ceil(num_neurons / 8)], uint64[k])``: packed states and
@@ -520,8 +602,9 @@ class StateCounter:
             >>> [(k.tolist(), c.tolist()) for k, c in counter.count_chunks()]
             [([[1]], [2])]
         """
-        if self._engine is not None:
-            yield from self._engine.count_chunks()
+        with self._lock:
+            if self._engine is not None:
+                yield from self._engine.count_chunks()
 
     @property
     def state_count(self) -> int:
@@ -816,7 +899,8 @@ class StateCounter:
                 f"{self.name}: raw states are not stored; create the counter with "
                 "store_states=True or storage_path=... to keep them"
             )
-        return self._store.read()
+        with self._lock:
+            return self._store.read()
 
     @property
     def states(self) -> np.ndarray:
@@ -837,6 +921,10 @@ class StateCounter:
         return packing.decompress_states(raw, self._engine.num_neurons)
 
     def _require_states(self) -> None:
+        """Raise unless there are counts to read: none yet, or incomplete ones."""
+        for engine in (self._engine, self._joint):
+            if engine is not None:
+                engine.check()
         if self._state_count == 0:
             raise ValueError(
                 f"{self.name}: no states counted yet; run data through the model (or "
@@ -864,6 +952,8 @@ class StateCounter:
         labelled, label_counts = state.pop("_labelled", None), state.pop("_label_counts", {})
         self.__dict__.update(state)
         self._lock = threading.RLock()
+        self._changing = False
+        _live_counters.add(self)
         self._engine = self._joint = None
         self._store = None if raw is None else RawStateStore()
         self.reset_counts()
@@ -882,6 +972,18 @@ class StateCounter:
             f"StateCounter(name={self.name!r}, num_neurons={self.num_neurons}, "
             f"state_count={self._state_count})"
         )
+
+
+def _changes(*engines) -> list[int]:
+    """How many counting calls each engine (or None) has begun."""
+    return [-1 if engine is None else engine.changes for engine in engines]
+
+
+def _exact_sum(counts: np.ndarray) -> int:
+    """The sum of non-negative integer counts as a Python int (no wrap-around)."""
+    if not counts.size or int(counts.max()) < _MAX_COUNT // counts.size:
+        return int(counts.sum(dtype=np.uint64))
+    return sum(counts.tolist())
 
 
 def _concatenated(chunks, key_bytes: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,6 +8,11 @@ a probe's ``storage_path``).  Needs the ``zarr`` extra.
 The array holds the packed states (``uint8[states, ceil(neurons / 8)]``,
 neuron ``i`` is bit ``i % 8`` of byte ``i // 8``) in the order they arrived.
 
+A store writes only inside its own directory and deletes only what it wrote:
+a directory is taken when it is new, empty, or holds nothing but an array an
+earlier store wrote (marked as this package's); anything else there is
+refused, never replaced.  Only the process that made a store appends to it.
+
 Example:
     >>> import tempfile, zarr
     >>> path = tempfile.mkdtemp()
@@ -22,15 +27,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import weakref
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 
 from .._imports import require
 
-__all__ = ["RawStateStore", "check_writable"]
+__all__ = ["RawStateStore", "check_writable", "store_path"]
 
 # About 1 MiB of packed states per chunk, whatever the batch size.
 _CHUNK_BYTES = 1 << 20
@@ -70,27 +76,71 @@ def check_writable(path) -> Path:
     return path
 
 
+def store_path(root, name: str) -> Path:
+    """The directory of the store called ``name`` (e.g. a probe's) under ``root``.
+
+    Raises:
+        ValueError: ``name`` is not one plain directory name (empty, ``.``,
+            ``..``, absolute, or with a path separator): it would leave ``root``.
+
+    Example:
+        >>> store_path("runs/states", "conv_1_post_states").as_posix()
+        'runs/states/conv_1_post_states'
+    """
+    if not isinstance(name, str) or PurePath(name).parts != (name,) or name in (".", ".."):
+        raise ValueError(f"{name!r} cannot name a store inside {str(root)!r}: a store name "
+                         "is one plain directory name (no '/', '..' or absolute path); "
+                         "rename the probe")
+    return Path(root) / name
+
+
 def _is_our_array(path: Path) -> bool:
+    """Whether ``path`` holds an array a store wrote, and nothing else (its
+    metadata with our marker, and chunks ``c/<i>/<j>``)."""
     try:
         metadata = json.loads((path / "zarr.json").read_text())
     except (OSError, ValueError):
         return False
-    return metadata.get("attributes", {}).get("tensorstate_callbacks") == "raw_states"
+    if metadata.get("attributes", {}).get("tensorstate_callbacks") != "raw_states":
+        return False
+    for entry in path.iterdir():
+        if entry.name == "zarr.json" and entry.is_file():
+            continue
+        if entry.name != "c" or entry.is_symlink() or not entry.is_dir():
+            return False
+        for row in entry.iterdir():
+            if not (row.name.isdigit() and row.is_dir() and not row.is_symlink()
+                    and all(chunk.name.isdigit() and chunk.is_file() and not chunk.is_symlink()
+                            for chunk in row.iterdir())):
+                return False
+    return True
+
+
+def _remove_our_array(path: Path) -> None:
+    """Delete the array a store wrote at ``path`` (checked: nothing else is there)."""
+    if not any(path.iterdir()):
+        return
+    if not _is_our_array(path):
+        raise ValueError(f"storage path {str(path)!r} now holds files this package did not "
+                         "write; they are left alone: pick a new or empty directory")
+    shutil.rmtree(path / "c", ignore_errors=True)
+    (path / "zarr.json").unlink(missing_ok=True)
 
 
 def _claim(path: Path) -> Path:
     """Check that ``path`` can hold our raw states, and reserve it.
 
-    It must be writable, empty (or hold raw states an earlier run of this
-    package wrote there, which are replaced), and not in use by another store.
+    It must be writable, empty (or hold nothing but raw states an earlier
+    run of this package wrote there, which are replaced), and not in use by
+    another store.
     """
     path = check_writable(path).resolve()
     if path in _claimed_paths:
         raise ValueError(f"storage path {str(path)!r} is already used by another probe or "
                          "counter; give each one its own directory")
     if any(path.iterdir()) and not _is_our_array(path):
-        raise ValueError(f"storage path {str(path)!r} is not empty; raw states would replace "
-                         "what is there: pick a new or empty directory")
+        raise ValueError(f"storage path {str(path)!r} holds files this package did not write; "
+                         "they are left alone: pick a new or empty directory")
     _claimed_paths.add(path)
     return path
 
@@ -99,8 +149,8 @@ class RawStateStore:
     """Append-only zarr array of packed states: ``uint8[num_states, num_bytes]``.
 
     Blosc-compressed (zstd, bit shuffle), about 1 MiB of states per chunk.
-    The array is marked as this package's, and a store only ever overwrites
-    such an array.
+    The array is marked as this package's, and a store only ever replaces
+    such an array, and only where nothing else is in its directory.
 
     Args:
         path: a directory for the array on disk; ``None`` keeps it in memory.
@@ -109,8 +159,8 @@ class RawStateStore:
 
     Raises:
         ImportError: zarr is not installed (``pip install 'tensorstate-callbacks[zarr]'``).
-        ValueError: ``path`` cannot be written, is not empty, or is used by
-            another store.
+        ValueError: ``path`` cannot be written, holds anything but an array
+            this package wrote, or is used by another store.
 
     Example:
         >>> store = RawStateStore()                 # in memory
@@ -124,11 +174,16 @@ class RawStateStore:
         self.path = None if path is None else _claim(Path(path))
         if self.path is not None:
             weakref.finalize(self, _claimed_paths.discard, self.path)
+        self._owner = os.getpid()
         self._array = None
 
     def _create(self, num_bytes: int):
         zarr = self._zarr
-        store = zarr.storage.MemoryStore() if self.path is None else str(self.path)
+        if self.path is None:
+            store = zarr.storage.MemoryStore()
+        else:
+            _remove_our_array(self.path)
+            store = str(self.path)
         rows = max(1, _CHUNK_BYTES // num_bytes)
         return zarr.create_array(
             store,
@@ -137,8 +192,19 @@ class RawStateStore:
             dtype="uint8",
             compressors=zarr.codecs.BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle"),
             attributes=_MARKER,
-            overwrite=True,  # only ever our own array: see _claim
         )
+
+    def check_appendable(self) -> None:
+        """Raise ValueError if this process may not append: a store on disk
+        belongs to the process that made it, not to a forked child of it.
+
+        Example:
+            >>> RawStateStore().check_appendable()      # in memory: always
+        """
+        if self.path is not None and os.getpid() != self._owner:
+            raise ValueError(f"storage path {str(self.path)!r} belongs to process "
+                             f"{self._owner}; a forked process cannot append to it: create the "
+                             "counter (or probe) in this process, with its own storage_path")
 
     def append(self, packed: np.ndarray) -> None:
         """Append packed states (rows) to the store.
@@ -153,6 +219,7 @@ class RawStateStore:
             >>> store.read().shape
             (3, 2)
         """
+        self.check_appendable()
         if self._array is None:
             self._array = self._create(packed.shape[1])
         if packed.shape[0]:
