@@ -33,6 +33,9 @@ cdef extern from "ts_table.h" nogil:
     void ts_table_free(ts_table *t)
     int64_t ts_table_memory(const ts_table *t)
     void ts_table_items(const ts_table *t, uint8_t *keys, uint64_t *counts)
+    void ts_byte_histograms(const uint8_t *keys, const uint64_t *counts, int64_t n,
+                            int64_t nb, uint64_t *hist)
+    void ts_table_byte_histograms(const ts_table *t, uint64_t *hist)
 
 cdef extern from "ts_dense.h" nogil:
     ts_status ts_dense_init(ts_table *t, int64_t key_bytes, int dense_bits)
@@ -40,6 +43,10 @@ cdef extern from "ts_dense.h" nogil:
                                 const uint64_t *weights, int64_t n)
     void ts_dense_fold(ts_table *into, ts_table *source)
     void ts_dense_items(const ts_table *t, uint8_t *keys, uint64_t *counts)
+    void ts_dense_byte_histograms(const ts_table *t, uint64_t *hist)
+    void ts_dense_count_slabs(ts_table *const *slabs, const uint8_t *keys,
+                              const int32_t *slab_of, int64_t samples, int64_t per_sample,
+                              int threads)
 
 cdef extern from "ts_batch.h" nogil:
     # Limits of the C side (macros of the headers above), given Python
@@ -122,6 +129,16 @@ cdef class CountTable:
             with nogil:
                 self._items(NULL, &c[0])
         return counts
+
+    def add_byte_histograms(self, uint64_t[:, ::1] out):
+        """Add to ``out[j, v]`` (uint64[key_bytes, 256]) the counts of the states
+        whose byte ``j`` is ``v``, read in place (see :func:`byte_histograms`)."""
+        _check_histograms(out, self.table.key_bytes)
+        with nogil:
+            if self.table.dense_bits:
+                ts_dense_byte_histograms(&self.table, &out[0, 0])
+            else:
+                ts_table_byte_histograms(&self.table, &out[0, 0])
 
     def items(self):
         """Return (keys uint8[distinct, key_bytes], counts uint64[distinct])."""
@@ -250,3 +267,58 @@ def partitions(const uint8_t[:, ::1] keys, int partition_bits):
         with nogil:
             ts_hash_partitions(&keys[0, 0], keys.shape[0], keys.shape[1], partition_bits, &o[0])
     return out
+
+
+cdef _check_histograms(const uint64_t[:, ::1] out, int64_t key_bytes):
+    if out.shape[0] != key_bytes or out.shape[1] != 256:
+        raise ValueError(f"histograms of {key_bytes}-byte states are uint64[{key_bytes}, 256],"
+                         f" got shape ({out.shape[0]}, {out.shape[1]})")
+
+
+def byte_histograms(const uint8_t[:, ::1] keys, const uint64_t[::1] counts,
+                    uint64_t[:, ::1] out):
+    """Add to ``out[j, v]`` (uint64[key_bytes, 256]) the counts of the rows of
+    ``keys`` whose byte ``j`` is ``v``: neuron ``8 j + b`` fires in the states
+    counted under the values ``v`` with bit ``b`` set.  Releases the GIL."""
+    _check_histograms(out, keys.shape[1])
+    if counts.shape[0] != keys.shape[0]:
+        raise ValueError(f"{counts.shape[0]} counts for {keys.shape[0]} keys: give one per key")
+    if keys.shape[0]:
+        with nogil:
+            ts_byte_histograms(&keys[0, 0], &counts[0], keys.shape[0], keys.shape[1],
+                               &out[0, 0])
+
+
+def count_dense_slabs(list slabs, const uint8_t[:, ::1] keys, int64_t per_sample,
+                      const int32_t[::1] slab_of, int threads=1):
+    """Count (state, label) pairs into one dense table per label (its "slab").
+
+    Args:
+        slabs: dense tables (CountTable) of one width, one per label.
+        keys: uint8[samples * per_sample, key_bytes], the states of each sample
+            together and in order.
+        per_sample: rows per sample (>= 1).
+        slab_of: int32[samples], the index in ``slabs`` of each sample's label.
+        threads: threads to count on; each counts the samples of its own slabs
+            (slab index modulo threads), so at most one per slab is used.
+
+    Releases the GIL.
+
+    Raises:
+        ValueError: for bad arguments (nothing is counted then).
+    """
+    cdef int64_t samples = slab_of.shape[0]
+    if per_sample < 1 or samples * per_sample != keys.shape[0]:
+        raise ValueError(f"{keys.shape[0]} rows are not {samples} samples of "
+                         f"{per_sample} rows (per_sample must be >= 1)")
+    if samples and (np.min(slab_of) < 0 or np.max(slab_of) >= len(slabs)):
+        raise ValueError(f"slab_of must index the {len(slabs)} slabs")
+    if threads < 1:
+        raise ValueError(f"threads={threads} must be >= 1")
+    threads = min(threads, len(slabs), TS_MAX_THREADS)
+    cdef ts_table **pointers = _tables(slabs, keys.shape[1], True)
+    if samples:
+        with nogil:
+            ts_dense_count_slabs(pointers, &keys[0, 0], &slab_of[0], samples, per_sample,
+                                 threads)
+    free(pointers)

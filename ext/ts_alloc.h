@@ -7,12 +7,13 @@
  * more than the counting itself; a reused block costs at most a memset.  So
  * freed blocks are kept in a cache (ts_cache), one list per power-of-two
  * size, up to a byte limit: ts_slot_cache for the slot arrays of hash
- * tables, ts_scratch_cache for the scratch of partitioning (ts_batch.h).
+ * tables, ts_scratch_cache for the scratch of partitioning (ts_batch.h),
+ * ts_dense_cache for dense tables (ts_dense.h).
  *
  * The caches are shared by every thread and guarded by a mutex each.  A
  * child forked while another thread held one would wait for it forever, so
- * ts_register_fork_handlers (called once, at import) makes fork() take both
- * locks first and release them in parent and child.
+ * ts_register_fork_handlers (called once, at import) makes fork() take every
+ * lock first and release them in parent and child.
  */
 #ifndef TS_ALLOC_H
 #define TS_ALLOC_H
@@ -63,6 +64,9 @@ typedef struct {
 static ts_cache ts_slot_cache = {PTHREAD_MUTEX_INITIALIZER, {NULL}, 0, (int64_t)64 << 20};
 /* Enough for the scratch of 32 partitioning threads (8 MiB each). */
 static ts_cache ts_scratch_cache = {PTHREAD_MUTEX_INITIALIZER, {NULL}, 0, (int64_t)256 << 20};
+/* Dense tables (ts_dense.h): a counter of a 20-neuron layer with 10 labels
+ * takes 11 of 8 MiB each, anew every epoch. */
+static ts_cache ts_dense_cache = {PTHREAD_MUTEX_INITIALIZER, {NULL}, 0, (int64_t)128 << 20};
 
 /* The size class of a block of `bytes`: log2 of the power of two it is
  * rounded up to (so a block of a class fits any request of it). */
@@ -111,10 +115,12 @@ static void ts_caches_lock(void)
 {
     pthread_mutex_lock(&ts_slot_cache.lock);
     pthread_mutex_lock(&ts_scratch_cache.lock);
+    pthread_mutex_lock(&ts_dense_cache.lock);
 }
 
 static void ts_caches_unlock(void)
 {
+    pthread_mutex_unlock(&ts_dense_cache.lock);
     pthread_mutex_unlock(&ts_scratch_cache.lock);
     pthread_mutex_unlock(&ts_slot_cache.lock);
 }

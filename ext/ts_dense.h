@@ -30,7 +30,8 @@ static ts_status ts_dense_init(ts_table *t, int64_t key_bytes, int dense_bits)
         return TS_BAD_ARGUMENT;
     t->key_bytes = key_bytes;
     t->dense_bits = dense_bits;
-    t->dense = (uint64_t *)ts_alloc_zeroed(((size_t)1 << dense_bits) * sizeof(uint64_t));
+    t->dense = (uint64_t *)ts_cache_take(&ts_dense_cache,
+                                         ((size_t)1 << dense_bits) * sizeof(uint64_t), 1);
     return t->dense == NULL ? TS_NO_MEMORY : TS_OK;
 }
 
@@ -102,6 +103,74 @@ static void ts_dense_count_threads(ts_table *const *tables, int n_tables, const 
     ts_run_tasks(ts_dense_count_share, shares, sizeof(ts_dense_share), n_tables);
 }
 
+/* Counting (state, label) pairs: one dense table per label ("slab"), all of
+ * one width.  Rows [0, samples * per_sample) of `keys` are the states of
+ * `samples` samples, each sample's per_sample rows together; sample s's rows
+ * count into slabs[slab_of[s]].  Thread `thread` of `threads` counts the
+ * samples whose slab is `thread` modulo `threads`, so each slab is written
+ * by one thread only: no copies, no locks.  As in ts_dense_count, each cell
+ * is prefetched TS_DENSE_AHEAD rows before its count; the rows of a sample
+ * and of the next ones flow through one ring, whatever their slab. */
+typedef struct {
+    ts_table *const *slabs;
+    const uint8_t *keys;
+    const int32_t *slab_of;
+    int64_t samples;
+    int64_t per_sample;
+    int thread;
+    int threads;
+} ts_slab_share;
+
+static void ts_dense_count_slab_share(void *task)
+{
+    const ts_slab_share *share = (const ts_slab_share *)task;
+    const int64_t nb = share->slabs[0]->key_bytes;
+    const uint64_t mask = ((uint64_t)1 << share->slabs[0]->dense_bits) - 1;
+    uint64_t *cells[TS_DENSE_AHEAD];
+    ts_table *owners[TS_DENSE_AHEAD];
+    int64_t queued = 0;
+    for (int64_t s = 0; s < share->samples; ++s) {
+        const int32_t slab = share->slab_of[s];
+        if (slab % share->threads != share->thread) continue;
+        ts_table *const table = share->slabs[slab];
+        uint64_t *const dense = table->dense;
+        const uint8_t *row = share->keys + s * share->per_sample * nb;
+        for (int64_t r = 0; r < share->per_sample; ++r, row += nb, ++queued) {
+            const int64_t at = queued % TS_DENSE_AHEAD;
+            if (queued >= TS_DENSE_AHEAD) {
+                owners[at]->size += *cells[at] == 0;
+                *cells[at] += 1;
+            }
+            cells[at] = &dense[ts_load_word(row, nb) & mask];
+            owners[at] = table;
+            __builtin_prefetch(cells[at], 1);
+        }
+    }
+    for (int64_t at = 0; at < queued && at < TS_DENSE_AHEAD; ++at) {
+        owners[at]->size += *cells[at] == 0;
+        *cells[at] += 1;
+    }
+}
+
+/* Counts the states of `samples` samples into the slabs of their labels (see
+ * ts_slab_share) on `threads` threads (1 .. TS_MAX_THREADS). */
+static void ts_dense_count_slabs(ts_table *const *slabs, const uint8_t *keys,
+                                 const int32_t *slab_of, int64_t samples, int64_t per_sample,
+                                 int threads)
+{
+    ts_slab_share shares[TS_MAX_THREADS];
+    for (int i = 0; i < threads; ++i) {
+        shares[i].slabs = slabs;
+        shares[i].keys = keys;
+        shares[i].slab_of = slab_of;
+        shares[i].samples = samples;
+        shares[i].per_sample = per_sample;
+        shares[i].thread = i;
+        shares[i].threads = threads;
+    }
+    ts_run_tasks(ts_dense_count_slab_share, shares, sizeof(ts_slab_share), threads);
+}
+
 /* Adds every count of the dense table `source` to `into` (of the same
  * width) and empties `source`. */
 static void ts_dense_fold(ts_table *into, ts_table *source)
@@ -120,16 +189,51 @@ static void ts_dense_fold(ts_table *into, ts_table *source)
 }
 
 /* Writes the states counted (size x key_bytes, unless `keys` is NULL), in
- * increasing order, and their counts. */
+ * increasing order, and their counts.  Little-endian keys, as everywhere. */
 static void ts_dense_items(const ts_table *t, uint8_t *keys, uint64_t *counts)
 {
     const int64_t nb = t->key_bytes;
     int64_t k = 0;
-    for (uint64_t state = 0; state < ((uint64_t)1 << t->dense_bits); ++state) {
-        if (t->dense[state] == 0) continue;
-        if (keys) memcpy(keys + k * nb, &state, (size_t)nb); /* little-endian hosts */
-        counts[k++] = t->dense[state];
+    if (keys == NULL) {
+        /* Every cell is written to the next output position, which only a
+         * counted state advances: no branch to mispredict on states that
+         * are scattered over the table (the reads of the epoch's metrics). */
+        const uint64_t cells = (uint64_t)1 << t->dense_bits;
+        for (uint64_t state = 0; state < cells && k < t->size; ++state) {
+            counts[k] = t->dense[state];
+            k += t->dense[state] != 0;
+        }
+        return;
     }
+    for (uint64_t state = 0; state < ((uint64_t)1 << t->dense_bits) && k < t->size; ++state) {
+        for (int64_t j = 0; j < nb; ++j) keys[k * nb + j] = (uint8_t)(state >> (8 * j));
+        counts[k] = t->dense[state];
+        k += t->dense[state] != 0; /* as above */
+    }
+}
+
+/* ts_byte_histograms of a dense table (hist: key_bytes x 256), from its
+ * cells in order: the low byte of the state runs through each block of 256
+ * cells (added as a vector), the higher bytes are fixed within a block. */
+static void ts_dense_byte_histograms(const ts_table *t, uint64_t *hist)
+{
+    const uint64_t cells = (uint64_t)1 << t->dense_bits;
+    const uint64_t *dense = t->dense;
+    if (cells <= 256) {
+        for (uint64_t state = 0; state < cells; ++state) hist[state] += dense[state];
+        return;
+    }
+    uint64_t low[256] = {0}; /* a local: the compiler knows the cells do not alias it */
+    for (uint64_t block = 0; block < cells / 256; ++block, dense += 256) {
+        uint64_t total = 0;
+        for (int v = 0; v < 256; ++v) { /* vectorisable */
+            low[v] += dense[v];
+            total += dense[v];
+        }
+        for (int64_t j = 1; j < t->key_bytes; ++j)
+            hist[j * 256 + ((block >> (8 * (j - 1))) & 255)] += total;
+    }
+    for (int v = 0; v < 256; ++v) hist[v] += low[v];
 }
 
 #endif /* TS_DENSE_H */

@@ -88,7 +88,9 @@ static void ts_table_free(ts_table *t)
     ts_free_slots(t->slots, t->capacity);
     free(t->arena);
     free(t->counts);
-    free(t->dense);
+    if (t->dense != NULL)
+        ts_cache_release(&ts_dense_cache, t->dense,
+                         ((size_t)1 << t->dense_bits) * sizeof(uint64_t));
     memset(t, 0, sizeof(*t));
 }
 
@@ -310,6 +312,31 @@ static void ts_table_items(const ts_table *t, uint8_t *keys, uint64_t *counts)
         if (s->value == 0) continue;
         memcpy(keys + k * nb, &s->word, (size_t)nb); /* little-endian hosts */
         counts[k++] = s->value;
+    }
+}
+
+/* Adds, for each byte position j of the n keys (n x nb bytes) and each
+ * value v, the counts of the keys whose byte j is v to hist[j * 256 + v]:
+ * a neuron's firing count is then the sum over the values with its bit set. */
+static void ts_byte_histograms(const uint8_t *keys, const uint64_t *counts, int64_t n,
+                               int64_t nb, uint64_t *hist)
+{
+    for (int64_t i = 0; i < n; ++i, keys += nb)
+        for (int64_t j = 0; j < nb; ++j) hist[j * 256 + keys[j]] += counts[i];
+}
+
+/* ts_byte_histograms of the keys a hash table holds, read in place. */
+static void ts_table_byte_histograms(const ts_table *t, uint64_t *hist)
+{
+    const int64_t nb = t->key_bytes;
+    if (nb > 8) {
+        ts_byte_histograms(t->arena, t->counts, t->size, nb, hist);
+        return;
+    }
+    for (int64_t i = 0; i < t->capacity; ++i) {
+        const uint64_t word = t->slots[i].word, count = t->slots[i].value;
+        if (count == 0) continue;
+        for (int64_t j = 0; j < nb; ++j) hist[j * 256 + ((word >> (8 * j)) & 255)] += count;
     }
 }
 

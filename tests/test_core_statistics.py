@@ -3,6 +3,7 @@ StateCounter, against plain NumPy on the same activations."""
 
 import math
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -57,14 +58,18 @@ def test_bias_corrections_approach_the_true_entropy_from_few_samples():
     assert abs(values["chao_shen"] - 12) < abs(values["plugin"] - 12)
 
 
-@pytest.mark.parametrize("width, layout", [(20, "dense"), (50, "hashed"), (130, "wide")])
+@pytest.mark.parametrize("width, layout", [(20, "dense"), (50, "hashed"), (130, "wide"),
+                                           (50, "spilled")])
 def test_counter_statistics_match_numpy(width, layout):
     x = RNG.normal(size=(3000, width)) + RNG.normal(size=width)  # neurons with their own rates
     x[:, 3] = -1.0  # a dead neuron
     x[:, 4] = 2.0   # an always-on one
-    counter = StateCounter("layer")
-    for part in np.array_split(x, 7):
-        counter.add(part)
+    counter = StateCounter("layer", memory_limit=4096 if layout == "spilled" else None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ts.StateSpaceMemoryWarning)
+        for part in np.array_split(x, 7):
+            counter.add(part)
+    assert counter.is_spilled == (layout == "spilled")
     keys, counts = unique_counts(packed_states(x))
     assert counter.coverage() == pytest.approx(1 - np.sum(counts == 1) / len(x), abs=1e-15)
     assert counter.efficiency_ceiling() == pytest.approx(min(width, math.log2(3000)) / width)
@@ -109,6 +114,55 @@ def test_mutual_information_with_labels_per_sample_is_exact_and_survives_merge_a
         unlabelled = StateCounter()
         unlabelled.add(images[:3], neuron_axis=1)
         unlabelled.mutual_information()
+
+
+def labelled_images(channels, offset):
+    """(B, C, H, W) images whose channel 0 tells something about the label:
+    labels 0-1 (+ offset) in the first half of the samples, 2-3 in the second."""
+    labels = np.concatenate([RNG.integers(0, 2, size=200), RNG.integers(2, 4, size=200)])
+    images = RNG.normal(size=(400, channels, 4, 4))
+    images[:, 0] += labels[:, None, None] - 1.5
+    return images, labels + offset
+
+
+@pytest.mark.parametrize("layout, channels, memory_limit", [
+    ("dense slabs", 6, None),
+    ("slabs, then hashed and spilled", 6, 4096),  # 2 slabs of 512 bytes fit a quarter
+    ("hashed", 24, None),  # states too wide for dense tables
+])
+@pytest.mark.parametrize("offset", [0, 1000, -5])  # labels of 1, 2 and 8 bytes
+def test_mutual_information_is_exact_in_every_layout_of_the_pairs(layout, channels,
+                                                                  memory_limit, offset):
+    """Counters of each half (its own labels), merged, then counting more,
+    pickled: the mutual information equals NumPy's at every step."""
+    images, labels = labelled_images(channels, offset)
+    packed = packed_states(images, neuron_axis=1)
+    per_state = np.repeat(labels, 16)
+
+    def expected(samples):
+        rows = np.repeat(samples, 16) * 16 + np.tile(np.arange(16), len(samples))
+        return joint_reference(packed[rows], per_state[rows] - min(offset, 0))
+
+    halves = [StateCounter(f"half{i}", memory_limit=memory_limit) for i in range(2)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ts.StateSpaceMemoryWarning)
+        for counter, samples in zip(halves, (np.arange(0, 160), np.arange(200, 400))):
+            for batch, threads in zip(np.array_split(samples, 4), (1, 2, 1, 2)):
+                counter.add(images[batch], neuron_axis=1, labels=labels[batch], threads=threads)
+        assert halves[1].mutual_information() == pytest.approx(
+            expected(np.arange(200, 400)), rel=1e-12)
+        merged = halves[0]
+        merged.merge(halves[1])
+        assert merged.mutual_information() == pytest.approx(
+            expected(np.r_[0:160, 200:400]), rel=1e-12)
+        merged.add(images[160:200], neuron_axis=1, labels=labels[160:200])
+        restored = pickle.loads(pickle.dumps(merged))
+        restored.add(images[:50], neuron_axis=1, labels=labels[:50])
+    assert merged.mutual_information() == pytest.approx(expected(np.arange(400)), rel=1e-12)
+    assert restored.mutual_information() == pytest.approx(
+        expected(np.r_[0:400, 0:50]), rel=1e-12)
+    spilled = any(warning.category is ts.StateSpaceMemoryWarning for warning in caught)
+    assert spilled == (memory_limit is not None)  # the pairs went to disk, the states not
 
 
 def test_state_divergence_is_jensen_shannon_in_bits():

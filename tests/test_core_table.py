@@ -191,6 +191,69 @@ def test_dense_counts_and_fold(bits, copies, weighted):
     assert np.all(np.diff(states) > 0)  # in increasing order of the states as integers
 
 
+@pytest.mark.parametrize("bits", [3, 12, 20])
+@pytest.mark.parametrize("per_sample", [1, 7])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_dense_slabs_count_each_label_apart(bits, per_sample, threads):
+    """Each sample's states go to its label's slab: slab k holds exactly the
+    states of the samples labelled k, whatever the threads."""
+    rng = np.random.default_rng(bits + per_sample + threads)
+    samples = 3_001
+    keys = dense_keys(rng, samples * per_sample, bits)
+    slab_of = rng.integers(0, 5, size=samples).astype(np.int32)
+    slabs = [_table.CountTable((bits + 7) // 8, bits) for _ in range(5)]
+    for part in (slice(0, 1000), slice(1000, samples)):  # counts add up over calls
+        rows = slice(part.start * per_sample, part.stop * per_sample)
+        _table.count_dense_slabs(slabs, keys[rows], per_sample, slab_of[part], threads)
+    label_of_row = np.repeat(slab_of, per_sample)
+    for slab, table in enumerate(slabs):
+        assert_counts([table], keys[label_of_row == slab])
+
+
+def test_dense_slabs_bad_arguments():
+    slabs = [_table.CountTable(1, 8), _table.CountTable(1, 8)]
+    keys = np.zeros((6, 1), np.uint8)
+    with pytest.raises(ValueError, match="6 rows are not 4 samples of 2 rows"):
+        _table.count_dense_slabs(slabs, keys, 2, np.zeros(4, np.int32))
+    with pytest.raises(ValueError, match="slab_of must index the 2 slabs"):
+        _table.count_dense_slabs(slabs, keys, 3, np.array([0, 2], np.int32))
+    with pytest.raises(ValueError, match="count_dense takes dense tables"):
+        _table.count_dense_slabs([_table.CountTable(1)], keys, 6, np.zeros(1, np.int32))
+    with pytest.raises(ValueError, match="threads=0"):
+        _table.count_dense_slabs(slabs, keys, 6, np.zeros(1, np.int32), threads=0)
+
+
+def numpy_byte_histograms(keys, counts):
+    """hist[j, v]: the counts of the rows whose byte j is v, by np.add.at."""
+    hist = np.zeros((keys.shape[1], 256), np.uint64)
+    for column in range(keys.shape[1]):
+        np.add.at(hist[column], keys[:, column], counts)
+    return hist
+
+
+@pytest.mark.parametrize("width, bits", [(1, 5), (2, 13), (3, 20), (1, 0), (7, 0), (20, 0)])
+def test_byte_histograms_match_numpy(width, bits):
+    """Byte histograms read from dense, narrow and wide hash tables in place,
+    and from arrays, equal NumPy's on the states counted."""
+    rng = np.random.default_rng(width + bits)
+    keys = dense_keys(rng, 40_000, bits) if bits else make_keys(rng, 40_000, width, 900)
+    weights = rng.integers(1, 5, size=len(keys), dtype=np.uint64)
+    table = _table.CountTable(width, bits)
+    if bits:
+        _table.count_dense([table], keys, weights)
+    else:
+        _table.count_rows([table], keys, weights)
+    want = numpy_byte_histograms(keys, weights)
+    from_table = np.zeros((width, 256), np.uint64)
+    table.add_byte_histograms(from_table)
+    np.testing.assert_array_equal(from_table, want)
+    from_arrays = np.zeros((width, 256), np.uint64)
+    _table.byte_histograms(*table.items(), from_arrays)
+    np.testing.assert_array_equal(from_arrays, want)
+    with pytest.raises(ValueError, match=rf"uint64\[{width}, 256\]"):
+        table.add_byte_histograms(np.zeros((width + 1, 256), np.uint64))
+
+
 def test_dense_and_hash_tables_agree():
     keys = dense_keys(np.random.default_rng(1), 30_000, 12)
     dense, hashed = _table.CountTable(2, 12), _table.CountTable(2)

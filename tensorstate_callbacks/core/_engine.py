@@ -297,6 +297,18 @@ class CountEngine:
             yield np.concatenate([shard.counts()
                                   for shard in self._shards[first:first + _SHARDS_PER_READ]])
 
+    def add_byte_histograms(self, out: np.ndarray) -> None:
+        """Add to ``out[j, v]`` (``uint64[key_bytes, 256]``) the counts of the
+        states whose byte ``j`` is ``v`` (what firing rates are made of), read
+        from the tables in place where they are in memory."""
+        self.settle()
+        if self._spill is not None:
+            for keys, counts in self.count_chunks():
+                _table.byte_histograms(keys, counts, out)
+            return
+        for shard in self._shards:
+            shard.add_byte_histograms(out)
+
     @property
     def distinct(self) -> int:
         """Number of distinct states counted (settles first)."""

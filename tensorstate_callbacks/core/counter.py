@@ -30,6 +30,7 @@ import numpy as np
 
 from . import metrics, packing
 from ._engine import CountEngine, IncompleteCountsError
+from ._joint import JointCounts
 from .storage import RawStateStore, check_writable
 
 __all__ = ["DEFAULT_MEMORY_LIMIT", "IncompleteCountsError", "StateCounter",
@@ -335,10 +336,9 @@ class StateCounter:
         with self._lock:
             self._check_labelled(True)
             width = self._label_width(values)
-            label_bytes = labels.astype("<i8").view(np.uint8).reshape(samples, 8)[:, :width]
-            joint = np.concatenate([packed, np.repeat(label_bytes, per_sample, axis=0)], axis=1)
             self._engine_for(num_neurons).count(packed, None, threads)
-            self._joint_for(8 * joint.shape[1]).count(joint, None, threads)
+            self._joint_for(8 * (packed.shape[1] + width)).count_labelled(
+                packed, labels, per_sample, threads)
             for value, count in zip(values.tolist(), counts.tolist()):
                 self._label_counts[value] = self._label_counts.get(value, 0) + count * per_sample
             self._added(packed)
@@ -519,8 +519,10 @@ class StateCounter:
         """The engine counting (state, label) keys of ``width`` bits (made by the
         first labelled batch); a ValueError for keys of another label width."""
         if self._joint is None:
-            self._joint = CountEngine(f"{self.name} (state, label)", width, self.memory_limit,
-                                      self.spill_dir, self.threads, self._warn_spilled)
+            state_bytes = None if self._engine is None else self._engine.key_bytes
+            self._joint = JointCounts(self.name, self.num_neurons, width // 8 - (state_bytes or 0),
+                                      self.memory_limit, self.spill_dir, self.threads,
+                                      self._warn_spilled)
         elif width != self._joint.num_neurons:
             raise ValueError(f"{self.name}: cannot merge counts whose labels have another "
                              "width (label values beyond 255 or 65535 in one counter only); "
@@ -836,16 +838,13 @@ class StateCounter:
         """
         self._require_states()
         num_neurons = self._engine.num_neurons
-        # per byte column, a histogram of its 256 values weighted by the counts;
-        # bit b of column j fires in the states whose byte j has bit b set
-        histogram = np.zeros((self._engine.key_bytes, 256), dtype=np.float64)
+        # per byte of the states, a histogram of its 256 values weighted by the
+        # counts; bit b of byte j fires in the states whose byte j has bit b set
+        histogram = np.zeros((self._engine.key_bytes, 256), dtype=np.uint64)
         with self._lock:
-            for keys, counts in self._engine.count_chunks():
-                weights = counts.astype(np.float64)
-                for column in range(keys.shape[1]):
-                    histogram[column] += np.bincount(keys[:, column], weights, minlength=256)
+            self._engine.add_byte_histograms(histogram)
         has_bit = (np.arange(256)[:, None] >> np.arange(8)) & 1  # (value, bit)
-        fired = (histogram @ has_bit).reshape(-1)[:num_neurons]
+        fired = (histogram.astype(np.int64) @ has_bit).reshape(-1)[:num_neurons]
         return fired / self._state_count
 
     @property

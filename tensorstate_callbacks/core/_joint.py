@@ -1,0 +1,194 @@
+"""Counts of (state, label) pairs, for a counter's mutual information.
+
+A :class:`JointCounts` keeps the pairs of one counter in one of two layouts:
+
+- *slabs*: while the states fit a dense table (narrow layers) and one dense
+  table per label fits a quarter of the memory cap, each label has a dense
+  table of its own (its "slab") and a state counts into its label's slab,
+  as fast as counting it alone (LeNet's ``conv_1``: 20 neurons, 10 labels,
+  80 MiB);
+- *hashed*: otherwise a :class:`~._engine.CountEngine` of (state, label)
+  keys, the packed state followed by the label in a few bytes (the first
+  label past the slabs' budget moves the slabs' counts there).
+
+Either way it yields the pairs as ``(state bytes + label bytes)`` keys, so
+that merging, pickling and spilling see one format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from . import _table
+from ._engine import CountEngine, IncompleteCountsError, _failure
+from .packing import num_threads
+
+# Below this many rows a labelled batch is counted into its slabs on one thread.
+_PARALLEL_MIN_ROWS = 1 << 16
+
+
+class JointCounts:
+    """Exact counts of (state, label) pairs, within a memory cap.
+
+    Not thread-safe: the owning counter serialises every call.
+
+    Args:
+        name: for messages.
+        state_neurons: neurons of a state (None: unknown, hashed layout).
+        label_bytes: bytes of a label in the keys (1, 2 or 8: see the counter).
+        memory_limit, spill_dir, threads, on_spill: as for a CountEngine.
+
+    >>> joint = JointCounts("fc", state_neurons=3, label_bytes=1, memory_limit=1 << 30)
+    >>> joint.count_labelled(np.array([[5], [5], [1]], np.uint8), np.array([7, 7, 2]), 1, 1)
+    >>> [(keys.tolist(), counts.tolist()) for keys, counts in joint.count_chunks()]
+    [([[1, 2]], [1]), ([[5, 7]], [2])]
+    """
+
+    def __init__(self, name: str, state_neurons: int | None, label_bytes: int,
+                 memory_limit: int, spill_dir=None, threads: int | None = None,
+                 on_spill=None):
+        self.name = name
+        self.label_bytes = label_bytes
+        self.state_neurons = state_neurons
+        self.state_bytes = None if state_neurons is None else (state_neurons + 7) // 8
+        self.memory_limit = memory_limit
+        self._engine_args = (spill_dir, threads, on_spill)
+        self.threads = threads
+        self._slab_index: dict[int, int] = {}  # label -> index in _slabs
+        self._slabs: list = []
+        self._hashed: CountEngine | None = None
+        self.changes = 0  # counting calls begun (as CountEngine.changes)
+        self.failure: str | None = None  # why the slabs' counts are incomplete
+        if not self._slabs_fit(1):
+            self._hash_slabs()
+
+    @property
+    def num_neurons(self) -> int:
+        """Bits of a (state, label) key: the state's bytes and the label's."""
+        return 8 * self.key_bytes
+
+    @property
+    def key_bytes(self) -> int:
+        """Bytes of a (state, label) key."""
+        if self._hashed is not None:
+            return self._hashed.key_bytes
+        return self.state_bytes + self.label_bytes
+
+    def _slabs_fit(self, slabs: int) -> bool:
+        """True while ``slabs`` dense tables fit a quarter of the memory cap."""
+        bits = self.state_neurons
+        return (bits is not None and bits <= _table.DENSE_MAX_BITS
+                and slabs * (8 << bits) <= self.memory_limit // 4)
+
+    def _hash_slabs(self) -> None:
+        """From now on count into a hash engine, which takes the slabs' counts."""
+        width = 8 * (self.label_bytes + (self.state_bytes or 0))
+        slabs = list(self._slab_chunks())
+        self._hashed = CountEngine(f"{self.name} (state, label)", width, self.memory_limit,
+                                   *self._engine_args)
+        self._slabs, self._slab_index = [], {}
+        for keys, counts in slabs:
+            self._hashed.count(keys, counts, self.threads)
+
+    def _slabs_of(self, labels: np.ndarray) -> np.ndarray | None:
+        """The slab index of each label (new slabs made), or None once the slabs
+        outgrow their budget (the counts then move to a hash engine)."""
+        values, inverse = np.unique(labels, return_inverse=True)
+        new = [value for value in values.tolist() if value not in self._slab_index]
+        if not self._slabs_fit(len(self._slabs) + len(new)):
+            self._hash_slabs()
+            return None
+        for value in new:
+            self._slab_index[value] = len(self._slabs)
+            self._slabs.append(_table.CountTable(self.state_bytes, self.state_neurons))
+        index = np.array([self._slab_index[value] for value in values.tolist()], np.int32)
+        return index[inverse.reshape(-1)]
+
+    def _label_columns(self, labels: np.ndarray) -> np.ndarray:
+        """Each label as its ``label_bytes`` little-endian bytes, one row each."""
+        as_bytes = np.asarray(labels, dtype="<i8").view(np.uint8).reshape(-1, 8)
+        return as_bytes[:, :self.label_bytes]
+
+    def check(self) -> None:
+        """Raise :class:`~._engine.IncompleteCountsError` if the counts are incomplete."""
+        if self._hashed is not None:
+            self._hashed.check()
+        if self.failure is not None:
+            raise IncompleteCountsError(self.failure)
+
+    def fail(self, error: BaseException) -> None:
+        """Mark the counts incomplete because of ``error`` (the first cause stays)."""
+        if self._hashed is not None:
+            self._hashed.fail(error)
+        elif self.failure is None:
+            self.failure = _failure(f"{self.name} (state, label)", error)
+
+    # -- counting --------------------------------------------------------------
+    def count_labelled(self, states: np.ndarray, labels: np.ndarray, per_sample: int,
+                       threads: int | None) -> None:
+        """Count packed ``states`` (``per_sample`` rows per sample, each sample's
+        rows together) with the integer ``labels`` of their samples."""
+        self.changes += 1
+        if not len(labels):
+            return
+        if self._hashed is None:
+            slab_of = self._slabs_of(labels)
+            if slab_of is not None:
+                threads = (threads or num_threads()) if len(states) >= _PARALLEL_MIN_ROWS else 1
+                _table.count_dense_slabs(self._slabs, states, max(per_sample, 1), slab_of,
+                                         threads)
+                return
+        label_columns = np.repeat(self._label_columns(labels), per_sample, axis=0)
+        self._hashed.count(np.concatenate([states, label_columns], axis=1), None, threads)
+
+    def count(self, keys: np.ndarray, weights: np.ndarray | None, threads: int | None) -> None:
+        """Count (state, label) keys (``weights``: a uint64 count per row, or
+        None for 1 each), as :meth:`count_chunks` yields them."""
+        self.changes += 1
+        if not len(keys):
+            return
+        if self._hashed is None:
+            label_part = np.zeros((len(keys), 8), np.uint8)
+            label_part[:, :self.label_bytes] = keys[:, self.state_bytes:]
+            labels = label_part.view("<i8").reshape(-1)
+            order = np.argsort(labels, kind="stable")
+            values, starts = np.unique(labels[order], return_index=True)
+            slab_of = self._slabs_of(values)
+            if slab_of is not None:
+                states = keys[:, :self.state_bytes]
+                ones = np.ones(len(keys), np.uint64) if weights is None else weights
+                for slab, rows in zip(slab_of.tolist(), np.split(order, starts[1:])):
+                    _table.count_dense([self._slabs[slab]], np.ascontiguousarray(states[rows]),
+                                       np.ascontiguousarray(ones[rows]))
+                return
+        self._hashed.count(np.ascontiguousarray(keys), weights, threads)
+
+    # -- reading ---------------------------------------------------------------
+    def _slab_chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for value, slab in self._slab_index.items():
+            states, counts = self._slabs[slab].items()
+            if len(counts):
+                label = np.repeat(self._label_columns(np.array([value])), len(states), axis=0)
+                yield np.concatenate([states, label], axis=1), counts
+
+    def count_chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(keys, counts)`` chunks; each distinct (state, label) pair is in
+        exactly one."""
+        if self._hashed is not None:
+            yield from self._hashed.count_chunks()
+        else:
+            yield from self._slab_chunks()
+
+    def count_arrays(self) -> Iterator[np.ndarray]:
+        """The counts of :meth:`count_chunks` alone."""
+        if self._hashed is not None:
+            yield from self._hashed.count_arrays()
+        else:
+            yield from (slab.counts() for slab in self._slabs)
+
+    def close(self) -> None:
+        """Delete the spill files, if any."""
+        if self._hashed is not None:
+            self._hashed.close()
