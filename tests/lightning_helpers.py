@@ -1,14 +1,20 @@
-"""Small LightningModules and event-file readers shared by the Lightning tests."""
+"""Small LightningModules, an independent reference and event-file readers shared
+by the Lightning tests."""
+
+import math
 
 import lightning as L
+import numpy as np
 import torch
+from reference import Expected
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 
-class SmallConvNet(L.LightningModule):
-    """Two convolutions and a head; logs val_acc (synced across ranks)."""
+class ConvNetSteps:
+    """Two convolutions and a head; logs val_acc (synced across ranks).  Mixed
+    into a LightningModule of either package (``lightning`` or ``pytorch_lightning``)."""
 
     def __init__(self, lr=0.05, log_accuracy=True):
         super().__init__()
@@ -36,6 +42,35 @@ class SmallConvNet(L.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+class SmallConvNet(ConvNetSteps, L.LightningModule):
+    """The test network as a ``lightning`` module."""
+
+
+def independent_metrics(state_dict, valid_loader, beta=2.0):
+    """Efficiencies, accuracy and aIQ of SmallConvNet's convolutions on
+    ``valid_loader``, recomputed with plain forward hooks and NumPy."""
+    model = SmallConvNet()
+    model.load_state_dict(state_dict)
+    model.eval()
+    outputs = {"conv_a": [], "conv_b": []}
+    for name in outputs:
+        getattr(model, name).register_forward_hook(
+            lambda m, i, o, name=name: outputs[name].append(o.detach().numpy()))
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in valid_loader:
+            correct += (model(x).argmax(1) == y).sum().item()
+            total += len(y)
+    result = {}
+    for name, chunks in outputs.items():
+        expected = Expected.of_values(np.concatenate(chunks), neuron_axis=1)
+        result[f"{name}_post_states"] = (expected.efficiency(), expected.distinct_count,
+                                         expected.state_count)
+    network = math.exp(np.mean([math.log(e) for e, _, _ in result.values()]))
+    accuracy = correct / total
+    return result, network, accuracy, (network * accuracy**beta) ** (1 / (beta + 1))
 
 
 def small_data(n=96, seed=0):

@@ -1,18 +1,19 @@
 """Real Lightning fits with the StateSpaceCallback, read back from TensorBoard."""
 
 import copy
-import math
 import warnings
 
-import numpy as np
 import pytest
-from reference import Expected
 
 L = pytest.importorskip("lightning")
-import torch  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger  # noqa: E402
-from lightning_helpers import SmallConvNet, loaders, read_scalars  # noqa: E402
+from lightning_helpers import (  # noqa: E402
+    SmallConvNet,
+    independent_metrics,
+    loaders,
+    read_scalars,
+)
 
 from tensorstate_callbacks.lightning import StateSpaceCallback  # noqa: E402
 
@@ -28,30 +29,6 @@ class WeightRecorder(L.Callback):
     def on_validation_epoch_start(self, trainer, pl_module):
         if not trainer.sanity_checking:
             self.snapshots.append(copy.deepcopy(pl_module.state_dict()))
-
-
-def independent_metrics(state_dict, valid_loader, beta=2.0):
-    """Efficiencies, accuracy and aIQ recomputed with plain hooks and NumPy."""
-    model = SmallConvNet()
-    model.load_state_dict(state_dict)
-    model.eval()
-    outputs = {"conv_a": [], "conv_b": []}
-    for name in outputs:
-        getattr(model, name).register_forward_hook(
-            lambda m, i, o, name=name: outputs[name].append(o.detach().numpy()))
-    correct = total = 0
-    with torch.no_grad():
-        for x, y in valid_loader:
-            correct += (model(x).argmax(1) == y).sum().item()
-            total += len(y)
-    result = {}
-    for name, chunks in outputs.items():
-        expected = Expected.of_values(np.concatenate(chunks), neuron_axis=1)
-        result[f"{name}_post_states"] = (expected.efficiency(), expected.distinct_count,
-                                         expected.state_count)
-    network = math.exp(np.mean([math.log(e) for e, _, _ in result.values()]))
-    accuracy = correct / total
-    return result, network, accuracy, (network * accuracy**beta) ** (1 / (beta + 1))
 
 
 def fit(tmp_path, callback, epochs=3, extra_callbacks=(), model=None, **trainer_options):

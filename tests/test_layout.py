@@ -38,7 +38,7 @@ PACKAGE_DIR = Path(importlib.util.find_spec(PACKAGE).origin).parent
 
 # Root modules and what each is; a new root module must be added here.
 ROOT_LEAVES = {"_imports", "_legacy_paths"}  # import nothing of the package
-SHIMS = {"torch", "keras", "lightning", "lenet5_torch", "lenet5_keras"}
+SHIMS = {"torch", "keras", "lightning", "pytorch_lightning", "lenet5_torch", "lenet5_keras"}
 ROOT_FREE = {"__init__", "__main__"} | SHIMS  # may import anything (but no shim)
 # layer -> the layers (and leaf modules) it may import, besides itself
 LAYERS = {
@@ -410,6 +410,7 @@ OLD_PATHS = {
               "batches", "build_efficiency_model", "find_layers", "pack_on_device", "probe_name",
               "probe_plan", "reset_efficiency_model"],
     "lightning": ["StateSpaceCallback"],
+    "pytorch_lightning": ["StateSpaceCallback"],
     "lenet5_torch": ["LeNet5", "LitLeNet5", "mnist_dataloaders"],
     "lenet5_keras": ["build_lenet5", "compile_lenet5", "mnist_images"],
 }

@@ -43,7 +43,7 @@ from ..core.counter import StateCounter
 from ..reporting import tensorboard
 from ..reporting.report import EpochReport
 from ._accuracy import AccuracyReader
-from ._probe import ProbeHealth, labels_of, snapshot
+from ._probe import ProbeHealth, labels_of
 from ._selection import check_method
 from ._validation import (
     ArgumentTypeError,
@@ -54,7 +54,7 @@ from ._validation import (
     check_positive_int,
     names,
 )
-from .distributed import merge_across_ranks
+from .distributed import detached, merge_across_ranks
 from .torch import ProbeList, attach_probes
 
 __all__ = ["StateSpaceCallback"]
@@ -201,7 +201,7 @@ class StateSpaceCallback(L.Callback):
                                      output_selector=self.output_selector,
                                      memory_limit=self.memory_limit)
         self._probes.enabled = False
-        if self.log_hparams and trainer.is_global_zero:
+        if self.log_hparams and stage == "fit" and trainer.is_global_zero:
             self._write_hparams(trainer, pl_module)
 
     def _write_hparams(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -331,7 +331,7 @@ class StateSpaceCallback(L.Callback):
 
     def _report(self, trainer: L.Trainer, stage: str, dataloader: int | None,
                 counters: dict[str, StateCounter]) -> None:
-        merge_across_ranks(list(counters.values()))
+        counters = merge_across_ranks(counters, previous=self._previous.get((stage, dataloader)))
         self._health.check(counters, rank_zero_warn)
         where = dict(step=trainer.global_step, stage=stage, dataloader=dataloader)
         if not any(counter.state_count for counter in counters.values()):
@@ -348,7 +348,7 @@ class StateSpaceCallback(L.Callback):
             extras=True, previous=self._previous.get(key), **where)
         self._health.check_report(report, rank_zero_warn)
         if self.drift:
-            self._previous[key] = {name: snapshot(counter) for name, counter in counters.items()
+            self._previous[key] = {name: detached(counter) for name, counter in counters.items()
                                    if counter.state_count}
         self._history.append(report)
         self._publish(trainer, report)
