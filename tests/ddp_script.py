@@ -1,36 +1,46 @@
-"""Validate SmallConvNet with the StateSpaceCallback, on one process or under DDP.
+"""Validate SmallConvNet twice with the StateSpaceCallback (labels, drift), on one
+process or under DDP.
 
-Run as a script by tests/test_ddp.py: ``python ddp_script.py DEVICES OUT_JSON``.
-Under DDP each rank validates its own, uneven, slice of the data.
+Run as a script by tests/test_integrations_distributed.py:
+``python ddp_script.py DEVICES OUT_DIR``.  Under DDP each rank validates its
+own, uneven, slice of the data; the second validation sees other samples
+(drift).  Every rank writes its history and its callback_metrics to
+``OUT_DIR/rank<r>.json``.
 """
 
 import json
 import os
 import sys
+from pathlib import Path
 
 import lightning as L
 from lightning_helpers import SmallConvNet, small_data
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import ConcatDataset, DataLoader, Subset
 
 from tensorstate_callbacks.lightning import StateSpaceCallback
 
 
 def main(devices: int, out: str) -> None:
-    data = small_data(60, seed=1)
+    first = small_data(60, seed=1)
+    second = ConcatDataset([Subset(first, range(30)), small_data(30, seed=2)])
     rank = int(os.environ.get("LOCAL_RANK", 0))
-    if devices == 1:
-        subset = data
-    else:  # uneven: rank 0 gets 37 samples (3 batches), rank 1 gets 23 (2 batches)
-        subset = Subset(data, range(0, 37) if rank == 0 else range(37, 60))
-    callback = StateSpaceCallback(attach_to=["Conv2d"], accuracy_key=None)
+    callback = StateSpaceCallback(attach_to=["Conv2d"], accuracy_key=None, labels="auto",
+                                  drift=True)
     trainer = L.Trainer(accelerator="cpu", devices=devices, callbacks=[callback],
                         strategy="ddp" if devices > 1 else "auto", logger=False,
                         enable_progress_bar=False, enable_model_summary=False,
                         use_distributed_sampler=False)
-    trainer.validate(SmallConvNet(), DataLoader(subset, batch_size=16))
-    if trainer.global_rank == 0:
-        with open(out, "w") as handle:
-            json.dump([report.to_dict() for report in callback.history], handle)
+    model = SmallConvNet()
+    for data in (first, second):
+        if devices > 1:  # uneven: rank 0 gets 37 samples (3 batches), rank 1 gets 23 (2)
+            data = Subset(data, range(0, 37) if rank == 0 else range(37, 60))
+        trainer.validate(model, DataLoader(data, batch_size=16))
+    metrics = {tag: float(value) for tag, value in trainer.callback_metrics.items()
+               if tag.startswith("state_space")}
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / f"rank{trainer.global_rank}.json").write_text(json.dumps(
+        {"history": [report.to_dict() for report in callback.history],
+         "callback_metrics": metrics}))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import numpy as np
 from . import metrics, packing
 from ._engine import CountEngine, IncompleteCountsError
 from ._joint import JointCounts
+from .reduced import ReducedCounts
 from .storage import RawStateStore, check_writable
 
 __all__ = ["DEFAULT_MEMORY_LIMIT", "IncompleteCountsError", "StateCounter",
@@ -836,6 +837,17 @@ class StateCounter:
             >>> counter.firing_rates().tolist()
             [1.0, 0.0, 0.5]
         """
+        return self.firing_counts() / self._state_count
+
+    def firing_counts(self) -> np.ndarray:
+        """For each neuron, the number of states in which it fires (exact below 2**53).
+
+        Example:
+            >>> counter = StateCounter()
+            >>> counter.add(np.array([[1.0, 0.0, 2.0], [1.0, 0.0, -1.0]]))
+            >>> counter.firing_counts().tolist()
+            [2, 0, 1]
+        """
         self._require_states()
         num_neurons = self._engine.num_neurons
         # per byte of the states, a histogram of its 256 values weighted by the
@@ -844,13 +856,41 @@ class StateCounter:
         with self._lock:
             self._engine.add_byte_histograms(histogram)
         has_bit = (np.arange(256)[:, None] >> np.arange(8)) & 1  # (value, bit)
-        fired = (histogram.astype(np.int64) @ has_bit).reshape(-1)[:num_neurons]
-        return fired / self._state_count
+        return (histogram.astype(np.int64) @ has_bit).reshape(-1)[:num_neurons]
 
     @property
     def has_labels(self) -> bool:
         """True when the states were counted with ``labels=`` (see :meth:`add`)."""
         return bool(self._labelled)
+
+    def label_counts(self) -> dict[int, int]:
+        """How many states each label labelled (empty without labels).
+
+        Example:
+            >>> counter = StateCounter()
+            >>> counter.add(np.ones((3, 2)), labels=np.array([4, 4, 7]))
+            >>> counter.label_counts()
+            {4: 2, 7: 1}
+        """
+        with self._lock:
+            return dict(self._label_counts)
+
+    def joint_count_chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(keys, counts)`` chunks of the (state, label) pairs counted with
+        labels, like :meth:`count_chunks`; nothing without labels.
+
+        A key is the packed state followed by its label, a little-endian integer
+        of ``keys.shape[1] - ceil(num_neurons / 8)`` bytes.
+
+        Example:
+            >>> counter = StateCounter()
+            >>> counter.add(np.ones((2, 3)), labels=np.array([5, 5]))
+            >>> [(k.tolist(), c.tolist()) for k, c in counter.joint_count_chunks()]
+            [([[7, 5]], [2])]
+        """
+        with self._lock:
+            if self._joint is not None:
+                yield from self._joint.count_chunks()
 
     def mutual_information(self) -> float:
         """I(state; label) in bits, plug-in and exact: ``H(S) + H(Y) - H(S, Y)``
@@ -1009,6 +1049,8 @@ def state_divergence(a: StateCounter, b: StateCounter) -> float:
     if a.num_neurons != b.num_neurons or not a.state_count or not b.state_count:
         raise ValueError(f"state_divergence needs two non-empty counters of one width, got "
                          f"{a!r} and {b!r}")
+    if isinstance(b, ReducedCounts):  # spread over processes: computed by their merge
+        return b.divergence_from(a)
     keys_a, counts_a = a.items()
     keys_b, counts_b = b.items()
     keys = np.concatenate([keys_a, keys_b])
