@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 from support import TINY_DEMO
@@ -45,6 +46,9 @@ def test_demo_prints_table_and_summary_reads_it_back(demo_run):
     assert len(runs) == 1
     epochs = runs[0]["epochs"]
     assert [row["epoch"] for row in epochs] == [0, 1]
+    # Lightning logs at the global step (3 batches an epoch), Keras at the epoch
+    assert [row["step"] for row in epochs] == ([3, 6] if framework == "lightning" else [0, 1])
+    assert runs[0]["damaged"] is False and runs[0]["problems"] == []
     for row in epochs:
         printed = table[row["epoch"]]
         for column, value in printed.items():
@@ -58,11 +62,100 @@ def test_demo_prints_table_and_summary_reads_it_back(demo_run):
 def test_summary_formats(demo_run):
     _, logdir, _ = demo_run
     csv_out = run_cli("summary", str(logdir), "--format", "csv").stdout.splitlines()
-    assert csv_out[0].startswith("run,epoch,") and len(csv_out) == 3
+    assert csv_out[0].startswith("run,epoch,step,") and len(csv_out) == 3
     markdown = run_cli("summary", str(logdir), "--format", "markdown").stdout
     assert "| epoch |" in markdown and "best aIQ" in markdown
     table = run_cli("summary", str(logdir)).stdout
     assert "network_efficiency" in table and "best aIQ" in table
+
+
+def test_summary_per_probe_statistics(demo_run):
+    _, logdir, _ = demo_run
+    (run,) = json.loads(run_cli("summary", str(logdir), "--per-layer", "--format", "json").stdout)
+    (default,) = json.loads(run_cli("summary", str(logdir), "--format", "json").stdout)
+    probes = [column for column in default["epochs"][0] if column.endswith("states")]
+    assert [(row["step"], row["probe"]) for row in run["layers"]] == \
+        [(row["step"], probe) for row in default["epochs"] for probe in probes]
+    by_key = {(row["step"], row["probe"]): row for row in run["layers"]}
+    for metric in ["efficiency", "coverage", "efficiency_ceiling", "dead_fraction"]:
+        (rows,) = json.loads(run_cli("summary", str(logdir), "--metric", metric,
+                                     "--format", "json").stdout)
+        assert rows["metric"] == metric
+        for row in rows["epochs"]:
+            for probe in probes:
+                assert row[probe] == by_key[row["step"], probe][metric] is not None
+    for row in run["layers"]:  # at its ceiling: within 5% of a ceiling below 1
+        ceiling = row["efficiency_ceiling"]
+        assert row["sample_limited"] == (ceiling < 1 and row["efficiency"] >= 0.95 * ceiling)
+    table = run_cli("summary", str(logdir)).stdout
+    limited = any(row["sample_limited"] for row in run["layers"])
+    assert ("* at its efficiency ceiling" in table) == limited
+    markdown = run_cli("summary", str(logdir), "--per-layer", "--format", "markdown").stdout
+    assert "| epoch | step | probe | efficiency | efficiency_ceiling | coverage |" in markdown
+    coverage = run_cli("summary", str(logdir), "--metric", "coverage").stdout
+    assert "(coverage per probe)" in coverage and "*" not in coverage
+
+
+def write_run(directory, accuracies, steps_per_epoch):
+    """A real run logged by the package's writer; returns its event file."""
+    from tensorstate_callbacks.reporting.report import EpochReport
+    from tensorstate_callbacks.reporting.tensorboard import open_writer, write_scalars
+
+    before = set(directory.glob("events.out.tfevents*")) if directory.exists() else set()
+    if before:
+        time.sleep(1.1)  # tensorboardX names event files by the second
+    writer = open_writer(directory)
+    for epoch, accuracy in enumerate(accuracies):
+        write_scalars(writer, EpochReport.from_values(
+            epoch, {"conv_states": (0.5, 30, 100)}, accuracy, beta=2,
+            step=(epoch + 1) * steps_per_epoch))
+    writer.close()
+    (file,) = set(directory.glob("events.out.tfevents*")) - before
+    return file
+
+
+def flip_a_bit_of_the_last_aiq(file):
+    data = bytearray(file.read_bytes())
+    data[data.rindex(b"state_space/aIQ") + 17] ^= 0x04  # a bit of its value
+    file.write_bytes(bytes(data))
+
+
+def test_summary_tells_runs_apart_and_names_damaged_files(tmp_path):
+    first = write_run(tmp_path / "shared", [0.5, 0.9, 0.7], steps_per_epoch=10)
+    second = write_run(tmp_path / "shared", [0.6, 0.7, 0.8], steps_per_epoch=5)
+    flip_a_bit_of_the_last_aiq(second)  # its best epoch's aIQ is lost
+
+    done = run_cli("summary", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert f"{first}\n" in done.stdout and f"{second} [DAMAGED]\n" in done.stdout
+    assert "best aIQ 0.7399 at epoch 1 (step 20)" in done.stdout
+    assert "best aIQ 0.6257 at epoch 1 (step 10)\nDAMAGED:" in done.stdout
+    (warning,) = done.stderr.splitlines()
+    assert warning.startswith(f"warning: {second}: bytes ") and "at step 15" in warning
+
+    strict = run_cli("summary", str(tmp_path), "--strict")
+    assert strict.returncode == 1 and strict.stdout == done.stdout
+    assert strict.stderr.splitlines() == [warning, "error: 1 problem(s) reading event files "
+                                          "(see the warnings); failing because of --strict"]
+
+    runs = json.loads(run_cli("summary", str(tmp_path), "--format", "json").stdout)
+    assert [(run["file"], run["damaged"]) for run in runs] == [(str(first), False),
+                                                               (str(second), True)]
+    assert [row["aIQ"] is None for row in runs[1]["epochs"]] == [False, False, True]
+    assert runs[1]["problems"] == [warning.split(": ", 2)[2]]
+    csv_rows = run_cli("summary", str(tmp_path), "--format", "csv").stdout.splitlines()
+    assert [row.split(",")[:3] for row in csv_rows[1:]] == \
+        [[str(first), "0", "10"], [str(first), "1", "20"], [str(first), "2", "30"],
+         [str(second), "0", "5"], [str(second), "1", "10"], [str(second), "2", "15"]]
+
+
+def test_summary_of_nothing_readable_names_the_file(tmp_path):
+    lost = tmp_path / "events.out.tfevents.1.host"
+    lost.symlink_to(tmp_path / "moved-away")  # a real fault, whoever runs the test
+    done = run_cli("summary", str(tmp_path))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "no state-space metrics" in done.stderr
+    assert f"{lost}: could not be read (No such file or directory)" in done.stderr
 
 
 def test_error_exits(tmp_path):
@@ -75,7 +168,9 @@ def test_error_exits(tmp_path):
 
 
 @pytest.mark.parametrize("argv", [["demo", "--framework", "jax"], ["demo", "--epochs", "0"],
-                                  ["summary"], ["summary", ".", "--format", "xml"], []])
+                                  ["summary"], ["summary", ".", "--format", "xml"],
+                                  ["summary", ".", "--metric", "entropy"],
+                                  ["summary", ".", "--metric", "coverage", "--per-layer"], []])
 def test_bad_options_exit_2(argv):
     done = run_cli(*argv)
     assert done.returncode == 2 and "usage: tensorstate-callbacks" in done.stderr
