@@ -7,7 +7,8 @@ Only the ``state_space/...`` scalars of :mod:`.report` are read.
 * A *run* is one event file holding state-space scalars: two trainings that
   log to one directory write two files, and stay two runs.  Event files
   without them (Keras' own ``TensorBoard`` callback, Lightning's losses) are
-  not runs.
+  not runs.  Measurements of the test data, of training windows or of one of
+  several dataloaders (see :meth:`.EpochReport.tag`) are runs of their own.
 * Rows are keyed by the step the values were logged at; the training epoch
   is the ``state_space/epoch`` scalar of that step (logs written before it
   existed: epoch = step).
@@ -353,14 +354,12 @@ def read_run(path, stage: str = "validation", dataloader: int | None = None) -> 
     Example:
         >>> import tempfile
         >>> from pathlib import Path
-        >>> from tensorstate_callbacks.reporting.report import EpochReport
-        >>> from tensorstate_callbacks.reporting.tensorboard import open_writer, write_scalars
+        >>> from tensorstate_callbacks.reporting.tensorboard import open_writer
         >>> writer = open_writer(tempfile.mkdtemp())
-        >>> write_scalars(writer, EpochReport.from_values(0, {"fc": (0.5, 3, 8)}, 1.0, 2))
-        >>> writer.close()
-        >>> run = read_run(next(Path(writer.logdir).iterdir()))
-        >>> run.layers, run.rows()[0]["fc"], round(run.best_epoch()["aIQ"], 4), run.problems
-        (['fc'], 0.5, 0.7937, [])
+        >>> writer.add_scalar("state_space/test/aIQ", 0.5, 3); writer.close()
+        >>> file = next(Path(writer.logdir).iterdir())
+        >>> read_run(file, "test").rows()[0]["aIQ"], read_run(file).steps
+        (0.5, {})
     """
     read = read_event_file(path)
     found = [run for run in read.runs if (run.stage, run.dataloader) == (stage, dataloader)]
