@@ -55,7 +55,7 @@ class Summary:
 
 
 def _read(logdirs: list[str]) -> tuple[list, list[str]]:
-    from ..reporting.events import TAG_PREFIX, read_event_files
+    from ..reporting.events import read_event_files, runs_in
 
     runs, problems = [], []
     for logdir in logdirs:
@@ -65,14 +65,12 @@ def _read(logdirs: list[str]) -> tuple[list, list[str]]:
             raise CommandError(str(error)) from error
         damaged = [f"{read.path}: {problem}" for read in files for problem in read.problems]
         problems += damaged
-        found = [run for read in files for run in read.runs]
-        if not found:
-            unread = (f"; {len(damaged)} problem(s) reading its event files:\n  "
-                      + "\n  ".join(damaged)) if damaged else ""
-            raise CommandError(
-                f"no state-space metrics (tags '{TAG_PREFIX}/...') found under {logdir!r}; "
-                f"point at the log directory of a run that used a StateSpaceCallback{unread}")
-        runs += found
+        try:
+            runs += runs_in(files, logdir)
+        except ValueError as error:
+            unread = "; these event files could not be read whole:" if damaged else ""
+            unread += "".join(f"\n  {line}" for line in damaged)
+            raise CommandError(f"{error}{unread}") from error
     return runs, problems
 
 
@@ -82,7 +80,7 @@ def _verdict(run) -> str:
             if best else "no aIQ logged (no accuracy)")
     if run.damaged:
         text += ("\nDAMAGED: part of the event file could not be read (see the warnings); "
-                 "values may be missing, and the best above is the best of what was read")
+                 "values may be missing, and a best aIQ above is the best of what was read")
     return text
 
 

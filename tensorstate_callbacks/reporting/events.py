@@ -48,7 +48,7 @@ from .report import STAGES, TAG_PREFIX, LayerStats
 from .tfrecord import FRAMING, Loss, split_records
 
 __all__ = ["LAYER_METRICS", "NETWORK_METRICS", "EventFile", "RunMetrics", "find_runs",
-           "read_event_file", "read_event_files", "read_run"]
+           "read_event_file", "read_event_files", "read_run", "runs_in"]
 
 LAYER_METRICS = ("efficiency", "efficiency_ceiling", "coverage", "unique_states", "states",
                  "dead_fraction", "always_on_fraction", "mutual_information", "drift")
@@ -408,6 +408,34 @@ def read_event_files(logdir) -> list[EventFile]:
     return files
 
 
+def runs_in(files: list[EventFile], logdir) -> list[RunMetrics]:
+    """The runs of event files read from ``logdir`` (:func:`read_event_files`).
+
+    Args:
+        files: the files read.
+        logdir: where they were read from (for the message).
+
+    Returns:
+        Their runs, in the order of the files.
+
+    Raises:
+        ValueError: none of them holds state-space metrics.
+
+    Example:
+        >>> runs_in([EventFile("runs/events.out.tfevents.1")], "runs")
+        Traceback (most recent call last):
+        ...
+        ValueError: no state-space metrics (tags 'state_space/...') found under 'runs'; point at the log directory of a run that used a StateSpaceCallback
+    """  # noqa: E501
+    runs = [run for read in files for run in read.runs]
+    if not runs:
+        raise ValueError(
+            f"no state-space metrics (tags '{TAG_PREFIX}/...') found under {str(logdir)!r}; "
+            "point at the log directory of a run that used a StateSpaceCallback"
+        )
+    return runs
+
+
 def find_runs(logdir) -> list[RunMetrics]:
     """Every run under ``logdir``: each stage and dataloader of each event file
     that holds state-space metrics.
@@ -431,10 +459,4 @@ def find_runs(logdir) -> list[RunMetrics]:
         ...
         ValueError: no state-space metrics (tags 'state_space/...') found under ...
     """
-    runs = [run for read in read_event_files(logdir) for run in read.runs]
-    if not runs:
-        raise ValueError(
-            f"no state-space metrics (tags '{TAG_PREFIX}/...') found under {str(logdir)!r}; "
-            "point at the log directory of a run that used a StateSpaceCallback"
-        )
-    return runs
+    return runs_in(read_event_files(logdir), logdir)
