@@ -30,6 +30,8 @@ Example:
 from __future__ import annotations
 
 import io
+import itertools
+import os
 import re
 from collections.abc import Mapping, Sequence
 
@@ -47,12 +49,16 @@ IMAGE_TAG = f"{TAG_PREFIX}/efficiency_over_epochs"
 HISTOGRAM_PREFIX = f"{TAG_PREFIX}/state_frequency"
 """Prefix of the per-probe histograms of state occurrences."""
 
+_writers_opened = itertools.count()
+
 
 def open_writer(log_dir):
     """A tensorboardX ``SummaryWriter`` at ``log_dir``.
 
     Callers open it when they first write (the Keras callback at its first
-    epoch's end), so no empty run appears.
+    epoch's end), so no empty run appears.  Its event file's name ends in the
+    process id and a counter, so writers opened in one directory within the
+    same second never share a file.
 
     Args:
         log_dir: the run's directory (created if needed).
@@ -67,12 +73,16 @@ def open_writer(log_dir):
         >>> import os, tempfile
         >>> log_dir = tempfile.mkdtemp()
         >>> writer = open_writer(log_dir)
-        >>> writer.close()
-        >>> [name.split(".")[0] for name in os.listdir(log_dir)]
-        ['events']
+        >>> first, second = open_writer(log_dir), open_writer(log_dir)
+        >>> writer.close(); first.close(); second.close()
+        >>> sorted(name.split(".")[0] for name in os.listdir(log_dir))
+        ['events', 'events', 'events']
     """
     tensorboard_x = require("tensorboardX", "writing TensorBoard logs")
-    return tensorboard_x.SummaryWriter(str(log_dir))
+    # Event files are named by the second: two writers opened in one directory
+    # within a second would write one file.  The process and a counter keep apart.
+    suffix = f".{os.getpid()}.{next(_writers_opened)}"
+    return tensorboard_x.SummaryWriter(str(log_dir), filename_suffix=suffix)
 
 
 def custom_scalars_layout(probes=()) -> dict:
