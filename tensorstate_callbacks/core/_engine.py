@@ -243,8 +243,9 @@ class CountEngine:
             self._spill = SpillFiles(self.key_bytes, directory=self.spill_dir)
             if self.on_spill is not None:
                 self.on_spill(self._spill.path, sum(shard.distinct for shard in self._shards))
-        for shard in self._shards:
-            self._spill.write(*shard.items())
+        items = [shard.items() for shard in self._shards]  # one write per partition file
+        self._spill.write(np.concatenate([keys for keys, _ in items]),
+                          np.concatenate([counts for _, counts in items]))
         self._shards = self._new_tables()
 
     # -- reading ---------------------------------------------------------------

@@ -11,17 +11,17 @@ limit) and every read is verified against the rows and CRC-32 checksums
 recorded at write time, so a lost, truncated or altered spill file raises
 :class:`SpillError` instead of giving wrong counts.  A forked child reads
 the files as they were at the fork, and copies them before its first write
-(the parent keeps appending to its own); only the process that made the
-spill directory deletes it.
+(the parent keeps appending to its own); only the process that made a
+spill directory deletes it, when the counter goes or the process exits.
 """
 
 from __future__ import annotations
 
 import errno
+import multiprocessing.util
 import os
 import shutil
 import tempfile
-import weakref
 import zlib
 from pathlib import Path
 
@@ -106,7 +106,10 @@ class SpillFiles:
             raise SpillError(f"cannot create a spill directory in {where} "
                              f"({error.strerror or error}); {_FIX}") from error
         self._owner = os.getpid()
-        self._finalizer = weakref.finalize(self, _remove_if_owner, path, self._owner)
+        # Removed when this object goes, or when the process exits (also a
+        # multiprocessing child, which skips atexit): only by its owner.
+        self._finalizer = multiprocessing.util.Finalize(
+            self, _remove_if_owner, args=(path, self._owner), exitpriority=0)
         return path
 
     def _files(self, partition: int, directory: Path | None = None) -> tuple[Path, Path]:

@@ -42,7 +42,7 @@ __all__ = ["DEFAULT_MEMORY_LIMIT", "IncompleteCountsError", "StateCounter",
 _LABEL_WIDTHS = ((1, 0, 1 << 8), (2, 0, 1 << 16), (8, -(1 << 63), (1 << 63) - 1))
 
 DEFAULT_MEMORY_LIMIT = 1 << 30  # bytes of count tables per counter
-_MAX_COUNT = (1 << 64) - 1  # the counts are uint64
+_MAX_COUNT = (1 << 63) - 1  # counts() are int64
 
 # Every live counter, so that a forked child can give each a lock of its own
 # (one held by another thread at the fork would never be released there).
@@ -428,7 +428,7 @@ class StateCounter:
 
         Raises:
             ValueError: ``other`` is this counter, or holds states of another width.
-            OverflowError: the merged counts would pass 2**64 - 1 states.
+            OverflowError: the merged counts would pass 2**63 - 1 states.
 
         Example:
             >>> a, b = StateCounter("a"), StateCounter("b")
@@ -467,7 +467,7 @@ class StateCounter:
         Raises:
             ValueError: wrong dtype or shape, padding bits set, negative
                 counts, or another width than the states counted before.
-            OverflowError: the counts would pass 2**64 - 1 states.
+            OverflowError: the counts would pass 2**63 - 1 states.
 
         Example:
             >>> counter = StateCounter()
@@ -539,7 +539,7 @@ class StateCounter:
     def _check_room(self, added: int) -> None:
         if self._state_count + added > _MAX_COUNT:
             raise OverflowError(
-                f"{self.name}: {self._state_count:,} + {added:,} states pass the 2**64 - 1 a "
+                f"{self.name}: {self._state_count:,} + {added:,} states pass the 2**63 - 1 a "
                 "count can hold; count fewer states per counter (reset_states() between "
                 "measurements)")
 
