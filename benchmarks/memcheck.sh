@@ -7,8 +7,11 @@
 # the threaded pack and count paths (threads created in C, more of them than
 # cores), dense / narrow / wide / sharded tables (buffered batches, batches of
 # several chunks, weighted rows, dense copies folded together, the kernels
-# called directly), spilling under a tiny memory_limit, merging, and sorting
-# 4 KiB and 8 KiB states.  Every result is also compared with plain NumPy.
+# called directly), spilling under a tiny memory_limit, merging, sorting
+# 4 KiB and 8 KiB states, unaligned and broadcast (zero-stride) inputs, views
+# whose state axes do not merge (several leading views), dense counting on
+# three threads into per-thread copies, and weighted counting into shards on
+# two and three threads.  Every result is also compared with plain NumPy.
 #
 # Valgrind reports some errors inside CPython and NumPy themselves; the script
 # fails (exit 1) only for errors whose stack goes through our extension
@@ -139,6 +142,56 @@ with warnings.catch_warnings():
     assert spilled.distinct_count == reference_counter.distinct_count
     spilled.reset_states()
 print("spill ok")
+
+from tensorstate_callbacks.core import packing
+
+for dtype in ("float16", "float32", "float64", "int32", "uint16"):  # unaligned: offset 1 byte
+    itemsize = np.dtype(dtype).itemsize
+    raw = np.empty(13 * 37 * itemsize + 1, dtype=np.uint8)      # exact-size buffer
+    unaligned = raw[1:].view(dtype).reshape(13, 37)
+    unaligned[...] = (rng.standard_normal((13, 37)) * 3).astype(dtype)
+    assert not unaligned.flags.aligned
+    check(unaligned)
+    check(unaligned[::-1, 1:], -1)
+    check(unaligned.T, 0)
+row = rng.standard_normal(29).astype(np.float32)                  # broadcast: zero strides
+check(np.broadcast_to(row, (11, 29)))                             # states of stride 0
+check(np.broadcast_to(row[:, None], (29, 7)), 0)
+check(np.broadcast_to(rng.standard_normal((3, 1, 19)), (3, 5, 19)))
+column = rng.standard_normal((17, 1)).astype(np.float32)
+check(np.broadcast_to(column, (17, 33)))                          # neurons of stride 0
+base = rng.standard_normal((4, 6, 10, 21)).astype(np.float32)
+for view, axis in ((base[:, :, ::2, ::3], 1), (base[::-1, :, 1::2, ::2], 1),
+                   (base[:, 1::4, ::3, ::2], -1)):
+    assert packing.layout(view.shape, view.strides, view.dtype, axis).leading, "one view"
+    check(view, axis)
+    counter = StateCounter("leading")
+    counter.add(view, axis)
+    keys, counts = np.unique(reference(view, axis), axis=0, return_counts=True)
+    assert sorted(counter.counts().tolist()) == sorted(counts.tolist())
+print("unaligned/broadcast/leading ok")
+
+dense = rng.random(((1 << 20) + 3, 12)) < 0.3        # dense table, 3 threads: per-thread copies
+counter = StateCounter("dense", threads=3)
+counter.add(dense)
+counter.add(dense[:1000])
+keys, counts = np.unique(np.concatenate([reference(dense), reference(dense[:1000])]), axis=0,
+                         return_counts=True)
+assert counter._engine._shards[0].is_dense
+assert sorted(counter.counts().tolist()) == sorted(counts.tolist())
+wide = rng.integers(0, 256, size=(200_003, 5), dtype=np.uint8)   # weighted, into shards
+wide[:, -1] &= 0x0F
+weights = rng.integers(0, 5, size=len(wide))
+for threads in (2, 3):
+    counter = StateCounter("weighted", threads=threads)
+    counter.add_counts(wide[:100], weights[:100], 36)
+    counter.add_counts(wide, weights, 36)
+    _, inverse = np.unique(wide.view(np.dtype((np.void, 5))).ravel(), return_inverse=True)
+    expected = np.bincount(inverse.ravel(), weights=weights.astype(np.float64))
+    np.add.at(expected, inverse.ravel()[:100], weights[:100])  # the first 100 again
+    assert len(counter._engine._shards) > 1
+    assert sorted(counter.counts().tolist()) == sorted(int(c) for c in expected if c)
+print("threads ok")
 
 for num_bytes in (4096, 8192):
     states = rng.integers(0, 256, size=(6, num_bytes), dtype=np.uint8)[rng.integers(0, 6, 200)]
