@@ -1,13 +1,19 @@
 """Raw packed states kept by a counter: in memory or in a zarr store on disk.
 
-(Moved from the former tests/test_core_extra.py.)
+A store writes only inside its own directory, deletes only what it wrote,
+keeps names inside the root, and belongs to the process that made it.
 """
+
+import gc
+import multiprocessing
+import sys
 
 import numpy as np
 import pytest
 from reference import packed_states
 
 from tensorstate_callbacks import StateCounter
+from tensorstate_callbacks.core.storage import store_path
 
 
 @pytest.mark.parametrize("width", [5, 21, 100, 2048 * 8])
@@ -75,3 +81,78 @@ def test_two_counters_on_one_storage_path(tmp_path):
         np.testing.assert_array_equal(second.raw_states, packed_states(y))
     first.add(x)
     np.testing.assert_array_equal(first.raw_states, packed_states(np.concatenate([x, x])))
+
+
+def _write_states(path, x):
+    counter = StateCounter("writer", storage_path=path)
+    counter.add(x)
+    del counter
+    gc.collect()  # frees the path for the next store
+
+
+@pytest.mark.parametrize("intruder", ["notes.txt", "sub/data.csv", "c/readme.txt",
+                                      "c/0/notes.txt"])
+def test_an_old_store_with_other_files_is_refused_and_kept(tmp_path, intruder):
+    """A directory with this package's marker but also files it did not write is
+    refused when the counter is created; nothing there is deleted."""
+    pytest.importorskip("zarr")
+    x = np.random.default_rng(16).standard_normal((40, 12))
+    path = tmp_path / "states"
+    _write_states(path, x)
+    (path / intruder).parent.mkdir(parents=True, exist_ok=True)
+    (path / intruder).write_text("keep")
+    before = sorted(p.relative_to(path) for p in path.rglob("*"))
+    with pytest.raises(ValueError, match="did not write"):
+        StateCounter("second", storage_path=path)
+    assert sorted(p.relative_to(path) for p in path.rglob("*")) == before
+    assert (path / intruder).read_text() == "keep"
+
+
+def test_an_old_store_of_ours_alone_is_replaced(tmp_path):
+    zarr = pytest.importorskip("zarr")
+    rng = np.random.default_rng(17)
+    x, y = rng.standard_normal((3000, 12)), rng.standard_normal((20, 12))
+    path = tmp_path / "states"
+    _write_states(path, x)
+    counter = StateCounter("second", storage_path=path)
+    counter.add(y)
+    np.testing.assert_array_equal(counter.raw_states, packed_states(y))
+    np.testing.assert_array_equal(zarr.open_array(str(path), mode="r")[:], packed_states(y))
+    assert [p.name for p in tmp_path.iterdir()] == ["states"]  # nothing written beside it
+
+
+@pytest.mark.parametrize("name", ["/etc", "../outside", "..", ".", "", "a/b", "a/../../b"])
+def test_store_names_cannot_leave_the_root(tmp_path, name):
+    with pytest.raises(ValueError, match="one plain directory name"):
+        store_path(tmp_path, name)
+
+
+def test_store_names_stay_inside_the_root(tmp_path):
+    for name in ("conv_1_post_states", "..hidden", "a..b", "layer name"):
+        assert store_path(tmp_path, name).parent == tmp_path
+
+
+def _child_adds(connection, counter, x):
+    try:
+        counter.add(x)
+        connection.send(("added", counter.state_count))
+    except ValueError as error:
+        connection.send((str(error), counter.state_count))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
+def test_a_forked_child_cannot_append_to_the_parents_store(tmp_path):
+    pytest.importorskip("zarr")
+    x = np.random.default_rng(18).standard_normal((30, 9))
+    counter = StateCounter("parent", storage_path=tmp_path / "states")
+    counter.add(x)
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_child_adds, args=(send, counter, x))
+    child.start()
+    assert receive.poll(120), "the forked child did not answer"
+    message, child_count = receive.recv()
+    child.join(30)
+    assert "forked process cannot append" in message and str(tmp_path / "states") in message
+    assert child_count == 30  # refused before counting: the child's counter is as it was
+    np.testing.assert_array_equal(counter.raw_states, packed_states(x))
