@@ -2,6 +2,7 @@
 with the StateSpaceCallback on conv_1/conv_2/conv_3 and without it.
 
     python benchmarks/bench_lightning.py [--repeats 7] [--images 10000] [--profile]
+                                         [--training]
 
 Runs alternate (without/with, then with/without, ...) and medians are compared,
 so both see the same machine noise (the fastest runs are the least disturbed
@@ -19,6 +20,12 @@ shown too: it is the steadiest on a machine whose load drifts.  Target: ratio
 <= 1.10.  ``--profile`` adds a cProfile of one run with the callback,
 restricted to this package's functions.  TENSORSTATE_NUM_THREADS=1 runs the
 compiled kernels on the calling thread only.
+
+``--training`` adds the cost of the training-time view: one training epoch
+(``--images`` training images, batch 200, no validation) without the
+callback, with a validation-only callback (it should cost nothing while
+training), and with ``train_every_n_steps=10, train_window=2`` (a fifth of
+the batches counted), interleaved the same way.
 """
 
 from __future__ import annotations
@@ -75,6 +82,42 @@ class TimedCallback(StateSpaceCallback):
         self._timed(super().on_validation_epoch_end)(trainer, pl_module)
 
 
+def train(model, loader, callbacks) -> tuple[float, float]:
+    """(wall s, CPU s) of one training epoch, without validation."""
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, callbacks=callbacks,
+                        max_epochs=1, limit_val_batches=0, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    wall, cpu = time.perf_counter(), time.process_time()
+    trainer.fit(model, loader)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def training_view(loader, repeats: int) -> None:
+    """The table of the training-time view's cost."""
+    configurations = {
+        "without callback": lambda: [],
+        "validation-only callback": lambda: [StateSpaceCallback(attach_to=["Conv2d"])],
+        "train_every_n_steps=10, train_window=2": lambda: [StateSpaceCallback(
+            attach_to=["Conv2d"], train_every_n_steps=10, train_window=2)],
+    }
+    runs = {label: [] for label in configurations}
+    train(LitLeNet5(), loader, [])  # warm-up
+    for repeat in range(repeats):
+        labels = list(configurations)
+        labels = labels[repeat % len(labels):] + labels[:repeat % len(labels)]
+        for label in labels:
+            torch.manual_seed(0)
+            runs[label].append(train(LitLeNet5(), loader, configurations[label]()))
+    print("\nTraining-time view: one training epoch, batch 200\n"
+          "| run | median wall s | median CPU s | fastest wall s | wall runs (s) |\n"
+          "|---|---|---|---|---|")
+    base = row("without callback", runs["without callback"])
+    for label in list(configurations)[1:]:
+        measured = row(label, runs[label])
+        print(f"| ratio to without | {measured[0] / base[0]:.3f} | {measured[1] / base[1]:.3f} "
+              f"| {measured[2] / base[2]:.3f} | |")
+
+
 def row(label: str, runs: list[tuple[float, float]]) -> tuple[float, float, float]:
     wall = statistics.median(run[0] for run in runs)
     cpu = statistics.median(run[1] for run in runs)
@@ -89,6 +132,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--training", action="store_true")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
@@ -130,6 +174,11 @@ def main() -> None:
     waited = statistics.median(spent)
     print(f"| wall time inside the callback | {waited:.3f} | | | "
           f"ratio from it: {1 + waited / base[0]:.3f} |")
+
+    if args.training:
+        (x_train, y_train), _ = load_mnist(limit=args.images)
+        training_view(DataLoader(TensorDataset(torch.from_numpy(x_train), torch.from_numpy(
+            y_train)), batch_size=200), args.repeats)
 
     if args.profile:
         profiler = cProfile.Profile()
