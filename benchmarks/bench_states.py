@@ -15,6 +15,24 @@ to the read time:
                return_counts=True)`` (skipped where it would take more than 60 s,
                estimated from a 1/20 slice).
 
+A second table times counting with labels (``add(..., labels=y)``, one of
+``LABELS`` random classes per sample along axis 0, for mutual information)
+against counting without, on one counter per kind reused across repeats
+(``reset_states()`` in between, as probes do every epoch), the two runs
+interleaved, each with a read of ``distinct_count`` as above:
+
+- batched:     ``--batch-rows`` states per ``add``, one thread per batch (LeNet's
+               ``conv_1``, 10,000x20x24x24, is added 113 images at a time);
+- one add:     the whole input in one ``add``, on every core;
+- read:        the *counter read*: ``counter.efficiency()`` on the labelled
+               counter right after its last ``add`` of an epoch, so including
+               what every first read does (count the buffered rows, fold the
+               threads' copies of a dense table, sum the per-label tables);
+- statistics:  what the callbacks compute next at each epoch end (reporting's
+               ``layer_extras``): ``coverage()``, ``efficiency_ceiling()``,
+               ``firing_rates()`` and ``mutual_information()``, each timed, and
+               their sum as a ratio to that counter read.
+
 Each time is the median of ``--repeats`` runs.  ``--quick`` divides the row
 counts by 20.  Run: ``python benchmarks/bench_states.py [--quick]``.
 """
@@ -46,6 +64,8 @@ CASES = [
 P_FIRE = 0.4
 PATTERNS = 4_000
 NUMPY_LIMIT_S = 60.0
+LABELS = 10
+STATISTICS = ("coverage", "efficiency_ceiling", "firing_rates", "mutual_information")
 
 
 def make_input(shape, neuron_axis, diverse, rng):
@@ -87,6 +107,61 @@ def count_batched(x, neuron_axis, batch_rows):
         counter.add(x[start:start + step], neuron_axis, threads=1)
     assert counter.distinct_count > 0
     return counter
+
+
+def count_epoch(counter, x, neuron_axis, labels, batch_rows):
+    """An epoch into a reused counter: reset, add ``x`` (in batches of about
+    ``batch_rows`` states on one thread each, or at once when None), read."""
+    counter.reset_states()
+    if batch_rows is None:
+        counter.add(x, neuron_axis, labels=labels)
+    else:
+        states_per_sample = max(1, x[:1].size // x.shape[neuron_axis])
+        step = max(1, batch_rows // states_per_sample)
+        for start in range(0, x.shape[0], step):
+            counter.add(x[start:start + step], neuron_axis, threads=1,
+                        labels=None if labels is None else labels[start:start + step])
+    assert counter.distinct_count > 0
+
+
+def measure_labels(x, neuron_axis, args, rng):
+    """Medians (seconds) of counting without and with labels (interleaved), of
+    the labelled counter's read and of each read-time statistic after it."""
+    labels = rng.integers(0, LABELS, size=x.shape[0])
+    counters = {False: StateCounter("plain"), True: StateCounter("labelled")}
+    times = {}
+    for mode, batch_rows in (("batched", args.batch_rows), ("one add", None)):
+        runs = {False: [], True: []}
+        for _ in range(args.repeats + 1):  # the first of each warms up
+            for labelled in (False, True):
+                start = time.perf_counter()
+                count_epoch(counters[labelled], x, neuron_axis, labels if labelled else None,
+                            batch_rows)
+                runs[labelled].append(time.perf_counter() - start)
+        times[mode] = statistics.median(runs[False][1:]), statistics.median(runs[True][1:])
+    reads = {name: [] for name in ("read", *STATISTICS)}
+    counter = counters[True]
+    for _ in range(args.repeats):
+        count_epoch(counter, x, neuron_axis, labels, args.batch_rows)
+        counter.add(x[:1], neuron_axis, labels=labels[:1], threads=1)  # a fresh last batch
+        for name, read in (("read", counter.efficiency), *(
+                (name, getattr(counter, name)) for name in STATISTICS)):
+            start = time.perf_counter()
+            read()
+            reads[name].append(time.perf_counter() - start)
+    times.update({name: statistics.median(values) for name, values in reads.items()})
+    return times
+
+
+def print_labels_row(case, kind, times):
+    read = times["read"]
+    spent = sum(times[name] for name in STATISTICS)
+    cells = " | ".join(f"{times[name] * 1e3:7.2f} ms" for name in STATISTICS)
+    ratios = " | ".join(
+        f"{plain * 1e3:8.1f} ms {labelled * 1e3:8.1f} ms {labelled / plain:5.2f}x"
+        for plain, labelled in (times["batched"], times["one add"]))
+    print(f"| {case:<28} | {kind:<14} | {ratios} | {read * 1e3:7.2f} ms | {cells} "
+          f"| {spent / read:6.1%} |", flush=True)
 
 
 def numpy_reference(x, neuron_axis):
@@ -137,7 +212,9 @@ def run_case(label, shape, neuron_axis, diverse, args, rng):
     if args.quick:
         shape = (max(1, shape[0] // 20),) + shape[1:]
     x = make_input(shape, neuron_axis, diverse, rng)
-    row = measure(x, neuron_axis, args)
+    row = {} if args.labels_only else measure(x, neuron_axis, args)
+    if not args.no_labels:
+        row["labels"] = measure_labels(x, neuron_axis, args, rng)
     del x  # free the input before the next size
     gc.collect()
     row["case"] = label + (" /20" if args.quick else "")
@@ -167,20 +244,37 @@ def main():
     parser.add_argument("--only", help="run only cases whose label contains this text")
     parser.add_argument("--batch-rows", type=int, default=65_536,
                         help="states per batch of the batched column")
+    parser.add_argument("--no-labels", action="store_true", help="skip the labels table")
+    parser.add_argument("--labels-only", action="store_true", help="only the labels table")
     args = parser.parse_args()
     print(f"# bench_states: {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, kernel threads={num_threads()}, numpy {np.__version__}, "
           f"median of {args.repeats}; ratios are to the read time (arr.sum())")
-    print("| input (float32)              | states         |   distinct |     read    "
-          "|        pack           |      pack+count       |   batched pack+count  "
-          "|     numpy packbits+unique |")
-    print("|" + "---|" * 8)
     rng = np.random.default_rng(0)
+    rows = []
+    if not args.labels_only:
+        print("| input (float32)              | states         |   distinct |     read    "
+              "|        pack           |      pack+count       |   batched pack+count  "
+              "|     numpy packbits+unique |")
+        print("|" + "---|" * 8)
     for label, shape, axis in CASES:
         if args.only and args.only not in label:
             continue
         for diverse in (True, False):
-            print_row(run_case(label, shape, axis, diverse, args, rng))
+            rows.append(run_case(label, shape, axis, diverse, args, rng))
+            if not args.labels_only:
+                print_row(rows[-1])
+    if args.no_labels:
+        return
+    print(f"\n# counting with {LABELS} labels vs without (interleaved), and the read-time "
+          "statistics vs the counter read (efficiency() after the last add)")
+    print("| input (float32)              | states         "
+          "| batched: without, with labels, ratio   | one add: without, with labels, ratio   "
+          "| counter read | coverage   | ceiling    | firing     | mutual inf "
+          "| statistics / read |")
+    print("|" + "---|" * 10)
+    for row in rows:
+        print_labels_row(row["case"], row["kind"], row["labels"])
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ cdef extern from "ts_dense.h" nogil:
     void ts_dense_fold(ts_table *into, ts_table *source)
     void ts_dense_items(const ts_table *t, uint8_t *keys, uint64_t *counts)
     void ts_dense_byte_histograms(const ts_table *t, uint64_t *hist)
+    void ts_dense_sum(ts_table *into, ts_table *const *slabs, int n_slabs)
     void ts_dense_count_slabs(ts_table *const *slabs, const uint8_t *keys,
                               const int32_t *slab_of, int64_t samples, int64_t per_sample,
                               int threads)
@@ -321,4 +322,19 @@ def count_dense_slabs(list slabs, const uint8_t[:, ::1] keys, int64_t per_sample
         with nogil:
             ts_dense_count_slabs(pointers, &keys[0, 0], &slab_of[0], samples, per_sample,
                                  threads)
+    free(pointers)
+
+
+def sum_dense(CountTable into, list slabs):
+    """Make the dense table ``into`` hold the sum of the dense tables ``slabs``
+    (one width, at least one): e.g. each state's count over every label."""
+    if any(slab is into for slab in slabs):
+        raise ValueError("sum_dense cannot sum a table into itself")
+    cdef ts_table **pointers = _tables(slabs, into.table.key_bytes, True)
+    cdef int n_slabs = len(slabs)
+    if not into.is_dense or into.table.dense_bits != pointers[0].dense_bits:
+        free(pointers)
+        raise ValueError("sum_dense needs dense tables of one width")
+    with nogil:
+        ts_dense_sum(&into.table, pointers, n_slabs)
     free(pointers)

@@ -171,6 +171,28 @@ static void ts_dense_count_slabs(ts_table *const *slabs, const uint8_t *keys,
     ts_run_tasks(ts_dense_count_slab_share, shares, sizeof(ts_slab_share), threads);
 }
 
+/* Makes `into` hold the sum of the dense tables `slabs` (n_slabs >= 1, of
+ * its width): a state's count over every label.  Block by block, so that
+ * each block of `into` stays in cache while the slabs stream past it. */
+#define TS_SUM_BLOCK 4096
+
+static void ts_dense_sum(ts_table *into, ts_table *const *slabs, int n_slabs)
+{
+    const uint64_t cells = (uint64_t)1 << into->dense_bits;
+    uint64_t *const to = into->dense;
+    int64_t size = 0;
+    for (uint64_t begin = 0; begin < cells; begin += TS_SUM_BLOCK) {
+        const uint64_t end = begin + TS_SUM_BLOCK < cells ? begin + TS_SUM_BLOCK : cells;
+        memcpy(to + begin, slabs[0]->dense + begin, (end - begin) * sizeof(uint64_t));
+        for (int i = 1; i < n_slabs; ++i) {
+            const uint64_t *const add = slabs[i]->dense;
+            for (uint64_t state = begin; state < end; ++state) to[state] += add[state];
+        }
+        for (uint64_t state = begin; state < end; ++state) size += to[state] != 0;
+    }
+    into->size = size;
+}
+
 /* Adds every count of the dense table `source` to `into` (of the same
  * width) and empties `source`. */
 static void ts_dense_fold(ts_table *into, ts_table *source)

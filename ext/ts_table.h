@@ -318,11 +318,25 @@ static void ts_table_items(const ts_table *t, uint8_t *keys, uint64_t *counts)
 /* Adds, for each byte position j of the n keys (n x nb bytes) and each
  * value v, the counts of the keys whose byte j is v to hist[j * 256 + v]:
  * a neuron's firing count is then the sum over the values with its bit set. */
+#define TS_HISTOGRAM_BLOCK 64
+
 static void ts_byte_histograms(const uint8_t *keys, const uint64_t *counts, int64_t n,
                                int64_t nb, uint64_t *hist)
 {
-    for (int64_t i = 0; i < n; ++i, keys += nb)
-        for (int64_t j = 0; j < nb; ++j) hist[j * 256 + keys[j]] += counts[i];
+    /* A block of keys byte position by byte position: the histogram of one
+     * position (2 KiB) stays in L1, where wide keys' whole histogram (nb *
+     * 2 KiB) would not.  The block's counts are copied to a local, which the
+     * histogram's stores cannot alias. */
+    uint64_t block[TS_HISTOGRAM_BLOCK];
+    for (int64_t first = 0; first < n; first += TS_HISTOGRAM_BLOCK) {
+        const int64_t rows = n - first < TS_HISTOGRAM_BLOCK ? n - first : TS_HISTOGRAM_BLOCK;
+        memcpy(block, counts + first, (size_t)rows * sizeof(uint64_t));
+        const uint8_t *const base = keys + first * nb;
+        for (int64_t j = 0; j < nb; ++j) {
+            uint64_t *const row = hist + j * 256;
+            for (int64_t i = 0; i < rows; ++i) row[base[i * nb + j]] += block[i];
+        }
+    }
 }
 
 /* ts_byte_histograms of the keys a hash table holds, read in place. */

@@ -159,6 +159,9 @@ def test_mutual_information_is_exact_in_every_layout_of_the_pairs(layout, channe
         restored = pickle.loads(pickle.dumps(merged))
         restored.add(images[:50], neuron_axis=1, labels=labels[:50])
     assert merged.mutual_information() == pytest.approx(expected(np.arange(400)), rel=1e-12)
+    _, state_counts = unique_counts(packed)  # the states alone, counted with their labels
+    np.testing.assert_array_equal(np.sort(merged.counts()), np.sort(state_counts))
+    np.testing.assert_array_equal(merged.firing_rates(), (images > 0).mean(axis=(0, 2, 3)))
     assert restored.mutual_information() == pytest.approx(
         expected(np.r_[0:400, 0:50]), rel=1e-12)
     spilled = any(warning.category is ts.StateSpaceMemoryWarning for warning in caught)

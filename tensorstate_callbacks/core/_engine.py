@@ -95,6 +95,7 @@ class CountEngine:
         self._spill: SpillFiles | None = None
         self.failure: str | None = None  # why the counts are incomplete (see check)
         self.changes = 0  # counting calls begun: whether a call may have changed the counts
+        self._derived_from = None  # see derive_from
 
     @property
     def key_bytes(self) -> int:
@@ -183,6 +184,7 @@ class CountEngine:
     def count_now(self, keys: np.ndarray, weights: np.ndarray | None,
                   threads: int | None) -> None:
         """Count rows on up to ``threads`` threads (None: every usable core)."""
+        self._take_derived()
         self.changes += 1
         with self._changing():
             self._count_pieces(keys, weights, threads)
@@ -262,6 +264,20 @@ class CountEngine:
             with self._changing():
                 for copy in self._dense_copies:
                     _table.fold_dense(self._shards[0], copy)
+        self._take_derived()
+
+    def derive_from(self, source) -> None:
+        """Let ``source`` keep the dense table's counts (labelled counting of a
+        narrow layer, see :mod:`._joint`): while ``source.stale``, the next
+        read or count first calls ``source.fold_into(table)``, which makes the
+        table hold them.  None: the table is counted here alone again."""
+        self._derived_from = source
+
+    def _take_derived(self) -> None:
+        source = self._derived_from
+        if source is not None and source.stale:
+            with self._changing():
+                source.fold_into(self._shards[0])
 
     def count_chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield (state_ids, counts) chunks; each distinct state is in exactly one.

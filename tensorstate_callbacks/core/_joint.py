@@ -4,9 +4,11 @@ A :class:`JointCounts` keeps the pairs of one counter in one of two layouts:
 
 - *slabs*: while the states fit a dense table (narrow layers) and one dense
   table per label fits a quarter of the memory cap, each label has a dense
-  table of its own (its "slab") and a state counts into its label's slab,
-  as fast as counting it alone (LeNet's ``conv_1``: 20 neurons, 10 labels,
-  80 MiB);
+  table of its own (its "slab") and a state counts into its label's slab
+  alone (LeNet's ``conv_1``: 20 neurons, 10 labels, 80 MiB).  The states'
+  own dense table is then the sum of the slabs, made when it is next read
+  or counted into (:meth:`~._engine.CountEngine.derive_from`): a labelled
+  state costs one count, as an unlabelled one;
 - *hashed*: otherwise a :class:`~._engine.CountEngine` of (state, label)
   keys, the packed state followed by the label in a few bytes (the first
   label past the slabs' budget moves the slabs' counts there).
@@ -27,6 +29,26 @@ from .packing import num_threads
 
 # Below this many rows a labelled batch is counted into its slabs on one thread.
 _PARALLEL_MIN_ROWS = 1 << 16
+# Labels in [0, _SMALL_LABELS) (class indices) are told apart by a count, not a sort.
+_SMALL_LABELS = 1 << 16
+
+
+def distinct_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(values, inverse, counts)`` of int64 labels as ``np.unique`` gives them
+    (``values`` sorted, ``labels == values[inverse]``), without sorting class
+    indices.
+
+    >>> [part.tolist() for part in distinct_labels(np.array([3, 1, 3, 3]))]
+    [[1, 3], [1, 0, 1, 1], [1, 3]]
+    """
+    if len(labels) and labels.min() >= 0 and labels.max() < _SMALL_LABELS:
+        counts = np.bincount(labels)
+        values = np.flatnonzero(counts)
+        index = np.zeros(len(counts), np.intp)
+        index[values] = np.arange(len(values))
+        return values, index[labels], counts[values]
+    values, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    return values, inverse.reshape(-1), counts
 
 
 class JointCounts:
@@ -40,10 +62,14 @@ class JointCounts:
         label_bytes: bytes of a label in the keys (1, 2 or 8: see the counter).
         memory_limit, spill_dir, threads, on_spill: as for a CountEngine.
 
+    >>> states = CountEngine("fc", num_neurons=3, memory_limit=1 << 30)
     >>> joint = JointCounts("fc", state_neurons=3, label_bytes=1, memory_limit=1 << 30)
-    >>> joint.count_labelled(np.array([[5], [5], [1]], np.uint8), np.array([7, 7, 2]), 1, 1)
+    >>> keys = np.array([[5], [5], [1]], np.uint8)
+    >>> joint.count_labelled(states, keys, *distinct_labels(np.array([7, 7, 2]))[:2], 1, 1)
     >>> [(keys.tolist(), counts.tolist()) for keys, counts in joint.count_chunks()]
     [([[1, 2]], [1]), ([[5, 7]], [2])]
+    >>> [counts.tolist() for counts in states.count_arrays()]   # states 1 and 5
+    [[1, 2]]
     """
 
     def __init__(self, name: str, state_neurons: int | None, label_bytes: int,
@@ -60,6 +86,8 @@ class JointCounts:
         self._slabs: list = []
         self._hashed: CountEngine | None = None
         self.changes = 0  # counting calls begun (as CountEngine.changes)
+        self.stale = False  # slabs counted since the states' table was last their sum
+        self._states: CountEngine | None = None  # the states' engine, while it derives
         self.failure: str | None = None  # why the slabs' counts are incomplete
         if not self._slabs_fit(1):
             self._hash_slabs()
@@ -83,7 +111,12 @@ class JointCounts:
                 and slabs * (8 << bits) <= self.memory_limit // 4)
 
     def _hash_slabs(self) -> None:
-        """From now on count into a hash engine, which takes the slabs' counts."""
+        """From now on count into a hash engine, which takes the slabs' counts
+        (and the states are counted in their own table again)."""
+        if self._states is not None:
+            self._states.settle()  # its table takes the slabs' sum first
+            self._states.derive_from(None)
+            self._states = None
         width = 8 * (self.label_bytes + (self.state_bytes or 0))
         slabs = list(self._slab_chunks())
         self._hashed = CountEngine(f"{self.name} (state, label)", width, self.memory_limit,
@@ -92,10 +125,10 @@ class JointCounts:
         for keys, counts in slabs:
             self._hashed.count(keys, counts, self.threads)
 
-    def _slabs_of(self, labels: np.ndarray) -> np.ndarray | None:
-        """The slab index of each label (new slabs made), or None once the slabs
-        outgrow their budget (the counts then move to a hash engine)."""
-        values, inverse = np.unique(labels, return_inverse=True)
+    def _slabs_of(self, values: np.ndarray) -> np.ndarray | None:
+        """The slab index of each of the distinct label ``values`` (new slabs
+        made), or None once the slabs outgrow their budget (the counts then
+        move to a hash engine)."""
         new = [value for value in values.tolist() if value not in self._slab_index]
         if not self._slabs_fit(len(self._slabs) + len(new)):
             self._hash_slabs()
@@ -103,8 +136,7 @@ class JointCounts:
         for value in new:
             self._slab_index[value] = len(self._slabs)
             self._slabs.append(_table.CountTable(self.state_bytes, self.state_neurons))
-        index = np.array([self._slab_index[value] for value in values.tolist()], np.int32)
-        return index[inverse.reshape(-1)]
+        return np.array([self._slab_index[value] for value in values.tolist()], np.int32)
 
     def _label_columns(self, labels: np.ndarray) -> np.ndarray:
         """Each label as its ``label_bytes`` little-endian bytes, one row each."""
@@ -126,21 +158,28 @@ class JointCounts:
             self.failure = _failure(f"{self.name} (state, label)", error)
 
     # -- counting --------------------------------------------------------------
-    def count_labelled(self, states: np.ndarray, labels: np.ndarray, per_sample: int,
-                       threads: int | None) -> None:
+    def count_labelled(self, engine: CountEngine, states: np.ndarray, values: np.ndarray,
+                       inverse: np.ndarray, per_sample: int, threads: int | None) -> None:
         """Count packed ``states`` (``per_sample`` rows per sample, each sample's
-        rows together) with the integer ``labels`` of their samples."""
+        rows together) with the labels ``values[inverse]`` of their samples (see
+        :func:`distinct_labels`), and the states alone into ``engine`` (the
+        counter's, of a dense table while the pairs go to slabs)."""
         self.changes += 1
-        if not len(labels):
+        if not len(inverse):
             return
         if self._hashed is None:
-            slab_of = self._slabs_of(labels)
-            if slab_of is not None:
+            slab_of_value = self._slabs_of(values)
+            if slab_of_value is not None:
+                slab_of = slab_of_value[inverse]
                 threads = (threads or num_threads()) if len(states) >= _PARALLEL_MIN_ROWS else 1
+                self._states = engine
+                engine.derive_from(self)
+                self.stale = True
                 _table.count_dense_slabs(self._slabs, states, max(per_sample, 1), slab_of,
                                          threads)
                 return
-        label_columns = np.repeat(self._label_columns(labels), per_sample, axis=0)
+        engine.count(states, None, threads)
+        label_columns = np.repeat(self._label_columns(values)[inverse], per_sample, axis=0)
         self._hashed.count(np.concatenate([states, label_columns], axis=1), None, threads)
 
     def count(self, keys: np.ndarray, weights: np.ndarray | None, threads: int | None) -> None:
@@ -166,6 +205,12 @@ class JointCounts:
         self._hashed.count(np.ascontiguousarray(keys), weights, threads)
 
     # -- reading ---------------------------------------------------------------
+    def fold_into(self, table) -> None:
+        """Make the states' dense ``table`` hold each state's count over every
+        label (see :meth:`~._engine.CountEngine.derive_from`)."""
+        _table.sum_dense(table, self._slabs)
+        self.stale = False
+
     def _slab_chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for value, slab in self._slab_index.items():
             states, counts = self._slabs[slab].items()
@@ -189,6 +234,11 @@ class JointCounts:
             yield from (slab.counts() for slab in self._slabs)
 
     def close(self) -> None:
-        """Delete the spill files, if any."""
+        """Give the slabs back (for the next counter: fresh memory costs a page
+        fault per page) and delete the spill files, if any."""
+        if self._states is not None:
+            self._states.derive_from(None)
+            self._states = None
+        self._slabs, self._slab_index = [], {}
         if self._hashed is not None:
             self._hashed.close()

@@ -30,7 +30,7 @@ import numpy as np
 
 from . import metrics, packing
 from ._engine import CountEngine, IncompleteCountsError
-from ._joint import JointCounts
+from ._joint import JointCounts, distinct_labels
 from .reduced import ReducedCounts
 from .storage import RawStateStore, check_writable
 
@@ -332,14 +332,13 @@ class StateCounter:
                 f"{self.name}: labels must be one integer per sample along axis 0: {samples} "
                 f"for this batch, got {labels.dtype} {labels.shape}")
         per_sample = len(packed) // samples if samples else 0
-        labels = labels.astype(np.int64)
-        values, counts = np.unique(labels, return_counts=True)
+        values, inverse, counts = distinct_labels(labels.astype(np.int64))
         with self._lock:
             self._check_labelled(True)
             width = self._label_width(values)
-            self._engine_for(num_neurons).count(packed, None, threads)
+            engine = self._engine_for(num_neurons)
             self._joint_for(8 * (packed.shape[1] + width)).count_labelled(
-                packed, labels, per_sample, threads)
+                engine, packed, values, inverse, per_sample, threads)
             for value, count in zip(values.tolist(), counts.tolist()):
                 self._label_counts[value] = self._label_counts.get(value, 0) + count * per_sample
             self._added(packed)
