@@ -15,6 +15,7 @@ import numpy as np
 import torch.distributed as dist
 
 from tensorstate_callbacks import StateCounter, state_divergence
+from tensorstate_callbacks.integrations import distributed
 from tensorstate_callbacks.integrations.distributed import detached, merge_across_ranks
 
 ALPHAS = (0, 0.5, 1, 2, math.inf)
@@ -93,13 +94,16 @@ def statistics(counts):
     return values
 
 
-def measure_twice(rank, port, measurements, out_dir, memory_limit=None):
+def measure_twice(rank, port, measurements, out_dir, memory_limit=None, round_bytes=None):
     """``measurements[m][name] = (shares, labels, neuron_axis)``: per measurement
     and counter, one array (and labels, or None) per rank.  Counts and merges
     each measurement (the second with the first as ``previous``, for drift);
     writes, per measurement, every statistic of each merged counter, its
-    drift, and this rank's slice."""
+    drift, and this rank's slice.  ``round_bytes`` shrinks the exchange's
+    rounds (so that ranks send different numbers of rounds)."""
     world = len(next(iter(measurements[0].values()))[0])
+    if round_bytes is not None:
+        distributed._ROUND_BYTES = round_bytes
     _join(rank, port, world)
     try:
         counters, previous, written = {}, {}, []
@@ -128,7 +132,22 @@ def measure_twice(rank, port, measurements, out_dir, memory_limit=None):
         dist.destroy_process_group()
 
 
-# -- a rank that fails before the merge ---------------------------------------------------
+# -- ranks that disagree, a rank that fails before the merge ---------------------------------
+def merge_widths(rank, port, out_dir):
+    """Rank ``r`` counts states of ``3 + r`` neurons; writes what the merge raised."""
+    _join(rank, port, 2)
+    try:
+        counter = StateCounter("fc")
+        counter.add(np.ones((4, 3 + rank)))
+        try:
+            merge_across_ranks({"fc": counter})
+            _write(out_dir, rank, None)
+        except ValueError as error:
+            _write(out_dir, rank, str(error))
+    finally:
+        dist.destroy_process_group()
+
+
 def fail_or_merge(rank, port, out_dir, timeout_s):
     """Rank 1 raises before the merge; rank 0 merges and writes what it raised."""
     _join(rank, port, 2)

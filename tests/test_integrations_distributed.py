@@ -109,14 +109,16 @@ def run_ranks(worker, world, *args):
 
 
 # -- exact and identical -----------------------------------------------------------------------
-@pytest.mark.parametrize(("world", "empty_rank", "memory_limit"), [
-    (2, 1, 4096),    # spilled counters (and slices), rank 1 sees nothing
-    (4, 2, None),    # four ranks, rank 2 sees nothing
-], ids=["2-ranks-spilled", "4-ranks"])
-def test_merge_equals_one_process_on_every_rank(tmp_path, world, empty_rank, memory_limit):
+@pytest.mark.parametrize(("world", "empty_rank", "memory_limit", "round_bytes"), [
+    (2, 1, 4096, None),    # spilled counters (and slices), rank 1 sees nothing
+    (4, 2, None, 2000),    # four ranks, rank 2 sees nothing, rounds of ~100 rows
+], ids=["2-ranks-spilled", "4-ranks-many-rounds"])
+def test_merge_equals_one_process_on_every_rank(tmp_path, world, empty_rank, memory_limit,
+                                                 round_bytes):
     first = measurement(1, world, empty_rank, big_label=True)
     second = measurement(2, world, (empty_rank + 1) % world, keep=first)
-    run_ranks(ddp_merge.measure_twice, world, [first, second], str(tmp_path), memory_limit)
+    run_ranks(ddp_merge.measure_twice, world, [first, second], str(tmp_path), memory_limit,
+              round_bytes)
     results = [ddp_merge.written(tmp_path, rank) for rank in range(world)]
 
     for index, data in enumerate([first, second]):
@@ -166,7 +168,14 @@ def test_merge_equals_one_process_on_every_rank(tmp_path, world, empty_rank, mem
                 assert any(spilled)
 
 
-# -- a rank that fails ---------------------------------------------------------------------------
+# -- ranks that disagree, a rank that fails -------------------------------------------------------
+def test_ranks_with_states_of_different_widths_all_raise_a_clear_error(tmp_path):
+    run_ranks(ddp_merge.merge_widths, 2, str(tmp_path))
+    for rank in range(2):
+        message = ddp_merge.written(tmp_path, rank)
+        assert message is not None and "different widths [3, 4]" in message
+
+
 def test_a_failed_rank_makes_the_others_raise_after_the_timeout(tmp_path):
     """Rank 1 raises before the merge; rank 0 must give up after the merge's
     timeout with an error that names it, not wait for the 30-minute default."""

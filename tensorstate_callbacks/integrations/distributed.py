@@ -142,11 +142,13 @@ def _merge_group(timeout: timedelta) -> Iterator:
         finally:
             dist.destroy_process_group(group)
     except RuntimeError as error:
+        if type(error) is not RuntimeError and not isinstance(error, dist.DistError):
+            raise  # the counters' own errors (spill files, incomplete counts) as they are
         raise RuntimeError(
             f"merge_across_ranks: rank {dist.get_rank()} of {dist.get_world_size()} gave up "
-            f"merging the state counts: another rank did not take part within "
-            f"{timeout.total_seconds():g} s (it probably failed: see its own error; a slow "
-            "rank needs a longer timeout=, or TENSORSTATE_MERGE_TIMEOUT in seconds)"
+            f"merging the state counts: another rank failed or did not take part within "
+            f"{timeout.total_seconds():g} s (see that rank's own error; a slow rank needs a "
+            "longer timeout=, or TENSORSTATE_MERGE_TIMEOUT in seconds)"
         ) from error
 
 
