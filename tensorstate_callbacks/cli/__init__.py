@@ -4,6 +4,7 @@
 tensorstate-callbacks demo [--framework lightning|keras] [--epochs N] [--logdir runs]
 tensorstate-callbacks summary LOGDIR... [--format table|csv|json|markdown]
                       [--metric coverage | --per-layer] [--strict]
+tensorstate-callbacks sweep [--widths 1/8,1/4,1/2,1,2] [--tiny] [--outdir width_sweep] ...
 ```
 
 Also ``python -m tensorstate_callbacks``.  Problems the user can fix end with a
@@ -32,6 +33,7 @@ from pathlib import Path
 from .demos.datasets import MNIST_HINT, mnist_available
 from .errors import CommandError
 from .summarize import add_summary_arguments, summary, summary_command
+from .sweep import add_sweep_arguments, sweep_command
 from .tables import format_rows
 
 __all__ = ["CommandError", "build_parser", "demo", "demo_keras", "demo_lightning",
@@ -226,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=_positive, default=200)
     run.add_argument("--lr", type=float, default=0.01)
     run.add_argument("--logdir", default="runs", help="TensorBoard log directory")
+    add_sweep_arguments(commands.add_parser(
+        "sweep", help="LeNet-5 at several widths, with and without batch norm, against the "
+                      "paper's shape"))
     add_summary_arguments(commands.add_parser(
         "summary", help="tables of logged runs (epoch and step), best aIQ, damaged files"))
     return parser
@@ -261,13 +266,15 @@ def main(argv: list[str] | None = None) -> int:
         1
     """
     args = build_parser().parse_args(argv)
-    no_tf = args.command == "summary" or args.framework == "lightning"
+    no_tf = args.command != "demo" or args.framework == "lightning"
     if no_tf and argv is None and "tensorflow" not in sys.modules:
         _tensorboard_without_tensorflow()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         if args.command == "demo":
             demo(args)
+        elif args.command == "sweep":
+            sweep_command(args)
         else:
             summary_command(args)
     except CommandError as error:
