@@ -45,7 +45,8 @@ class Reference(keras.callbacks.Callback):
         network = float(np.exp(np.mean(np.log([e for e, _, _ in layers.values()]))))
         accuracy = logs["val_accuracy"]
         self.epochs.append({"layers": layers, "network": network, "accuracy": accuracy,
-                            "aIQ": (network * accuracy**2) ** (1 / 3)})
+                            "aIQ": (network * accuracy**2) ** (1 / 3),
+                            "logged aIQ": logs["val_state_space/aIQ"]})
 
 
 def fit(callbacks, epochs=2, seed=0):
@@ -71,7 +72,7 @@ def test_logged_scalars_equal_an_independent_computation(tmp_path):
     assert set(events.Tags()["scalars"]) == {
         f"state_space/{kind}/{name}_states" for kind in LAYER_KINDS
         for name in CONVS} | {f"state_space/{tag}" for tag in ("network_efficiency", "accuracy",
-                                                                 "aIQ")}
+                                                                 "aIQ", "epoch")}
     assert len(callback.history) == 3
     for probe in (f"{name}_states" for name in CONVS):
         for kind, index in (("efficiency", 0), ("unique_states", 1), ("states", 2)):
@@ -89,7 +90,8 @@ def test_logged_scalars_equal_an_independent_computation(tmp_path):
         assert [event.value for event in logged] == pytest.approx(
             [epoch[key] for epoch in reference.epochs], rel=1e-6)
     for epoch, report in enumerate(callback.history):
-        assert report.epoch == epoch
+        assert report.epoch == report.step == epoch
+        assert reference.epochs[epoch]["logged aIQ"] == report.aIQ  # in the logs of fit
         assert report.network_efficiency == pytest.approx(reference.epochs[epoch]["network"],
                                                           rel=1e-12)
     assert {f"state_space/state_frequency/{n}_states" for n in CONVS} <= set(
@@ -151,8 +153,8 @@ def test_training_is_the_same_with_and_without_the_callback(tmp_path):
 
 def test_bad_arguments_fail_early(tmp_path):
     data = (X_VALID, Y_VALID)
-    with pytest.raises(ValueError, match="validation_data is required"):
-        StateSpaceCallback(None)
+    with pytest.raises(ValueError, match="in_logs must be one of"):
+        StateSpaceCallback(data, in_logs="some")
     with pytest.raises(ValueError, match="x, \\(x, y\\) or"):
         StateSpaceCallback((X_VALID, Y_VALID, None, None))
     with pytest.raises(TypeError, match="cannot read batches again every epoch"):

@@ -140,7 +140,8 @@ class StateSpaceCallback(keras.callbacks.Callback):
         drift: also log ``state_space/drift/<probe>``, the Jensen-Shannon
             divergence from the previous measurement (keeps a copy of the counts).
         log_histograms, log_images: also write per-probe histograms of
-            log2(state occurrences) and a heat map of efficiency over epochs.
+            log2(state occurrences) at every measurement, and a heat map of
+            efficiency over epochs when training ends.
         in_logs: which values join ``fit``'s logs: ``"efficiency"`` (network
             and per-probe efficiency, aIQ), ``"all"`` (every scalar) or ``"none"``.
 
@@ -464,8 +465,6 @@ class StateSpaceCallback(keras.callbacks.Callback):
             counts = {counter.name: counter.counts() for counter in self.reader.counters
                       if counter.state_count}
             tensorboard.write_state_histograms(self._writer, counts, report.step)
-        if self.log_images:
-            tensorboard.write_efficiency_image(self._writer, self.history)
         self._writer.flush()
 
     def hparams(self) -> dict:
@@ -480,8 +479,9 @@ class StateSpaceCallback(keras.callbacks.Callback):
                 "model": self.model.name}
 
     def on_train_end(self, logs=None):
-        """Close the TensorBoard writer; give Keras' TensorBoard callbacks their
-        own methods back; warn when ``fit`` never validated and nothing was measured."""
+        """Write the heat map, close the TensorBoard writer; give Keras'
+        TensorBoard callbacks their own methods back; warn when ``fit`` never
+        validated and nothing was measured."""
         if self._restore_tensorboard is not None:
             self._restore_tensorboard()
             self._restore_tensorboard = None
@@ -490,5 +490,7 @@ class StateSpaceCallback(keras.callbacks.Callback):
                                               "pass validation_data (or validation_split) to "
                                               "fit(), or the data to the callback")
         if self._writer is not None:
+            if self.log_images:  # once: rendering it takes about a second
+                tensorboard.write_efficiency_image(self._writer, self.history)
             self._writer.close()
             self._writer = None

@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 import keras
 
 from .._probe import labels_of
-from .reader import StateReader
+from .reader import StateReader, to_host
 
 __all__ = ["ValidationPass", "can_capture"]
 
@@ -213,7 +213,7 @@ class ValidationPass:
     def _count(self, extras: dict) -> None:
         labels = None
         if "y" in extras:
-            labels = labels_of((None, keras.ops.convert_to_numpy(extras["y"])))
+            labels = labels_of((None, to_host(extras["y"])))
             if labels is None and not self._labels_warned:
                 self._labels_warned = True
                 self.warn("labels=True needs y of class indices or one-hot rows; counting "

@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 from ...core.counter import StateCounter
 from ..devices import pack_with_keras_ops
@@ -96,7 +97,9 @@ class StateReader:
         if self.on_device:
             tensors = [_PackStates(neuron_axis)(tensor) for tensor in tensors]
         self.neuron_axis = neuron_axis
-        self.model = keras.Model(functional.inputs, tensors)
+        # one input as a tensor, not a list of one (Keras warns of the structure otherwise)
+        inputs = functional.inputs[0] if len(functional.inputs) == 1 else functional.inputs
+        self.model = keras.Model(inputs, tensors)
         self.counters = [StateCounter(name, memory_limit=memory_limit) for _, _, name, _ in plan]
         self._functional, self._tensors, self._fit_view = functional, tensors, None
 
@@ -143,7 +146,7 @@ class StateReader:
             outputs = [outputs]
         for counter, values, num_neurons in zip(self.counters, outputs, self.num_neurons,
                                                 strict=True):
-            values = keras.ops.convert_to_numpy(values)
+            values = to_host(values)
             if self.on_device:
                 counter.add_packed(values, num_neurons, labels=labels)
             else:
@@ -256,6 +259,14 @@ def batches(data, batch_size: int | None = None):
                         "an array (or dict of arrays), a tf.data.Dataset, a PyDataset or a "
                         "DataLoader, not a one-shot iterator or generator")
     return (item[0] if isinstance(item, (tuple, list)) else item for item in data)
+
+
+def to_host(values):
+    """A backend tensor as a NumPy array; a TensorFlow CPU tensor's own buffer,
+    not a copy (``keras.ops.convert_to_numpy`` copies it)."""
+    if keras.backend.backend() == "tensorflow":
+        return np.asarray(values)
+    return keras.ops.convert_to_numpy(values)
 
 
 def _is_arrays(data) -> bool:
