@@ -194,11 +194,15 @@ def test_a_failed_rank_makes_the_others_raise_after_the_timeout(tmp_path):
 
 
 # -- the Lightning callback under DDP ------------------------------------------------------------
-def run_script(devices, out):
+def run_script(devices, out, *extra, **env):
     env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()),
-               PYTHONPATH=str(SCRIPT.parent))
-    done = subprocess.run([sys.executable, str(SCRIPT), str(devices), str(out)], env=env,
-                          capture_output=True, text=True, timeout=400)
+               PYTHONPATH=str(SCRIPT.parent), **env)
+    return subprocess.run([sys.executable, str(SCRIPT), str(devices), str(out), *extra],
+                          env=env, capture_output=True, text=True, timeout=400)
+
+
+def results_of(devices, out):
+    done = run_script(devices, out)
     assert done.returncode == 0, done.stderr[-3000:]
     return [json.loads(path.read_text()) for path in sorted(Path(out).glob("rank*.json"))]
 
@@ -206,8 +210,8 @@ def run_script(devices, out):
 def test_lightning_ddp_logs_what_one_process_logs(tmp_path):
     """Two validation epochs (drift), labels (mutual information), uneven data per
     rank: every logged number equals one process's, on both ranks."""
-    (single,) = run_script(1, tmp_path / "single")
-    ranks = run_script(2, tmp_path / "ddp")
+    (single,) = results_of(1, tmp_path / "single")
+    ranks = results_of(2, tmp_path / "ddp")
     assert len(ranks) == 2
     assert ranks[0]["callback_metrics"] == ranks[1]["callback_metrics"]
     assert ranks[0]["history"] == ranks[1]["history"]
@@ -223,3 +227,12 @@ def test_lightning_ddp_logs_what_one_process_logs(tmp_path):
                     assert b[key] == pytest.approx(value, rel=1e-12, abs=1e-12), key
         assert two["layers"][0]["mutual_information"] is not None
     assert ranks[0]["history"][1]["layers"][0]["drift"] is not None
+
+
+def test_lightning_rank_that_fails_ends_the_run_with_the_merge_error(tmp_path):
+    """Rank 1 raises in validation_step: rank 0 reaches the merge, gives up after
+    TENSORSTATE_MERGE_TIMEOUT and the run ends with that error (not a 30-minute wait)."""
+    done = run_script(2, tmp_path, "fail", TENSORSTATE_MERGE_TIMEOUT="5")
+    assert done.returncode != 0
+    assert "rank 1 failed in validation_step" in done.stderr
+    assert "merge_across_ranks: rank 0 of 2 gave up" in done.stderr
