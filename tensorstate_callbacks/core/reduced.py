@@ -96,24 +96,20 @@ def count_profile(counts: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]
         >>> values.tolist(), multiplicities.tolist()
         ([1, 3], [3, 2])
     """
-    values, multiplicities = [], []
-    for chunk in counts:
-        chunk_values, chunk_multiplicities = np.unique(np.asarray(chunk, dtype=np.int64),
-                                                       return_counts=True)
-        values.append(chunk_values)
-        multiplicities.append(chunk_multiplicities.astype(np.int64))
-    return _add_profiles(values, multiplicities)
+    return _add_profiles(np.unique(np.asarray(chunk, dtype=np.int64), return_counts=True)
+                         for chunk in counts)
 
 
-def _add_profiles(values: list, multiplicities: list) -> tuple[np.ndarray, np.ndarray]:
+def _add_profiles(profiles: Iterable[tuple]) -> tuple[np.ndarray, np.ndarray]:
     """The profile of the union of disjoint sets of states, from theirs."""
-    if not values:
+    profiles = list(profiles)
+    if not profiles:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    every_value = np.concatenate(values)
-    total_values, where = np.unique(every_value, return_inverse=True)
-    total = np.zeros(len(total_values), dtype=np.int64)
-    np.add.at(total, where, np.concatenate(multiplicities))
-    return total_values, total
+    values, where = np.unique(np.concatenate([values for values, _ in profiles]),
+                              return_inverse=True)
+    total = np.zeros(len(values), dtype=np.int64)
+    np.add.at(total, where, np.concatenate([times for _, times in profiles]).astype(np.int64))
+    return values.astype(np.int64), total
 
 
 def _expanded(values: np.ndarray, multiplicities: np.ndarray) -> Iterator[np.ndarray]:
@@ -227,7 +223,8 @@ class ReducedCounts:
     Args:
         name: the counter's name.
         num_neurons: the width of the states (None when no process saw any).
-        parts: every process's :class:`SliceStatistics`, in rank order.
+        parts: every process's :class:`SliceStatistics`, in rank order (none
+            where no process saw a state).
         local: this process's slice of the states (a counter), or None.
         previous: the measurement the drift was computed against, if any.
 
@@ -247,8 +244,8 @@ class ReducedCounts:
         self.name = name
         self.num_neurons = num_neurons
         self.local = local
-        self._profile = _add_profiles(*zip(*(part.profile for part in parts)))
-        self._joint_profile = _add_profiles(*zip(*(part.joint_profile for part in parts)))
+        self._profile = _add_profiles(part.profile for part in parts)
+        self._joint_profile = _add_profiles(part.joint_profile for part in parts)
         self.state_count = int(np.dot(*self._profile)) if len(self._profile[0]) else 0
         self.distinct_count = int(self._profile[1].sum())
         firing = [part.firing for part in parts if part.firing is not None]

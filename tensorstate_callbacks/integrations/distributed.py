@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 
 from ..core.counter import StateCounter
-from ..core.reduced import ReducedCounts, SliceStatistics, count_profile, divergence_terms, owners
+from ..core.reduced import ReducedCounts, SliceStatistics, divergence_terms, owners
 from ._probe import snapshot
 
 __all__ = ["DEFAULT_TIMEOUT", "detached", "merge_across_ranks"]
@@ -179,8 +179,7 @@ def _merge(group, counter: StateCounter, layouts: list[_Layout], previous) -> Re
         raise ValueError(f"{name}: some ranks counted labels and others none; give every "
                          "rank's batches labels, or none")
     if not widths:
-        empty = SliceStatistics(count_profile([]), count_profile([]), None)
-        return ReducedCounts(name, None, [empty] * len(layouts))
+        return ReducedCounts(name, None, [])
     width, label_bytes = widths.pop(), max(layout.label_bytes for layout in layouts)
     states = _slice_counter(name, counter)
     joint = _slice_counter(f"{name} (state, label)", counter) if labelled == {True} else None
