@@ -50,14 +50,15 @@ def report_row(report) -> dict:
         report: the epoch's report.
 
     Returns:
-        ``{"epoch", <each probe's efficiency>, "network_efficiency", "accuracy", "aIQ"}``.
+        ``{"epoch", "step", <each probe's efficiency>, "network_efficiency",
+        "accuracy", "aIQ"}``.
 
     Example:
         >>> from tensorstate_callbacks.reporting.report import EpochReport
-        >>> report_row(EpochReport.from_values(2, {"conv": (0.5, 3, 8)}, None, beta=2))
-        {'epoch': 2, 'conv': 0.5, 'network_efficiency': 0.5, 'accuracy': None, 'aIQ': None}
-    """
-    row = {"epoch": report.epoch}
+        >>> report_row(EpochReport.from_values(2, {"conv": (0.5, 3, 8)}, None, beta=2, step=90))
+        {'epoch': 2, 'step': 90, 'conv': 0.5, 'network_efficiency': 0.5, 'accuracy': None, 'aIQ': None}
+    """  # noqa: E501
+    row = {"epoch": report.epoch, "step": report.step}
     row.update({layer.name: layer.efficiency for layer in report.layers})
     row.update({"network_efficiency": report.network_efficiency, "accuracy": report.accuracy,
                 "aIQ": report.aIQ})
