@@ -1,6 +1,7 @@
 """Small LightningModules, an independent reference and event-file readers shared
 by the Lightning tests."""
 
+import copy
 import math
 
 import lightning as L
@@ -46,6 +47,17 @@ class ConvNetSteps:
 
 class SmallConvNet(ConvNetSteps, L.LightningModule):
     """The test network as a ``lightning`` module."""
+
+
+class WeightRecorder(L.Callback):
+    """Keeps the weights each validation epoch ran with (sanity check excluded)."""
+
+    def __init__(self):
+        self.snapshots = []
+
+    def on_validation_epoch_start(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self.snapshots.append(copy.deepcopy(pl_module.state_dict()))
 
 
 def independent_metrics(state_dict, valid_loader, beta=2.0):

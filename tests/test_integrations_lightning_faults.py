@@ -20,6 +20,7 @@ import torch  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 from lightning_helpers import (  # noqa: E402
     SmallConvNet,
+    WeightRecorder,
     independent_metrics,
     read_scalars,
     small_data,
@@ -32,17 +33,6 @@ from tensorstate_callbacks.lightning import StateSpaceCallback  # noqa: E402
 from tensorstate_callbacks.torch import attach_probes, build_efficiency_model  # noqa: E402
 
 PROBES = ["conv_a_post_states", "conv_b_post_states"]
-
-
-class WeightRecorder(L.Callback):
-    """The weights each validation epoch ran with (sanity check excluded)."""
-
-    def __init__(self):
-        self.snapshots = []
-
-    def on_validation_epoch_start(self, trainer, pl_module):
-        if not trainer.sanity_checking:
-            self.snapshots.append({k: v.clone() for k, v in pl_module.state_dict().items()})
 
 
 def _assert_logged_as_computed(log_dir, snapshots, valid, steps):
