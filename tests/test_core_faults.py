@@ -521,3 +521,30 @@ def test_memory_limit_holds_within_one_batch():
     grown_mb, spilled, exact = out.stdout.split()
     assert spilled == "True" and exact == "True"
     assert int(grown_mb) < 160, f"peak RSS grew by {grown_mb} MB in one add"
+
+
+def _child_reads(connection, counter):
+    try:
+        connection.send(("read", counter.distinct_count))
+    except IncompleteCountsError as error:
+        connection.send(("incomplete", str(error)))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
+def test_fork_while_another_thread_is_counting():
+    """The child of a fork taken while another thread is inside add() has a torn
+    copy of the counts: every read there says so; the parent's are exact."""
+    big = _distinct_rows(12, rows=1 << 20, width=40)
+    counter = StateCounter("busy", threads=1)
+    adding = threading.Thread(target=counter.add, args=(big,), daemon=True)
+    adding.start()
+    deadline = time.monotonic() + 60
+    while not counter._changing and adding.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.0005)
+    if not counter._changing:
+        pytest.skip("the add finished before the fork could be taken inside it")
+    status, message = _fork_and_run(_child_reads, counter)
+    adding.join(120)
+    assert status == "incomplete", message
+    assert "forked while another thread was changing the counts" in message
+    assert_counts_match(counter, Expected.of_values(big), alphas=(1,))

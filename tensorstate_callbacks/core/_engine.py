@@ -64,8 +64,9 @@ def _failure(name: str, error: BaseException) -> str:
     elif isinstance(error, SpillError):
         cause = str(error)
     else:
-        cause = (f"{type(error).__name__} interrupted a change of the counts, so part of "
-                 "a batch may be counted")
+        what = type(error).__name__ + (f" ({error})" if str(error) else "")
+        cause = f"{what} came in the middle of a change of the counts, so part of a batch " \
+                "may be counted"
     return (f"{name}: {cause}; these counts are incomplete: call reset_states() to start "
             "again")
 
