@@ -5,7 +5,7 @@ used by tensorstate_callbacks.core._engine and ._spill.
 A table holds the distinct states of one width and their counts; functions
 count rows into lists of tables on threads of their own, releasing the GIL.
 """
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 
 import numpy as np
@@ -29,6 +29,7 @@ cdef extern from "ts_table.h" nogil:
         int64_t key_bytes
         int64_t size
         int dense_bits
+        uint32_t *dense32
     ts_status ts_table_init(ts_table *t, int64_t key_bytes)
     void ts_table_free(ts_table *t)
     int64_t ts_table_memory(const ts_table *t)
@@ -39,6 +40,8 @@ cdef extern from "ts_table.h" nogil:
 
 cdef extern from "ts_dense.h" nogil:
     ts_status ts_dense_init(ts_table *t, int64_t key_bytes, int dense_bits)
+    ts_status ts_dense32_init(ts_table *t, int64_t key_bytes, int dense_bits)
+    void ts_dense32_count(ts_table *t, const uint8_t *keys, const uint64_t *weights, int64_t n)
     void ts_dense_count_threads(ts_table *const *tables, int n_tables, const uint8_t *keys,
                                 const uint64_t *weights, int64_t n)
     void ts_dense_fold(ts_table *into, ts_table *source)
@@ -76,14 +79,20 @@ cdef class CountTable:
     """Table of distinct packed states and how often each occurred.
 
     A hash table by default; ``dense_bits=n`` (1 <= n <= DENSE_MAX_BITS) makes
-    a dense array of 2**n counts for states of exactly n neurons instead.
+    a dense array of 2**n counts for states of exactly n neurons instead, of
+    32-bit counts with ``narrow=True`` (per-label tables: see
+    :func:`count_dense_slabs`; their callers keep each one's total below 2**32).
     """
     cdef ts_table table
 
-    def __cinit__(self, int64_t key_bytes, int dense_bits=0):
+    def __cinit__(self, int64_t key_bytes, int dense_bits=0, bint narrow=False):
         if key_bytes < 1:
             raise ValueError(f"key_bytes={key_bytes} must be >= 1")
-        if dense_bits:
+        if narrow and not dense_bits:
+            raise ValueError("narrow=True is for dense tables: give dense_bits")
+        if narrow:
+            status = ts_dense32_init(&self.table, key_bytes, dense_bits)
+        elif dense_bits:
             status = ts_dense_init(&self.table, key_bytes, dense_bits)
         else:
             status = ts_table_init(&self.table, key_bytes)
@@ -105,6 +114,11 @@ cdef class CountTable:
     def is_dense(self):
         """True for a dense table (a count per possible state)."""
         return self.table.dense_bits > 0
+
+    @property
+    def is_narrow(self):
+        """True for a dense table of 32-bit counts."""
+        return self.table.dense32 != NULL
 
     @property
     def distinct(self):
@@ -135,6 +149,8 @@ cdef class CountTable:
         """Add to ``out[j, v]`` (uint64[key_bytes, 256]) the counts of the states
         whose byte ``j`` is ``v``, read in place (see :func:`byte_histograms`)."""
         _check_histograms(out, self.table.key_bytes)
+        if self.is_narrow:
+            raise ValueError("byte histograms are read from 64-bit tables only")
         with nogil:
             if self.table.dense_bits:
                 ts_dense_byte_histograms(&self.table, &out[0, 0])
@@ -153,9 +169,11 @@ cdef class CountTable:
         return keys, counts
 
 
-cdef ts_table **_tables(list tables, int64_t key_bytes, bint dense) except NULL:
+cdef ts_table **_tables(list tables, int64_t key_bytes, bint dense,
+                        bint narrow=False) except NULL:
     """A malloc'd array of the tables' C structs (the caller frees it), after
-    checking that they are CountTables of the right kind and width."""
+    checking that they are CountTables of the right kind (``narrow``: of
+    32-bit counts) and width."""
     if not tables:
         raise ValueError("no tables to count into")
     for table in tables:
@@ -167,6 +185,8 @@ cdef ts_table **_tables(list tables, int64_t key_bytes, bint dense) except NULL:
         if (<CountTable>table).is_dense != dense:
             raise ValueError("count_dense takes dense tables, count_rows hash tables"
                              f" (got {'a dense' if not dense else 'a hash'} table)")
+        if (<CountTable>table).is_narrow != narrow:
+            raise ValueError(f"expected dense tables of {32 if narrow else 64}-bit counts")
     if dense and len({(<CountTable>table).table.dense_bits for table in tables}) != 1:
         raise ValueError("dense tables of different widths")
     cdef ts_table **pointers = <ts_table **>malloc(len(tables) * sizeof(ts_table *))
@@ -244,9 +264,9 @@ def count_dense(list tables, const uint8_t[:, ::1] keys, const uint64_t[::1] wei
 
 def fold_dense(CountTable into, CountTable source):
     """Add every count of the dense table ``source`` to ``into`` and empty ``source``."""
-    if not (into.is_dense and source.is_dense
+    if not (into.is_dense and source.is_dense and not into.is_narrow and not source.is_narrow
             and into.table.dense_bits == source.table.dense_bits):
-        raise ValueError("fold_dense needs two dense tables of one width")
+        raise ValueError("fold_dense needs two dense tables of 64-bit counts of one width")
     if into is source:
         raise ValueError("fold_dense needs two different tables")
     with nogil:
@@ -295,7 +315,9 @@ def count_dense_slabs(list slabs, const uint8_t[:, ::1] keys, int64_t per_sample
     """Count (state, label) pairs into one dense table per label (its "slab").
 
     Args:
-        slabs: dense tables (CountTable) of one width, one per label.
+        slabs: dense tables of 32-bit counts (``CountTable(..., narrow=True)``)
+            of one width, one per label; the caller keeps each one's total
+            below 2**32.
         keys: uint8[samples * per_sample, key_bytes], the states of each sample
             together and in order.
         per_sample: rows per sample (>= 1).
@@ -317,7 +339,7 @@ def count_dense_slabs(list slabs, const uint8_t[:, ::1] keys, int64_t per_sample
     if threads < 1:
         raise ValueError(f"threads={threads} must be >= 1")
     threads = min(threads, len(slabs), TS_MAX_THREADS)
-    cdef ts_table **pointers = _tables(slabs, keys.shape[1], True)
+    cdef ts_table **pointers = _tables(slabs, keys.shape[1], True, True)
     if samples:
         with nogil:
             ts_dense_count_slabs(pointers, &keys[0, 0], &slab_of[0], samples, per_sample,
@@ -326,15 +348,27 @@ def count_dense_slabs(list slabs, const uint8_t[:, ::1] keys, int64_t per_sample
 
 
 def sum_dense(CountTable into, list slabs):
-    """Make the dense table ``into`` hold the sum of the dense tables ``slabs``
-    (one width, at least one): e.g. each state's count over every label."""
-    if any(slab is into for slab in slabs):
-        raise ValueError("sum_dense cannot sum a table into itself")
-    cdef ts_table **pointers = _tables(slabs, into.table.key_bytes, True)
+    """Make the dense table ``into`` (64-bit counts) hold the sum of the dense
+    tables ``slabs`` (32-bit counts, one width, at least one): each state's
+    count over every label."""
+    cdef ts_table **pointers = _tables(slabs, into.table.key_bytes, True, True)
     cdef int n_slabs = len(slabs)
-    if not into.is_dense or into.table.dense_bits != pointers[0].dense_bits:
+    if not into.is_dense or into.is_narrow or into.table.dense_bits != pointers[0].dense_bits:
         free(pointers)
-        raise ValueError("sum_dense needs dense tables of one width")
+        raise ValueError("sum_dense needs a dense table of 64-bit counts of the slabs' width")
     with nogil:
         ts_dense_sum(&into.table, pointers, n_slabs)
+    free(pointers)
+
+
+def count_narrow(CountTable table, const uint8_t[:, ::1] keys, const uint64_t[::1] weights=None):
+    """Count the rows of ``keys`` (each ``weights[i]`` times, or once) into the
+    dense table of 32-bit counts ``table``; the caller keeps its total below
+    2**32.  Releases the GIL."""
+    cdef int64_t n = keys.shape[0]
+    cdef const uint64_t *w = _weights(weights, n)
+    cdef ts_table **pointers = _tables([table], keys.shape[1], True, True)
+    if n:
+        with nogil:
+            ts_dense32_count(pointers[0], &keys[0, 0], w, n)
     free(pointers)

@@ -35,6 +35,35 @@ static ts_status ts_dense_init(ts_table *t, int64_t key_bytes, int dense_bits)
     return t->dense == NULL ? TS_NO_MEMORY : TS_OK;
 }
 
+/* The same with 32-bit counts (dense32): the per-label tables of labelled
+ * counting, half the memory of 64-bit ones (their callers keep each table's
+ * total below 2**32). */
+static ts_status ts_dense32_init(ts_table *t, int64_t key_bytes, int dense_bits)
+{
+    memset(t, 0, sizeof(*t));
+    if (dense_bits < 1 || dense_bits > TS_DENSE_MAX_BITS || (dense_bits + 7) / 8 != key_bytes)
+        return TS_BAD_ARGUMENT;
+    t->key_bytes = key_bytes;
+    t->dense_bits = dense_bits;
+    t->dense32 = (uint32_t *)ts_cache_take(&ts_dense_cache,
+                                           ((size_t)1 << dense_bits) * sizeof(uint32_t), 1);
+    return t->dense32 == NULL ? TS_NO_MEMORY : TS_OK;
+}
+
+/* Counts rows [0, n) of `keys` into the 32-bit dense table t, `weights[i]`
+ * times each (merging counts: not the hot path). */
+static void ts_dense32_count(ts_table *t, const uint8_t *keys, const uint64_t *weights,
+                             int64_t n)
+{
+    const uint64_t mask = ((uint64_t)1 << t->dense_bits) - 1;
+    for (int64_t i = 0; i < n; ++i) {
+        uint32_t *cell = &t->dense32[ts_load_word(keys + i * t->key_bytes, t->key_bytes) & mask];
+        const uint32_t count = weights ? (uint32_t)weights[i] : 1;
+        t->size += *cell == 0 && count != 0;
+        *cell += count;
+    }
+}
+
 /* Counts rows [0, n) of `keys` into the dense table t.  Each row's state is
  * read once, TS_DENSE_AHEAD rows before its count, and its cell prefetched
  * then: scattered states miss the cache, and reading each key twice (to
@@ -103,8 +132,8 @@ static void ts_dense_count_threads(ts_table *const *tables, int n_tables, const 
     ts_run_tasks(ts_dense_count_share, shares, sizeof(ts_dense_share), n_tables);
 }
 
-/* Counting (state, label) pairs: one dense table per label ("slab"), all of
- * one width.  Rows [0, samples * per_sample) of `keys` are the states of
+/* Counting (state, label) pairs: one 32-bit dense table per label ("slab"),
+ * all of one width.  Rows [0, samples * per_sample) of `keys` are the states of
  * `samples` samples, each sample's per_sample rows together; sample s's rows
  * count into slabs[slab_of[s]].  Thread `thread` of `threads` counts the
  * samples whose slab is `thread` modulo `threads`, so each slab is written
@@ -126,14 +155,14 @@ static void ts_dense_count_slab_share(void *task)
     const ts_slab_share *share = (const ts_slab_share *)task;
     const int64_t nb = share->slabs[0]->key_bytes;
     const uint64_t mask = ((uint64_t)1 << share->slabs[0]->dense_bits) - 1;
-    uint64_t *cells[TS_DENSE_AHEAD];
+    uint32_t *cells[TS_DENSE_AHEAD];
     ts_table *owners[TS_DENSE_AHEAD];
     int64_t queued = 0;
     for (int64_t s = 0; s < share->samples; ++s) {
         const int32_t slab = share->slab_of[s];
         if (slab % share->threads != share->thread) continue;
         ts_table *const table = share->slabs[slab];
-        uint64_t *const dense = table->dense;
+        uint32_t *const dense = table->dense32;
         const uint8_t *row = share->keys + s * share->per_sample * nb;
         for (int64_t r = 0; r < share->per_sample; ++r, row += nb, ++queued) {
             const int64_t at = queued % TS_DENSE_AHEAD;
@@ -171,8 +200,8 @@ static void ts_dense_count_slabs(ts_table *const *slabs, const uint8_t *keys,
     ts_run_tasks(ts_dense_count_slab_share, shares, sizeof(ts_slab_share), threads);
 }
 
-/* Makes `into` hold the sum of the dense tables `slabs` (n_slabs >= 1, of
- * its width): a state's count over every label.  Block by block, so that
+/* Makes the dense table `into` hold the sum of the 32-bit dense tables
+ * `slabs` (n_slabs >= 1, of its width): a state's count over every label.  Block by block, so that
  * each block of `into` stays in cache while the slabs stream past it. */
 #define TS_SUM_BLOCK 4096
 
@@ -183,9 +212,10 @@ static void ts_dense_sum(ts_table *into, ts_table *const *slabs, int n_slabs)
     int64_t size = 0;
     for (uint64_t begin = 0; begin < cells; begin += TS_SUM_BLOCK) {
         const uint64_t end = begin + TS_SUM_BLOCK < cells ? begin + TS_SUM_BLOCK : cells;
-        memcpy(to + begin, slabs[0]->dense + begin, (end - begin) * sizeof(uint64_t));
+        const uint32_t *const first = slabs[0]->dense32;
+        for (uint64_t state = begin; state < end; ++state) to[state] = first[state];
         for (int i = 1; i < n_slabs; ++i) {
-            const uint64_t *const add = slabs[i]->dense;
+            const uint32_t *const add = slabs[i]->dense32;
             for (uint64_t state = begin; state < end; ++state) to[state] += add[state];
         }
         for (uint64_t state = begin; state < end; ++state) size += to[state] != 0;
@@ -216,18 +246,27 @@ static void ts_dense_items(const ts_table *t, uint8_t *keys, uint64_t *counts)
 {
     const int64_t nb = t->key_bytes;
     int64_t k = 0;
+    const uint64_t cells = (uint64_t)1 << t->dense_bits;
+    if (t->dense32 != NULL) {
+        for (uint64_t state = 0; state < cells && k < t->size; ++state) {
+            if (keys)
+                for (int64_t j = 0; j < nb; ++j) keys[k * nb + j] = (uint8_t)(state >> (8 * j));
+            counts[k] = t->dense32[state];
+            k += t->dense32[state] != 0; /* as below */
+        }
+        return;
+    }
     if (keys == NULL) {
         /* Every cell is written to the next output position, which only a
          * counted state advances: no branch to mispredict on states that
          * are scattered over the table (the reads of the epoch's metrics). */
-        const uint64_t cells = (uint64_t)1 << t->dense_bits;
         for (uint64_t state = 0; state < cells && k < t->size; ++state) {
             counts[k] = t->dense[state];
             k += t->dense[state] != 0;
         }
         return;
     }
-    for (uint64_t state = 0; state < ((uint64_t)1 << t->dense_bits) && k < t->size; ++state) {
+    for (uint64_t state = 0; state < cells && k < t->size; ++state) {
         for (int64_t j = 0; j < nb; ++j) keys[k * nb + j] = (uint8_t)(state >> (8 * j));
         counts[k] = t->dense[state];
         k += t->dense[state] != 0; /* as above */

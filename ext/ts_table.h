@@ -50,6 +50,7 @@ typedef struct {
     /* dense tables */
     int dense_bits;       /* > 0: a dense table of 2**dense_bits counts */
     uint64_t *dense;
+    uint32_t *dense32;    /* instead of dense: 32-bit counts (per-label tables, ts_dense.h) */
 } ts_table;
 
 /* A row on its way into a table: its hash and either its row index or, for
@@ -91,6 +92,9 @@ static void ts_table_free(ts_table *t)
     if (t->dense != NULL)
         ts_cache_release(&ts_dense_cache, t->dense,
                          ((size_t)1 << t->dense_bits) * sizeof(uint64_t));
+    if (t->dense32 != NULL)
+        ts_cache_release(&ts_dense_cache, t->dense32,
+                         ((size_t)1 << t->dense_bits) * sizeof(uint32_t));
     memset(t, 0, sizeof(*t));
 }
 
@@ -98,6 +102,7 @@ static void ts_table_free(ts_table *t)
 static int64_t ts_table_memory(const ts_table *t)
 {
     if (t->dense != NULL) return ((int64_t)1 << t->dense_bits) * (int64_t)sizeof(uint64_t);
+    if (t->dense32 != NULL) return ((int64_t)1 << t->dense_bits) * (int64_t)sizeof(uint32_t);
     return t->capacity * (int64_t)sizeof(ts_slot)
            + t->arena_capacity * (t->key_bytes + (int64_t)sizeof(uint64_t));
 }

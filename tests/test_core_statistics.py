@@ -12,6 +12,7 @@ from reference import packed_states, unique_counts
 import tensorstate_callbacks as ts
 from tensorstate_callbacks import StateCounter
 from tensorstate_callbacks.core import metrics
+from tensorstate_callbacks.core._joint import JointCounts
 
 RNG = np.random.default_rng(11)
 
@@ -127,7 +128,7 @@ def labelled_images(channels, offset):
 
 @pytest.mark.parametrize("layout, channels, memory_limit", [
     ("dense slabs", 6, None),
-    ("slabs, then hashed and spilled", 6, 4096),  # 2 slabs of 512 bytes fit a quarter
+    ("slabs, then hashed and spilled", 6, 2048),  # 2 slabs of 256 bytes fit a quarter
     ("hashed", 24, None),  # states too wide for dense tables
 ])
 @pytest.mark.parametrize("offset", [0, 1000, -5])  # labels of 1, 2 and 8 bytes
@@ -166,6 +167,21 @@ def test_mutual_information_is_exact_in_every_layout_of_the_pairs(layout, channe
         expected(np.r_[0:400, 0:50]), rel=1e-12)
     spilled = any(warning.category is ts.StateSpaceMemoryWarning for warning in caught)
     assert spilled == (memory_limit is not None)  # the pairs went to disk, the states not
+
+
+def test_pairs_whose_counts_pass_32_bits_move_to_the_hashed_layout():
+    """Per-label tables hold 32-bit counts: merged counts that would pass
+    2**32 - 1 move every pair to the hashed layout, and stay exact."""
+    joint = JointCounts("layer", state_neurons=4, label_bytes=1, memory_limit=1 << 30)
+    keys = np.array([[3, 1], [3, 2], [5, 1]], np.uint8)  # (state, label)
+    expected = {(3, 1): 2**32 - 3, (3, 2): 7, (5, 1): 1}  # the label 1 slab: 2**32 - 2
+    joint.count(keys, np.array(list(expected.values()), np.uint64), threads=1)
+    for added in (1, 5):  # to 2**32 - 1 (the most a slab holds), then past it
+        joint.count(keys[:1], np.array([added], np.uint64), threads=1)
+        expected[3, 1] += added
+        got = {tuple(key): int(count) for chunk_keys, chunk_counts in joint.count_chunks()
+               for key, count in zip(chunk_keys.tolist(), chunk_counts)}
+        assert got == expected
 
 
 def test_state_divergence_is_jensen_shannon_in_bits():

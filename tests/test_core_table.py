@@ -201,17 +201,36 @@ def test_dense_slabs_count_each_label_apart(bits, per_sample, threads):
     samples = 3_001
     keys = dense_keys(rng, samples * per_sample, bits)
     slab_of = rng.integers(0, 5, size=samples).astype(np.int32)
-    slabs = [_table.CountTable((bits + 7) // 8, bits) for _ in range(5)]
+    slabs = [_table.CountTable((bits + 7) // 8, bits, narrow=True) for _ in range(5)]
     for part in (slice(0, 1000), slice(1000, samples)):  # counts add up over calls
         rows = slice(part.start * per_sample, part.stop * per_sample)
         _table.count_dense_slabs(slabs, keys[rows], per_sample, slab_of[part], threads)
     label_of_row = np.repeat(slab_of, per_sample)
     for slab, table in enumerate(slabs):
         assert_counts([table], keys[label_of_row == slab])
+    assert slabs[0].is_narrow and slabs[0].memory == 4 << bits
+    total = _table.CountTable((bits + 7) // 8, bits)  # 64-bit counts: the sum over labels
+    _table.count_dense([total], keys[:10])  # overwritten, not added to
+    _table.sum_dense(total, slabs)
+    assert_counts([total], keys)
+
+
+def test_narrow_dense_tables_count_weights():
+    """A dense table of 32-bit counts takes weighted rows (merged counts) and
+    reads back 64-bit arrays, as the 64-bit table does."""
+    rng = np.random.default_rng(5)
+    keys = dense_keys(rng, 20_000, 12)
+    weights = rng.integers(0, 1 << 16, size=len(keys), dtype=np.uint64)
+    narrow, wide = _table.CountTable(2, 12, narrow=True), _table.CountTable(2, 12)
+    _table.count_narrow(narrow, keys, weights)
+    _table.count_dense([wide], keys, weights)
+    assert_counts([narrow], keys, weights)
+    np.testing.assert_array_equal(narrow.counts(), wide.counts())
+    assert narrow.distinct == wide.distinct and narrow.counts().dtype == np.uint64
 
 
 def test_dense_slabs_bad_arguments():
-    slabs = [_table.CountTable(1, 8), _table.CountTable(1, 8)]
+    slabs = [_table.CountTable(1, 8, narrow=True), _table.CountTable(1, 8, narrow=True)]
     keys = np.zeros((6, 1), np.uint8)
     with pytest.raises(ValueError, match="6 rows are not 4 samples of 2 rows"):
         _table.count_dense_slabs(slabs, keys, 2, np.zeros(4, np.int32))
@@ -221,6 +240,16 @@ def test_dense_slabs_bad_arguments():
         _table.count_dense_slabs([_table.CountTable(1)], keys, 6, np.zeros(1, np.int32))
     with pytest.raises(ValueError, match="threads=0"):
         _table.count_dense_slabs(slabs, keys, 6, np.zeros(1, np.int32), threads=0)
+    with pytest.raises(ValueError, match="expected dense tables of 32-bit counts"):
+        _table.count_dense_slabs([_table.CountTable(1, 8)], keys, 6, np.zeros(1, np.int32))
+    with pytest.raises(ValueError, match="expected dense tables of 64-bit counts"):
+        _table.count_dense(slabs, keys)
+    with pytest.raises(ValueError, match="64-bit counts of the slabs' width"):
+        _table.sum_dense(_table.CountTable(1, 7), slabs)
+    with pytest.raises(ValueError, match="fold_dense needs two dense tables of 64-bit"):
+        _table.fold_dense(_table.CountTable(1, 8), slabs[0])
+    with pytest.raises(ValueError, match="narrow=True is for dense tables"):
+        _table.CountTable(1, narrow=True)
 
 
 def numpy_byte_histograms(keys, counts):

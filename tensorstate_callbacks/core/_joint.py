@@ -4,8 +4,10 @@ A :class:`JointCounts` keeps the pairs of one counter in one of two layouts:
 
 - *slabs*: while the states fit a dense table (narrow layers) and one dense
   table per label fits a quarter of the memory cap, each label has a dense
-  table of its own (its "slab") and a state counts into its label's slab
-  alone (LeNet's ``conv_1``: 20 neurons, 10 labels, 80 MiB).  The states'
+  table of its own (its "slab", of 32-bit counts: a slab whose total would
+  pass 2**32 - 1 moves every pair to the hashed layout) and a state counts
+  into its label's slab alone (LeNet's ``conv_1``: 20 neurons, 10 labels,
+  40 MiB).  The states'
   own dense table is then the sum of the slabs, made when it is next read
   or counted into (:meth:`~._engine.CountEngine.derive_from`): a labelled
   state costs one count, as an unlabelled one;
@@ -31,6 +33,7 @@ from .packing import num_threads
 _PARALLEL_MIN_ROWS = 1 << 16
 # Labels in [0, _SMALL_LABELS) (class indices) are told apart by a count, not a sort.
 _SMALL_LABELS = 1 << 16
+_SLAB_MAX_TOTAL = (1 << 32) - 1  # a slab's counts are 32-bit
 
 
 def distinct_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -84,6 +87,7 @@ class JointCounts:
         self.threads = threads
         self._slab_index: dict[int, int] = {}  # label -> index in _slabs
         self._slabs: list = []
+        self._totals: list[int] = []  # pairs counted into each slab
         self._hashed: CountEngine | None = None
         self.changes = 0  # counting calls begun (as CountEngine.changes)
         self.stale = False  # slabs counted since the states' table was last their sum
@@ -108,7 +112,7 @@ class JointCounts:
         """True while ``slabs`` dense tables fit a quarter of the memory cap."""
         bits = self.state_neurons
         return (bits is not None and bits <= _table.DENSE_MAX_BITS
-                and slabs * (8 << bits) <= self.memory_limit // 4)
+                and slabs * (4 << bits) <= self.memory_limit // 4)
 
     def _hash_slabs(self) -> None:
         """From now on count into a hash engine, which takes the slabs' counts
@@ -121,22 +125,31 @@ class JointCounts:
         slabs = list(self._slab_chunks())
         self._hashed = CountEngine(f"{self.name} (state, label)", width, self.memory_limit,
                                    *self._engine_args)
-        self._slabs, self._slab_index = [], {}
+        self._slabs, self._slab_index, self._totals = [], {}, []
         for keys, counts in slabs:
             self._hashed.count(keys, counts, self.threads)
 
-    def _slabs_of(self, values: np.ndarray) -> np.ndarray | None:
+    def _slabs_of(self, values: np.ndarray, added: list[int]) -> np.ndarray | None:
         """The slab index of each of the distinct label ``values`` (new slabs
-        made), or None once the slabs outgrow their budget (the counts then
-        move to a hash engine)."""
-        new = [value for value in values.tolist() if value not in self._slab_index]
-        if not self._slabs_fit(len(self._slabs) + len(new)):
+        made) that ``added`` pairs are about to be counted with, or None once
+        the slabs would outgrow their memory budget or their 32-bit counts (the
+        counts then move to a hash engine)."""
+        values = values.tolist()
+        new = [value for value in values if value not in self._slab_index]
+        totals = [self._totals[self._slab_index[value]] if value in self._slab_index else 0
+                  for value in values]
+        if not self._slabs_fit(len(self._slabs) + len(new)) or any(
+                total + count > _SLAB_MAX_TOTAL for total, count in zip(totals, added)):
             self._hash_slabs()
             return None
         for value in new:
             self._slab_index[value] = len(self._slabs)
-            self._slabs.append(_table.CountTable(self.state_bytes, self.state_neurons))
-        return np.array([self._slab_index[value] for value in values.tolist()], np.int32)
+            self._slabs.append(_table.CountTable(self.state_bytes, self.state_neurons, True))
+            self._totals.append(0)
+        index = [self._slab_index[value] for value in values]
+        for slab, count in zip(index, added):
+            self._totals[slab] += count
+        return np.array(index, np.int32)
 
     def _label_columns(self, labels: np.ndarray) -> np.ndarray:
         """Each label as its ``label_bytes`` little-endian bytes, one row each."""
@@ -168,7 +181,8 @@ class JointCounts:
         if not len(inverse):
             return
         if self._hashed is None:
-            slab_of_value = self._slabs_of(values)
+            added = np.bincount(inverse, minlength=len(values)) * per_sample
+            slab_of_value = self._slabs_of(values, added.tolist())
             if slab_of_value is not None:
                 slab_of = slab_of_value[inverse]
                 threads = (threads or num_threads()) if len(states) >= _PARALLEL_MIN_ROWS else 1
@@ -194,13 +208,15 @@ class JointCounts:
             labels = label_part.view("<i8").reshape(-1)
             order = np.argsort(labels, kind="stable")
             values, starts = np.unique(labels[order], return_index=True)
-            slab_of = self._slabs_of(values)
+            groups = np.split(order, starts[1:])
+            weights = np.ones(len(keys), np.uint64) if weights is None else weights
+            added = [int(weights[rows].sum(dtype=np.uint64)) for rows in groups]
+            slab_of = self._slabs_of(values, added)
             if slab_of is not None:
                 states = keys[:, :self.state_bytes]
-                ones = np.ones(len(keys), np.uint64) if weights is None else weights
-                for slab, rows in zip(slab_of.tolist(), np.split(order, starts[1:])):
-                    _table.count_dense([self._slabs[slab]], np.ascontiguousarray(states[rows]),
-                                       np.ascontiguousarray(ones[rows]))
+                for slab, rows in zip(slab_of.tolist(), groups):
+                    _table.count_narrow(self._slabs[slab], np.ascontiguousarray(states[rows]),
+                                        np.ascontiguousarray(weights[rows]))
                 return
         self._hashed.count(np.ascontiguousarray(keys), weights, threads)
 
@@ -239,6 +255,6 @@ class JointCounts:
         if self._states is not None:
             self._states.derive_from(None)
             self._states = None
-        self._slabs, self._slab_index = [], {}
+        self._slabs, self._slab_index, self._totals = [], {}, []
         if self._hashed is not None:
             self._hashed.close()
