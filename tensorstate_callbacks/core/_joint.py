@@ -36,22 +36,32 @@ _SMALL_LABELS = 1 << 16
 _SLAB_MAX_TOTAL = (1 << 32) - 1  # a slab's counts are 32-bit
 
 
-def distinct_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(values, inverse, counts)`` of int64 labels as ``np.unique`` gives them
-    (``values`` sorted, ``labels == values[inverse]``), without sorting class
-    indices.
+def _small(labels: np.ndarray) -> bool:
+    return bool(len(labels)) and labels.min() >= 0 and labels.max() < _SMALL_LABELS
+
+
+def distinct_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(values, counts)`` of int64 labels as ``np.unique`` gives them, without
+    sorting class indices.
 
     >>> [part.tolist() for part in distinct_labels(np.array([3, 1, 3, 3]))]
-    [[1, 3], [1, 0, 1, 1], [1, 3]]
+    [[1, 3], [1, 3]]
     """
-    if len(labels) and labels.min() >= 0 and labels.max() < _SMALL_LABELS:
+    if _small(labels):
         counts = np.bincount(labels)
         values = np.flatnonzero(counts)
-        index = np.zeros(len(counts), np.intp)
-        index[values] = np.arange(len(values))
-        return values, index[labels], counts[values]
-    values, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    return values, inverse.reshape(-1), counts
+        return values, counts[values]
+    return np.unique(labels, return_counts=True)
+
+
+def _index_of(labels: np.ndarray, values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``index[i]`` for each label equal to ``values[i]`` (every label is one of
+    the sorted ``values``): a table lookup for class indices, else a search."""
+    if _small(values):
+        table = np.zeros(int(values[-1]) + 1, index.dtype)
+        table[values] = index
+        return table[labels]
+    return index[np.searchsorted(values, labels)]
 
 
 class JointCounts:
@@ -68,7 +78,8 @@ class JointCounts:
     >>> states = CountEngine("fc", num_neurons=3, memory_limit=1 << 30)
     >>> joint = JointCounts("fc", state_neurons=3, label_bytes=1, memory_limit=1 << 30)
     >>> keys = np.array([[5], [5], [1]], np.uint8)
-    >>> joint.count_labelled(states, keys, *distinct_labels(np.array([7, 7, 2]))[:2], 1, 1)
+    >>> labels = np.array([7, 7, 2])
+    >>> joint.count_labelled(states, keys, labels, distinct_labels(labels), 1, 1)
     >>> [(keys.tolist(), counts.tolist()) for keys, counts in joint.count_chunks()]
     [([[1, 2]], [1]), ([[5, 7]], [2])]
     >>> [counts.tolist() for counts in states.count_arrays()]   # states 1 and 5
@@ -171,20 +182,21 @@ class JointCounts:
             self.failure = _failure(f"{self.name} (state, label)", error)
 
     # -- counting --------------------------------------------------------------
-    def count_labelled(self, engine: CountEngine, states: np.ndarray, values: np.ndarray,
-                       inverse: np.ndarray, per_sample: int, threads: int | None) -> None:
+    def count_labelled(self, engine: CountEngine, states: np.ndarray, labels: np.ndarray,
+                       distinct: tuple[np.ndarray, np.ndarray], per_sample: int,
+                       threads: int | None) -> None:
         """Count packed ``states`` (``per_sample`` rows per sample, each sample's
-        rows together) with the labels ``values[inverse]`` of their samples (see
-        :func:`distinct_labels`), and the states alone into ``engine`` (the
-        counter's, of a dense table while the pairs go to slabs)."""
+        rows together) with the int64 ``labels`` of their samples (``distinct``:
+        their :func:`distinct_labels`), and the states alone into ``engine``
+        (the counter's, of a dense table while the pairs go to slabs)."""
         self.changes += 1
-        if not len(inverse):
+        if not len(labels):
             return
+        values, counts = distinct
         if self._hashed is None:
-            added = np.bincount(inverse, minlength=len(values)) * per_sample
-            slab_of_value = self._slabs_of(values, added.tolist())
+            slab_of_value = self._slabs_of(values, (counts * per_sample).tolist())
             if slab_of_value is not None:
-                slab_of = slab_of_value[inverse]
+                slab_of = _index_of(labels, values, slab_of_value)
                 threads = (threads or num_threads()) if len(states) >= _PARALLEL_MIN_ROWS else 1
                 self._states = engine
                 engine.derive_from(self)
@@ -193,7 +205,7 @@ class JointCounts:
                                          threads)
                 return
         engine.count(states, None, threads)
-        label_columns = np.repeat(self._label_columns(values)[inverse], per_sample, axis=0)
+        label_columns = np.repeat(self._label_columns(labels), per_sample, axis=0)
         self._hashed.count(np.concatenate([states, label_columns], axis=1), None, threads)
 
     def count(self, keys: np.ndarray, weights: np.ndarray | None, threads: int | None) -> None:

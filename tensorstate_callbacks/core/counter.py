@@ -332,13 +332,14 @@ class StateCounter:
                 f"{self.name}: labels must be one integer per sample along axis 0: {samples} "
                 f"for this batch, got {labels.dtype} {labels.shape}")
         per_sample = len(packed) // samples if samples else 0
-        values, inverse, counts = distinct_labels(labels.astype(np.int64))
+        labels = labels.astype(np.int64, copy=False)
+        values, counts = distinct_labels(labels)
         with self._lock:
             self._check_labelled(True)
             width = self._label_width(values)
             engine = self._engine_for(num_neurons)
             self._joint_for(8 * (packed.shape[1] + width)).count_labelled(
-                engine, packed, values, inverse, per_sample, threads)
+                engine, packed, labels, (values, counts), per_sample, threads)
             for value, count in zip(values.tolist(), counts.tolist()):
                 self._label_counts[value] = self._label_counts.get(value, 0) + count * per_sample
             self._added(packed)
