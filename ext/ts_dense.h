@@ -160,7 +160,7 @@ static void ts_dense_count_slab_share(void *task)
     int64_t queued = 0;
     for (int64_t s = 0; s < share->samples; ++s) {
         const int32_t slab = share->slab_of[s];
-        if (slab % share->threads != share->thread) continue;
+        if (share->threads > 1 && slab % share->threads != share->thread) continue; /* 1: no division */
         ts_table *const table = share->slabs[slab];
         uint32_t *const dense = table->dense32;
         const uint8_t *row = share->keys + s * share->per_sample * nb;
