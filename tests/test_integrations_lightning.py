@@ -1,6 +1,5 @@
 """Real Lightning fits with the StateSpaceCallback, read back from TensorBoard."""
 
-import copy
 import warnings
 
 import pytest
@@ -10,6 +9,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger  # noqa: E402
 from lightning_helpers import (  # noqa: E402
     SmallConvNet,
+    WeightRecorder,
     independent_metrics,
     loaders,
     read_scalars,
@@ -18,17 +18,6 @@ from lightning_helpers import (  # noqa: E402
 from tensorstate_callbacks.lightning import StateSpaceCallback  # noqa: E402
 
 PROBES = ["conv_a_post_states", "conv_b_post_states"]
-
-
-class WeightRecorder(L.Callback):
-    """Keeps the weights each validation epoch ran with (sanity check excluded)."""
-
-    def __init__(self):
-        self.snapshots = []
-
-    def on_validation_epoch_start(self, trainer, pl_module):
-        if not trainer.sanity_checking:
-            self.snapshots.append(copy.deepcopy(pl_module.state_dict()))
 
 
 def fit(tmp_path, callback, epochs=3, extra_callbacks=(), model=None, **trainer_options):
