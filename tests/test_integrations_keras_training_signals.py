@@ -33,11 +33,19 @@ def callback(tmp_path, **options):
                               **options)
 
 
-def fit(callbacks, epochs=2, seed=0, **options):
-    model = compile_lenet5(build_lenet5(seed=seed), lr=0.01)
+def fit(callbacks, epochs=2, seed=0, model=None, **options):
+    model = model or compile_lenet5(build_lenet5(seed=seed), lr=0.01)
     history = model.fit(X_TRAIN, Y_TRAIN, validation_data=(X_VALID, Y_VALID), epochs=epochs,
                         batch_size=50, verbose=0, callbacks=callbacks, **options)
     return model, history
+
+
+def fit_warning_about(about, model, callbacks):
+    """Fit for 2 epochs; the history and the messages of the warnings that mention ``about``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, history = fit(callbacks, model=model)
+    return history, [str(w.message) for w in caught if about in str(w.message)]
 
 
 def read_events(directory):
@@ -206,11 +214,7 @@ def test_unusable_accuracy_keeps_training_and_logs_nan_aiq(tmp_path):
     model.compile(optimizer="sgd", metrics=[percent],
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     watched = callback(tmp_path, accuracy_key="val_percent")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        history = model.fit(X_TRAIN, Y_TRAIN, validation_data=(X_VALID, Y_VALID), epochs=2,
-                            batch_size=50, verbose=0, callbacks=[watched])
-    messages = [str(w.message) for w in caught if "outside [0, 1]" in str(w.message)]
+    history, messages = fit_warning_about("outside [0, 1]", model, [watched])
     assert len(messages) == 1 and "'val_percent'" in messages[0]
     assert len(history.history["loss"]) == 2
     assert all(math.isnan(value) for value in history.history[AIQ])
@@ -222,11 +226,7 @@ def test_steps_per_execution_above_one_warns_once_and_training_goes_on(tmp_path)
     model = compile_lenet5(build_lenet5(seed=0), lr=0.01)
     model.compile(optimizer="sgd", loss=model.loss, metrics=["accuracy"], steps_per_execution=2)
     watched = callback(tmp_path)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        history = model.fit(X_TRAIN, Y_TRAIN, validation_data=(X_VALID, Y_VALID), epochs=2,
-                            batch_size=50, verbose=0, callbacks=[watched])
-    messages = [str(w.message) for w in caught if "steps_per_execution" in str(w.message)]
+    history, messages = fit_warning_about("steps_per_execution", model, [watched])
     assert len(messages) == 1 and "StateSpaceCallback((x_val, y_val))" in messages[0]
     assert watched.history == [] and len(history.history["val_loss"]) == 2
 

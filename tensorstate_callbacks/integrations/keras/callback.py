@@ -249,6 +249,7 @@ class StateSpaceCallback(keras.callbacks.Callback):
             raise ValueError(f"cannot write TensorBoard logs to {str(self.validation_dir)!r} "
                              f"({error.strerror or error}); pass a writable log_dir") from error
         self._validated = False
+        self._pass = None  # made again for every fit: compile() may have changed the model
         if self.in_logs != "none":
             self._restore_tensorboard = keras_tensorboard.hide_state_space(
                 keras_tensorboard.fit_callbacks(), self.log_dir)

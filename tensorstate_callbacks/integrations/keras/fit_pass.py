@@ -15,8 +15,10 @@ three things Keras lets a user override:
 * ``Model.test_function``: the wrapped step is compiled once per model by
   ``Model.make_test_function`` (``tf.function`` on TensorFlow, ``jax.jit`` on
   JAX, eager on torch), so the probed tensors leave the compiled step as extra
-  outputs.  ``evaluate`` calls it through a Python function that counts them
-  (:meth:`StateReader.add`) and hands back the logs alone.
+  outputs.  ``evaluate`` calls it through a Python function that hands them to
+  a counting thread (:meth:`StateReader.add`, one batch at a time, in order:
+  batch k is counted while the model computes batch k + 1) and the logs alone
+  back to ``evaluate``.
 * ``Model.get_metrics_result``: ``evaluate`` takes its final logs from it after
   the last batch, before any callback's ``on_test_end``.  Wrapped, it adds the
   state-space values (``finish``), which ``fit`` renames ``val_<key>`` and
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import keras
 
@@ -130,6 +133,8 @@ class ValidationPass:
         self._in_step = False
         self._finished: dict | None = None
         self._labels_warned = False
+        self._counting: ThreadPoolExecutor | None = None
+        self._counted: Future | None = None  # the batch being counted
 
     def begin(self) -> None:
         """Put the wrapped step, test function and metrics results in place (``on_test_begin``)."""
@@ -137,6 +142,7 @@ class ValidationPass:
         self._finished = None
         if self.capture:
             self.reader.reset()
+            self._counting = ThreadPoolExecutor(1, thread_name_prefix="tensorstate-count")
         if self._compiled is None:
             self._wrapped_step = model.test_step
             saved = model.test_function
@@ -157,6 +163,18 @@ class ValidationPass:
         _unset(model, "test_step")
         _unset(model, "get_metrics_result")
         _set(model, "test_function", self._saved_function)
+        try:
+            self._wait_for_counting()
+        finally:
+            if self._counting is not None:
+                self._counting.shutdown()
+                self._counting = None
+
+    def _wait_for_counting(self) -> None:
+        """Every batch handed to the counting thread is counted (its error raised here)."""
+        counted, self._counted = self._counted, None
+        if counted is not None:
+            counted.result()
 
     def _test_step(self, *args):
         """The wrapped step: ``(data)``, or ``(state, data)`` on JAX."""
@@ -218,7 +236,8 @@ class ValidationPass:
                 self._labels_warned = True
                 self.warn("labels=True needs y of class indices or one-hot rows; counting "
                           "states without labels (no mutual information)")
-        self.reader.add(extras["states"], labels)
+        self._wait_for_counting()  # at most one batch waits: its tensors stay alive till then
+        self._counted = self._counting.submit(self.reader.add, extras["states"], labels)
 
     def _get_metrics_result(self) -> dict:
         results = self._metrics_result()
@@ -226,6 +245,7 @@ class ValidationPass:
             results.update(dict.fromkeys(self.keys, _NAN))
         else:
             if self._finished is None:
+                self._wait_for_counting()
                 self._finished = self.finish(dict(results))
             results.update(self._finished)
         return results
