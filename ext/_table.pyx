@@ -39,8 +39,7 @@ cdef extern from "ts_table.h" nogil:
     void ts_table_byte_histograms(const ts_table *t, uint64_t *hist)
 
 cdef extern from "ts_dense.h" nogil:
-    ts_status ts_dense_init(ts_table *t, int64_t key_bytes, int dense_bits)
-    ts_status ts_dense32_init(ts_table *t, int64_t key_bytes, int dense_bits)
+    ts_status ts_dense_init(ts_table *t, int64_t key_bytes, int dense_bits, int narrow)
     void ts_dense32_count(ts_table *t, const uint8_t *keys, const uint64_t *weights, int64_t n)
     void ts_dense_count_threads(ts_table *const *tables, int n_tables, const uint8_t *keys,
                                 const uint64_t *weights, int64_t n)
@@ -90,10 +89,8 @@ cdef class CountTable:
             raise ValueError(f"key_bytes={key_bytes} must be >= 1")
         if narrow and not dense_bits:
             raise ValueError("narrow=True is for dense tables: give dense_bits")
-        if narrow:
-            status = ts_dense32_init(&self.table, key_bytes, dense_bits)
-        elif dense_bits:
-            status = ts_dense_init(&self.table, key_bytes, dense_bits)
+        if dense_bits:
+            status = ts_dense_init(&self.table, key_bytes, dense_bits, narrow)
         else:
             status = ts_table_init(&self.table, key_bytes)
         if status == TS_BAD_ARGUMENT:

@@ -22,32 +22,24 @@
 #define TS_DENSE_MAX_BITS 20
 
 /* An empty dense table for states of dense_bits neurons (1 ..
- * TS_DENSE_MAX_BITS), stored in key_bytes = (dense_bits + 7) / 8 bytes. */
-static ts_status ts_dense_init(ts_table *t, int64_t key_bytes, int dense_bits)
+ * TS_DENSE_MAX_BITS), stored in key_bytes = (dense_bits + 7) / 8 bytes: of
+ * 64-bit counts (dense), or with `narrow` of 32-bit ones (dense32), the
+ * per-label tables of labelled counting, half the memory (their callers
+ * keep each table's total below 2**32). */
+static ts_status ts_dense_init(ts_table *t, int64_t key_bytes, int dense_bits, int narrow)
 {
     memset(t, 0, sizeof(*t));
     if (dense_bits < 1 || dense_bits > TS_DENSE_MAX_BITS || (dense_bits + 7) / 8 != key_bytes)
         return TS_BAD_ARGUMENT;
     t->key_bytes = key_bytes;
     t->dense_bits = dense_bits;
-    t->dense = (uint64_t *)ts_cache_take(&ts_dense_cache,
-                                         ((size_t)1 << dense_bits) * sizeof(uint64_t), 1);
-    return t->dense == NULL ? TS_NO_MEMORY : TS_OK;
-}
-
-/* The same with 32-bit counts (dense32): the per-label tables of labelled
- * counting, half the memory of 64-bit ones (their callers keep each table's
- * total below 2**32). */
-static ts_status ts_dense32_init(ts_table *t, int64_t key_bytes, int dense_bits)
-{
-    memset(t, 0, sizeof(*t));
-    if (dense_bits < 1 || dense_bits > TS_DENSE_MAX_BITS || (dense_bits + 7) / 8 != key_bytes)
-        return TS_BAD_ARGUMENT;
-    t->key_bytes = key_bytes;
-    t->dense_bits = dense_bits;
-    t->dense32 = (uint32_t *)ts_cache_take(&ts_dense_cache,
-                                           ((size_t)1 << dense_bits) * sizeof(uint32_t), 1);
-    return t->dense32 == NULL ? TS_NO_MEMORY : TS_OK;
+    const size_t cell_bytes = narrow ? sizeof(uint32_t) : sizeof(uint64_t);
+    void *cells = ts_cache_take(&ts_dense_cache, ((size_t)1 << dense_bits) * cell_bytes, 1);
+    if (narrow)
+        t->dense32 = (uint32_t *)cells;
+    else
+        t->dense = (uint64_t *)cells;
+    return cells == NULL ? TS_NO_MEMORY : TS_OK;
 }
 
 /* Counts rows [0, n) of `keys` into the 32-bit dense table t, `weights[i]`
