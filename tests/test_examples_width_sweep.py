@@ -118,7 +118,9 @@ def test_cli_prints_the_table_notes_and_verdict(cli_sweep):
     # 200 validation images: conv_3 at width 1/2 (one state per image, 50 neurons)
     # can show no more than log2(200) / 50, and says so
     assert "conv_3" in rows[1]["sample_limited"] and "conv_3" in rows[3]["sample_limited"]
-    assert "conv_3 is sample-limited at width 1/2 without batch norm" in stdout
+    (note,) = [line for line in stdout.splitlines()
+               if line.startswith("conv_3 is sample-limited at width ")]
+    assert "1/2 without batch norm" in note and "1/2 with batch norm" in note
     for claim in ("Efficiency falls as width grows: ", "Accuracy levels off: ",
                   "aIQ peaks at a small width: ", "Batch norm raises efficiency: "):
         assert claim in stdout
@@ -171,6 +173,8 @@ def test_example_script_reproduces_the_cli_run(cli_sweep, tmp_path):
     (["--widths", "a"], "widths must be positive"),
     (["--valid-size", "20000"], "MNIST has 10,000 validation images"),
     (["--epochs", "0"], "must be a positive integer"),
+    (["--lr", "-0.1"], "must be a positive number"),
+    (["--lr", "nan"], "must be a positive number"),
     (["--batch-norm", "sometimes"], "invalid choice"),
 ])
 def test_bad_options_exit_2_naming_the_problem(argv, message, capsys):
@@ -253,8 +257,9 @@ def test_verdict_holds_on_a_table_of_the_papers_shape():
     # the paper's own sentence: less accurate, with fewer parameters
     assert ("with batch norm the highest aIQ, 0.766 at width 1/4, is 2.50 points less accurate "
             "than the most accurate network, width 2, with 59x fewer parameters") in sentences[2]
-    assert sentences[3].startswith("Batch norm raises efficiency: yes (network efficiency is "
-                                   "higher with batch norm at 3 of 3 widths, by +0.040 to +0.050")
+    assert sentences[3] == ("Batch norm raises efficiency: yes (network efficiency is higher "
+                            "with batch norm at 3 of 3 widths; with minus without, by width: "
+                            "+0.0500 at 1/4, +0.0500 at 1, +0.0400 at 2).")
 
 
 def test_verdict_fails_each_claim_on_a_table_against_it():
@@ -271,7 +276,9 @@ def test_verdict_fails_each_claim_on_a_table_against_it():
                             "width 1/4 (0.280) to 1 (0.360)).")
     assert "+7.00 points without batch norm" in sentences[1]
     assert "no narrower than the most accurate network (width 2)" in sentences[2]
-    assert "not higher at width 1/4, 2" in sentences[3]
+    assert sentences[3] == ("Batch norm raises efficiency: no (network efficiency is higher "
+                            "with batch norm at 1 of 3 widths; with minus without, by width: "
+                            "-0.0200 at 1/4, +0.0100 at 1, -0.0300 at 2).")
     assert sentences[-1] == "The paper's shape does not hold here (0 of 4 claims tested)."
 
 
@@ -324,5 +331,6 @@ def test_verdict_says_where_a_ceiling_decides():
     assert checked[0].holds and "part of the fall is the ceiling's" in checked[0].evidence
     assert not checked[3].holds
     assert checked[3].evidence.endswith(
-        "not higher at width 2 (where conv_2, conv_3 sit at their ceiling either way)")
+        "+0.0500 at 1/4 [conv_3 at its ceiling either way], +0.0500 at 1 [conv_3 at its ceiling "
+        "either way], -0.0100 at 2 [conv_2, conv_3 at their ceiling either way]")
     assert "ceiling" not in claims(PAPER_LIKE)[0].evidence

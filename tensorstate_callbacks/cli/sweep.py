@@ -35,6 +35,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from .._imports import available, install_hint
+from ..reporting.report import EpochReport
 from .demos.datasets import MNIST_HINT, mnist_available
 from .errors import CommandError
 from .sweep_figure import save_figure
@@ -46,10 +47,10 @@ __all__ = ["BETA", "DEFAULT", "TINY", "SweepResult", "SweepSettings", "add_sweep
            "settings_from_args", "sweep_command", "table_rows", "train_width"]
 
 BETA = 2.0
-"""The weight of accuracy in aIQ, as in the demo (and TensorState's default)."""
+"""The weight of accuracy in aIQ, as in the demo."""
+# the sizes of the two splits of the MNIST pickle (see demos.datasets)
 MNIST_TRAIN_IMAGES = 50_000
 MNIST_VALID_IMAGES = 10_000
-"""The sizes of the two splits of the MNIST pickle (see ``demos.datasets``)."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ class SweepResult:
     width: Fraction
     batch_norm: bool
     parameters: int
-    report: object
+    report: EpochReport
     log_dir: str
     seconds: float
     module: object = field(repr=False)
@@ -180,6 +181,17 @@ def _count(limit: int | None = None, what: str = "") -> Callable[[str], int]:
     return parse
 
 
+def _learning_rate(text: str) -> float:
+    """An argparse type: a positive, finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
 _BATCH_NORM = {"both": (False, True), "on": (True,), "off": (False,)}
 
 
@@ -204,7 +216,7 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         help=f"validation images the states are measured on "
                              f"(default: {DEFAULT.valid_size:,})")
     parser.add_argument("--batch-size", type=_count(), help=f"default: {DEFAULT.batch_size}")
-    parser.add_argument("--lr", type=float, help=f"learning rate (default: {DEFAULT.lr})")
+    parser.add_argument("--lr", type=_learning_rate, help=f"learning rate (default: {DEFAULT.lr})")
     parser.add_argument("--seed", type=int, help=f"default: {DEFAULT.seed}")
     parser.add_argument("--threads", type=_count(),
                         help=f"PyTorch threads (default: {DEFAULT.threads})")

@@ -153,23 +153,21 @@ def _batch_norm_raises(groups) -> Claim:
     if len(groups) < 2:
         only = _setting(next(iter(groups), False))
         return Claim(name, None, f"the sweep trained only {only}")
-    plain = {row["width"]: row["network_efficiency"] for row in groups[False]}
-    gains = {row["width"]: row["network_efficiency"] - plain[row["width"]]
-             for row in groups[True] if row["width"] in plain}
-    if not gains:
+    plain = {row["width"]: row for row in groups[False]}
+    paired = [(row, plain[row["width"]]) for row in groups[True] if row["width"] in plain]
+    if not paired:
         return Claim(name, None, "no width was trained both with and without batch norm")
-    lower = [width for width, gain in gains.items() if gain <= 0]
-    evidence = (f"network efficiency is higher with batch norm at {len(gains) - len(lower)} of "
-                f"{len(gains)} widths, by {min(gains.values()):+.3f} to "
-                f"{max(gains.values()):+.3f}")
-    if lower:
-        limited = {row["width"]: _limited(row) for row in groups[False]}
-        for row in groups[True]:
-            limited[row["width"]] = limited.get(row["width"], set()) & _limited(row)
-        evidence += "; not higher at width " + ", ".join(
-            width + (f" (where {', '.join(sorted(limited[width]))} sit at their ceiling either "
-                     f"way)" if limited[width] else "") for width in lower)
-    return Claim(name, not lower, evidence)
+    parts, higher = [], 0
+    for with_bn, without in paired:
+        gain = with_bn["network_efficiency"] - without["network_efficiency"]
+        higher += gain > 0
+        pinned = sorted(_limited(with_bn) & _limited(without))
+        parts.append(f"{gain:+.4f} at {with_bn['width']}" + (
+            f" [{', '.join(pinned)} at {'its' if len(pinned) == 1 else 'their'} ceiling either "
+            f"way]" if pinned else ""))
+    evidence = (f"network efficiency is higher with batch norm at {higher} of {len(paired)} "
+                f"widths; with minus without, by width: {', '.join(parts)}")
+    return Claim(name, higher == len(paired), evidence)
 
 
 def claims(rows: list[dict]) -> list[Claim]:
