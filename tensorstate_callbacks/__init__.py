@@ -17,6 +17,7 @@ The package is layered, imports flowing one way (see docs/architecture.md):
 
 from . import _legacy_paths
 from .core import (
+    IncompleteCountsError,
     StateCounter,
     StateSpaceMemoryWarning,
     aIQ,
@@ -36,6 +37,7 @@ from .integrations._dispatch import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "IncompleteCountsError",
     "StateCounter",
     "StateSpaceMemoryWarning",
     "aIQ",

@@ -143,19 +143,6 @@ def _spill_subdirectory(spill_dir):
     return path
 
 
-@pytest.fixture
-def small_filesystem(tmp_path):
-    """A 1 MiB tmpfs (needs root and mount), else skip (see the RLIMIT_FSIZE test)."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    if os.geteuid() != 0 or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-            capture_output=True).returncode != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=True)
-
-
 def test_disk_full_while_spilling(small_filesystem):
     """A real full disk (1 MiB tmpfs): add() raises naming the spill directory and
     the fix, every read raises until reset_states(), which recovers."""

@@ -206,3 +206,66 @@ def test_module_names_like_paths_stay_inside_storage_path(tmp_path):
     for probe, values in ((conv_probe, conv), (relu_probe, torch.relu(conv))):
         assert_counts_match(probe, Expected.of_values(values.numpy(), neuron_axis=1))
         np.testing.assert_array_equal(probe.raw_states.shape[0], probe.state_count)
+
+
+class WideAndNarrow(L.LightningModule):
+    """A 45-neuron layer that sees every input row as it is (distinct states
+    by the hundred thousand) and a 4-neuron one."""
+
+    def __init__(self):
+        super().__init__()
+        self.wide = torch.nn.Linear(45, 45)
+        self.narrow = torch.nn.Linear(45, 4)
+        with torch.no_grad():
+            self.wide.weight.copy_(torch.eye(45))
+            self.wide.bias.zero_()
+
+    def forward(self, x):
+        return self.narrow(self.wide(x))
+
+    def training_step(self, batch, batch_idx):
+        return self(batch[0]).square().mean()
+
+    def validation_step(self, batch, batch_idx):
+        self(batch[0])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.narrow.parameters(), lr=0.0)  # the weights stay
+
+
+def test_full_disk_while_spilling_never_stops_training(tmp_path, small_filesystem, monkeypatch):
+    """The wide probe spills onto a full 1 MiB tmpfs in the middle of the
+    forward pass: training goes on, that probe is left out with one warning
+    naming the spill directory, the narrow probe is logged exactly, every epoch."""
+    monkeypatch.setenv("TMPDIR", str(small_filesystem))
+    monkeypatch.setattr("tempfile.tempdir", None)  # spill files go to the full disk
+    x = torch.randn(200_000, 45, generator=torch.Generator().manual_seed(0))
+    valid = DataLoader(torch.utils.data.TensorDataset(x), batch_size=50_000)
+    train = DataLoader(torch.utils.data.TensorDataset(x[:8]), batch_size=8)
+    model = WideAndNarrow()
+    callback = StateSpaceCallback(attach_to=["Linear"], accuracy_key=None,
+                                  memory_limit=64 * 1024, log_histograms=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        L.Trainer(max_epochs=2, callbacks=[callback], accelerator="cpu", devices=1,
+                  logger=TensorBoardLogger(tmp_path, name="tb", version=0),
+                  enable_progress_bar=False, enable_checkpointing=False,
+                  num_sanity_val_steps=0).fit(model, train, valid)
+    assert [report.epoch for report in callback.history] == [0, 1]
+    with torch.no_grad():
+        narrow = model.narrow(x).numpy()
+    expected = Expected.of_values(narrow, neuron_axis=1)
+    for report in callback.history:
+        (layer,) = report.layers
+        assert layer.name == "narrow_post_states"
+        assert (layer.states, layer.unique_states) == (expected.state_count,
+                                                       expected.distinct_count)
+        assert layer.efficiency == pytest.approx(expected.efficiency(), rel=1e-9)
+    messages = [str(w.message) for w in caught if "wide_post_states" in str(w.message)]
+    left_out = [m for m in messages if "left out of this measurement" in m]
+    assert len(left_out) == 1 and str(small_filesystem) in left_out[0]
+    assert len([m for m in messages if "forward pass goes on" in m]) == 1
+    scalars, _ = read_scalars(tmp_path / "tb" / "version_0")
+    assert "state_space/efficiency/wide_post_states" not in scalars
+    assert [step for step, _ in scalars["state_space/efficiency/narrow_post_states"]] == [1, 2]
+    assert all(not m._forward_hooks for m in model.modules())

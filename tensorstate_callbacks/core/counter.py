@@ -649,6 +649,23 @@ class StateCounter:
             return 0 if self._engine is None else self._engine.distinct
 
     @property
+    def incomplete(self) -> str | None:
+        """Why the counts are incomplete (every read raises
+        :class:`IncompleteCountsError` until :meth:`reset_states`), or None.
+
+        Example:
+            >>> counter = StateCounter()
+            >>> counter.add(np.ones((4, 3)))
+            >>> counter.incomplete is None
+            True
+        """
+        with self._lock:
+            for engine in (self._engine, self._joint):
+                if engine is not None and engine.failure is not None:
+                    return engine.failure
+            return None
+
+    @property
     def is_spilled(self) -> bool:
         """True once the counts outgrew ``memory_limit`` and went to disk.
 

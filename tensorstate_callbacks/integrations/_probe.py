@@ -13,7 +13,7 @@ import numpy as np
 
 from ..core.counter import StateCounter
 
-__all__ = ["CountingProbe", "ProbeHealth", "labels_of", "snapshot"]
+__all__ = ["CountingProbe", "ProbeHealth", "labels_of", "snapshot", "without_incomplete"]
 
 
 class CountingProbe:
@@ -168,6 +168,17 @@ class ProbeHealth:
                            "(typical of a softmax or other all-positive output). Leave it out "
                            "with exclude=[...]")
 
+    def check_complete(self, counters, kept, warn) -> None:
+        """Warn once per probe of ``counters`` that is not in ``kept`` because
+        its counts are incomplete (here, or on another DDP rank)."""
+        for name, counter in counters.items():
+            if name not in kept:
+                reason = counter.incomplete or "its counts are incomplete on another rank " \
+                                               "(that rank's warning says why)"
+                self._once(warn, "incomplete", name,
+                           f"{name}: {reason}. Its metrics are left out of this measurement; "
+                           "the next one counts afresh (training goes on)")
+
     def check_report(self, report, warn) -> None:
         """Warn once per probe whose efficiency sits at its sample-size ceiling
         (see :attr:`~tensorstate_callbacks.reporting.report.LayerStats.sample_limited`)."""
@@ -185,6 +196,18 @@ class ProbeHealth:
         if (kind, name) not in self._warned:
             self._warned.add((kind, name))
             warn(message)
+
+
+def without_incomplete(counters) -> dict:
+    """``{name: counter}`` of ``counters`` whose counts are complete (see
+    :attr:`StateCounter.incomplete`): the ones a measurement can report.
+
+    Example:
+        >>> a = StateCounter("a"); a.add(np.ones((2, 3)))
+        >>> list(without_incomplete({"a": a}))
+        ['a']
+    """
+    return {name: counter for name, counter in counters.items() if counter.incomplete is None}
 
 
 def snapshot(counter: StateCounter) -> StateCounter:

@@ -32,7 +32,7 @@ import torch.distributed as dist
 
 from ..core.counter import StateCounter
 from ..core.reduced import ReducedCounts, SliceStatistics, divergence_terms, owners
-from ._probe import snapshot
+from ._probe import snapshot, without_incomplete
 
 __all__ = ["DEFAULT_TIMEOUT", "detached", "merge_across_ranks"]
 
@@ -50,6 +50,7 @@ class _Layout(NamedTuple):
     labelled: bool | None
     label_bytes: int
     state_count: int
+    incomplete: bool = False
 
 
 def merge_across_ranks(counters: Mapping[str, StateCounter], *, previous: Mapping | None = None,
@@ -73,6 +74,8 @@ def merge_across_ranks(counters: Mapping[str, StateCounter], *, previous: Mappin
         ``{name: counts}``: with several processes a
         :class:`~tensorstate_callbacks.core.reduced.ReducedCounts` per counter
         (the metrics of all ranks' states; ``.local`` is this rank's slice).
+        A counter whose counts are incomplete on any rank (see
+        ``StateCounter.incomplete``) is left out, on every rank alike.
 
     Raises:
         ValueError: the ranks hold different counters, or states of different
@@ -87,16 +90,18 @@ def merge_across_ranks(counters: Mapping[str, StateCounter], *, previous: Mappin
         True
     """
     if not dist.is_available() or not dist.is_initialized() or dist.get_world_size() == 1:
-        return dict(counters)
+        return without_incomplete(counters)
     timeout = _timeout(timeout)
     with _merge_group(timeout) as group:
         layouts = _all_gather(group, [_layout(name, counter) for name, counter in counters.items()])
         if len({tuple(layout.name for layout in rank) for rank in layouts}) != 1:
             raise ValueError(f"merge_across_ranks: the ranks hold different counters: "
                              f"{[[layout.name for layout in rank] for rank in layouts]}")
+        incomplete = {layout.name for rank in layouts for layout in rank if layout.incomplete}
         return {name: _merge(group, counter, [rank[index] for rank in layouts],
                              (previous or {}).get(name))
-                for index, (name, counter) in enumerate(counters.items())}
+                for index, (name, counter) in enumerate(counters.items())
+                if name not in incomplete}
 
 
 def detached(counts):
@@ -159,6 +164,8 @@ def _all_gather(group, value) -> list:
 
 
 def _layout(name: str, counter: StateCounter) -> _Layout:
+    if counter.incomplete is not None:
+        return _Layout(name, None, None, 0, 0, incomplete=True)
     label_bytes = 0
     if counter.has_labels:
         first = next(counter.joint_count_chunks(), None)

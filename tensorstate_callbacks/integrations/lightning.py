@@ -30,6 +30,7 @@ import json
 import os
 import tempfile
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -331,7 +332,10 @@ class StateSpaceCallback(L.Callback):
 
     def _report(self, trainer: L.Trainer, stage: str, dataloader: int | None,
                 counters: dict[str, StateCounter]) -> None:
-        counters = merge_across_ranks(counters, previous=self._previous.get((stage, dataloader)))
+        merged = merge_across_ranks(counters, previous=self._previous.get((stage, dataloader)))
+        # every rank: a fault (a full disk while spilling) may hit one rank only
+        self._health.check_complete(counters, merged, warnings.warn)
+        counters = merged
         self._health.check(counters, rank_zero_warn)
         where = dict(step=trainer.global_step, stage=stage, dataloader=dataloader)
         if not any(counter.state_count for counter in counters.values()):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.counter import StateCounter
+from ..core.counter import IncompleteCountsError, StateCounter
 from ._probe import CountingProbe
 from ._selection import METHODS, Site, check_method, for_probe, select, torch_probe_name
 from ._torch_axis import LayoutTracker, first_tensor, layout_kind, neuron_axis_from_context
@@ -151,10 +151,16 @@ class StateCaptureHook(CountingProbe):
         trace into the kernel call (it would hand over symbolic tensors)."""
         if not self.enabled:
             return
-        if torch.compiler.is_compiling():
-            self._capture_eagerly(module, value)
-        else:
-            self.capture(module, value)
+        try:
+            if torch.compiler.is_compiling():
+                self._capture_eagerly(module, value)
+            else:
+                self.capture(module, value)
+        except (IncompleteCountsError, MemoryError) as error:
+            # The counter is marked incomplete (its reads raise); the forward pass goes on.
+            self._warn_once("incomplete", f"{error}; the forward pass goes on, and this "
+                                          "probe's metrics are left out until its counts are "
+                                          "reset")
 
     @torch.compiler.disable
     def _capture_eagerly(self, module, value) -> None:
