@@ -1,4 +1,4 @@
-"""The ``tensorstate-callbacks`` command: ``demo`` and ``summary``.
+"""The ``tensorstate-callbacks`` command: ``demo``, ``summary`` and ``sweep``.
 
 ```
 tensorstate-callbacks demo [--framework lightning|keras] [--epochs N] [--logdir runs]
@@ -9,11 +9,14 @@ tensorstate-callbacks sweep [--widths 1/8,1/4,1/2,1,2] [--tiny] [--outdir width_
 
 Also ``python -m tensorstate_callbacks``.  Problems the user can fix end with a
 one-line message and exit code 1; bad options with argparse's exit code 2.
-docs/cli.md shows both commands' output.
+docs/cli.md shows the commands' output and options.
 
 ``demo`` trains the LeNet-5 models of :mod:`.demos` with a
-``StateSpaceCallback`` and prints a row per epoch; ``summary`` reads logged
-runs back with :mod:`tensorstate_callbacks.reporting.events`.
+``StateSpaceCallback`` and prints a row per epoch; ``summary``
+(:mod:`.summarize`) reads logged runs back with
+:mod:`tensorstate_callbacks.reporting.events`; ``sweep`` (:mod:`.sweep`)
+trains LeNet-5 at several widths, with and without batch norm, and says
+whether the paper's shape holds (docs/width-sweep.md).
 
 Example:
     >>> main(["summary", "/no/such/dir"])   # "error: ..." goes to stderr
