@@ -107,7 +107,8 @@ def test_lightning_logs_every_statistic_as_numpy_computes_it(tmp_path):
             assert "drift" not in expected
         for statistic, value in expected.items():
             logged = scalars[f"state_space/{statistic}/conv_b_post_states"]
-            assert dict(logged)[epoch] == pytest.approx(value, abs=1e-6), statistic
+            step = 6 * (epoch + 1)  # the global step: 6 training batches per epoch
+            assert dict(logged)[step] == pytest.approx(value, abs=1e-6), statistic
             layer = ours.history[epoch].layers[0]
             assert getattr(layer, statistic) == pytest.approx(value, abs=1e-12), statistic
     assert len(capture.epochs) == 2
