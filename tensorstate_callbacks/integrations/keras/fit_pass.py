@@ -33,6 +33,7 @@ Counting from extra outputs needs one batch per compiled call
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -103,13 +104,13 @@ class ValidationPass:
         >>> model = keras.Model(inputs, keras.layers.Dense(1)(hidden))
         >>> model.compile(loss="mse")
         >>> reader = StateReader(model, attach_to=["hidden"])
-        >>> found = ValidationPass(model, reader, capture=True, labels=False,
-        ...                        keys=["states"], finish=lambda metrics: {
-        ...                            "states": reader.counters[0].state_count})
+        >>> validation = ValidationPass(model, reader, capture=True, labels=False,
+        ...                             keys=["states"], finish=lambda metrics: {
+        ...                                 "states": reader.counters[0].state_count})
         >>> x, y = np.ones((10, 3), "float32"), np.zeros((10, 1), "float32")
         >>> class During(keras.callbacks.Callback):
-        ...     def on_test_begin(self, logs=None): found.begin()
-        ...     def on_test_end(self, logs=None): found.end()
+        ...     def on_test_begin(self, logs=None): validation.begin()
+        ...     def on_test_end(self, logs=None): validation.end()
         >>> logs = model.evaluate(x, y, batch_size=4, verbose=0, return_dict=True,
         ...                       callbacks=[During()])
         >>> sorted(logs), logs["states"]
@@ -118,7 +119,7 @@ class ValidationPass:
 
     def __init__(self, model, reader: StateReader, *, capture: bool, labels: bool,
                  keys: Sequence[str], finish: Callable[[dict], dict],
-                 warn: Callable[[str], None] = print):
+                 warn: Callable[[str], None] = warnings.warn):
         self.model = model
         self.reader = reader
         self.capture = capture
