@@ -238,7 +238,9 @@ class ValidationPass:
                 self.warn("labels=True needs y of class indices or one-hot rows; counting "
                           "states without labels (no mutual information)")
         self._wait_for_counting()  # at most one batch waits: its tensors stay alive till then
-        self._counted = self._counting.submit(self.reader.add, extras["states"], labels)
+        # one thread: the model computes the next batch on the other cores meanwhile
+        self._counted = self._counting.submit(self.reader.add, extras["states"], labels,
+                                              threads=1)
 
     def _get_metrics_result(self) -> dict:
         results = self._metrics_result()

@@ -126,13 +126,15 @@ class StateReader:
             self._fit_view = keras.Model(functional.input, (functional.output, self._tensors))
         return self._fit_view
 
-    def add(self, outputs, labels=None) -> None:
+    def add(self, outputs, labels=None, *, threads: int | None = None) -> None:
         """Count probed tensors already computed (one batch), adding to what was counted.
 
         Args:
             outputs: one tensor (or array) per counter, in the counters' order:
                 what :attr:`model` returns for a batch.
             labels: one integer per sample of the batch, or None.
+            threads: the most threads counting one tensor uses (default: every
+                usable core; one beside a model computing on every core).
 
         Example:
             >>> import numpy as np
@@ -148,9 +150,9 @@ class StateReader:
                                                 strict=True):
             values = to_host(values)
             if self.on_device:
-                counter.add_packed(values, num_neurons, labels=labels)
+                counter.add_packed(values, num_neurons, labels=labels, threads=threads)
             else:
-                counter.add(values, self.neuron_axis, labels=labels)
+                counter.add(values, self.neuron_axis, labels=labels, threads=threads)
 
     def update(self, batch, labels=None) -> None:
         """Count the states of one batch of inputs (adding to what was counted).
