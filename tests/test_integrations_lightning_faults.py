@@ -20,7 +20,6 @@ import torch  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 from lightning_helpers import (  # noqa: E402
     SmallConvNet,
-    WeightRecorder,
     independent_metrics,
     read_scalars,
     small_data,
@@ -28,7 +27,6 @@ from lightning_helpers import (  # noqa: E402
 from reference import Expected, assert_counts_match  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from tensorstate_callbacks import StateSpaceMemoryWarning  # noqa: E402
 from tensorstate_callbacks.lightning import StateSpaceCallback  # noqa: E402
 from tensorstate_callbacks.torch import attach_probes, build_efficiency_model  # noqa: E402
 
@@ -48,34 +46,60 @@ def _assert_logged_as_computed(log_dir, snapshots, valid, steps):
             step, pytest.approx(network, rel=1e-6))
 
 
+DATALOADER_WORKERS = """
+import json, sys, warnings
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+sys.path.insert(0, sys.argv[2])
+from lightning_helpers import SmallConvNet, WeightRecorder, small_data
+from lightning.pytorch.loggers import TensorBoardLogger
+from tensorstate_callbacks import StateSpaceMemoryWarning
+from tensorstate_callbacks.lightning import StateSpaceCallback
+
+out = sys.argv[1]
+context = torch.multiprocessing.get_context("fork")
+# timeout: a worker that never delivers fails the run instead of hanging it
+train = DataLoader(small_data(96, 0), batch_size=16, num_workers=2,
+                   multiprocessing_context=context, timeout=120)
+valid = DataLoader(small_data(48, 1), batch_size=16, num_workers=2,
+                   multiprocessing_context=context, timeout=120)
+recorder = WeightRecorder()
+callback = StateSpaceCallback(attach_to=["Conv2d"], memory_limit=4096)
+trainer = L.Trainer(max_epochs=2, callbacks=[callback, recorder],
+                    logger=TensorBoardLogger(out, name="tb", version=0),
+                    enable_progress_bar=False, enable_model_summary=False,
+                    accelerator="cpu", devices=1, enable_checkpointing=False,
+                    num_sanity_val_steps=0)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    trainer.fit(SmallConvNet(), train, valid)
+torch.save(recorder.snapshots, f"{out}/snapshots.pt")
+json.dump({"spilled": any(issubclass(w.category, StateSpaceMemoryWarning) for w in caught)},
+          open(f"{out}/result.json", "w"))
+"""
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="fork start method of DataLoader workers")
-def test_dataloader_workers_fork_while_counts_are_spilled(tmp_path, monkeypatch):
+def test_dataloader_workers_fork_while_counts_are_spilled(tmp_path):
     """Two forked DataLoader workers per loader, a memory cap that spills every
     probe: the logged numbers are exact, and the parent's spill files outlive
-    the workers (only the process that made them removes them)."""
+    the workers (only the process that made them removes them).  The training
+    runs in a script of its own, as users run it: its main process forks the
+    workers (not this test process, whose other threads are pytest's)."""
     spill_root = tmp_path / "spill"
     spill_root.mkdir()
-    monkeypatch.setenv("TMPDIR", str(spill_root))
-    monkeypatch.setattr("tempfile.tempdir", None)  # the temp directory is TMPDIR now
-    context = torch.multiprocessing.get_context("fork")
-    train = DataLoader(small_data(96, 0), batch_size=16, num_workers=2,
-                       multiprocessing_context=context)
-    valid = DataLoader(small_data(48, 1), batch_size=16, num_workers=2,
-                       multiprocessing_context=context)
-    recorder = WeightRecorder()
-    callback = StateSpaceCallback(attach_to=["Conv2d"], memory_limit=4096)
-    trainer = L.Trainer(max_epochs=2, callbacks=[callback, recorder],
-                        logger=TensorBoardLogger(tmp_path, name="tb", version=0),
-                        enable_progress_bar=False, enable_model_summary=False,
-                        accelerator="cpu", devices=1, enable_checkpointing=False,
-                        num_sanity_val_steps=0)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        trainer.fit(SmallConvNet(), train, valid)
-    assert any(issubclass(w.category, StateSpaceMemoryWarning) for w in caught), \
-        "the counts did not spill: the test proved less than it says"
+    script = tmp_path / "workers.py"
+    script.write_text(textwrap.dedent(DATALOADER_WORKERS))
+    done = subprocess.run([sys.executable, str(script), str(tmp_path), str(Path(__file__).parent)],
+                          env={**os.environ, "TMPDIR": str(spill_root)}, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["spilled"], "the counts did not spill: the test proved less than it says"
+    snapshots = torch.load(tmp_path / "snapshots.pt")
     unordered = DataLoader(small_data(48, 1), batch_size=16)
-    _assert_logged_as_computed(tmp_path / "tb" / "version_0", recorder.snapshots, unordered,
+    _assert_logged_as_computed(tmp_path / "tb" / "version_0", snapshots, unordered,
                                steps=[6, 12])
 
 
