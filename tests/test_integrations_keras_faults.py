@@ -1,8 +1,11 @@
 """The Keras StateSpaceCallback beside probes the user attached before it: they
 stay, and count exactly (against NumPy on the layers' own outputs)."""
 
+import warnings
+
 import keras
 import numpy as np
+import pytest
 from reference import Expected, assert_counts_match
 
 from tensorstate_callbacks.keras import StateSpaceCallback, build_efficiency_model
@@ -34,3 +37,37 @@ def test_callback_keeps_probes_the_user_attached_before_it(tmp_path):
         X_VALID, verbose=0)
     for probe, values in zip(users, outputs, strict=True):
         assert_counts_match(probe, Expected.of_values(values))
+
+
+def test_full_disk_while_spilling_never_stops_fit(tmp_path, small_filesystem, monkeypatch):
+    """The wide layer's counts spill onto a full 1 MiB tmpfs inside fit's
+    validation: fit goes on, that probe is left out with one warning naming
+    the spill directory, the narrow one is measured exactly, every epoch."""
+    monkeypatch.setenv("TMPDIR", str(small_filesystem))
+    monkeypatch.setattr("tempfile.tempdir", None)  # spill files go to the full disk
+    monkeypatch.setenv("TENSORSTATE_MEMORY_LIMIT", "64KiB")
+    inputs = keras.Input((45,))
+    wide = keras.layers.Dense(45, name="wide", kernel_initializer="identity")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(4, name="narrow")(wide))
+    model.compile(loss="mse", optimizer=keras.optimizers.SGD(0.0))  # the weights stay
+    x = np.random.default_rng(0).normal(size=(200_000, 45)).astype("float32")
+    y = np.zeros((len(x), 4), "float32")
+    callback = StateSpaceCallback(attach_to=["Dense"], log_dir=tmp_path, accuracy_key=None,
+                                  log_histograms=False, log_images=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(x[:8], y[:8], validation_data=(x, y), validation_batch_size=50_000,
+                  epochs=2, verbose=0, callbacks=[callback])
+    assert len(callback.history) == 2
+    narrow = keras.Model(inputs, model.get_layer("narrow").output).predict(x, verbose=0,
+                                                                          batch_size=50_000)
+    expected = Expected.of_values(narrow)
+    for report in callback.history:
+        (layer,) = report.layers
+        assert layer.name == "narrow_states"
+        assert (layer.states, layer.unique_states) == (expected.state_count,
+                                                       expected.distinct_count)
+        assert layer.efficiency == pytest.approx(expected.efficiency(), rel=1e-9)
+    left_out = [str(w.message) for w in caught if "wide_states" in str(w.message)
+                and "left out of this measurement" in str(w.message)]
+    assert len(left_out) == 1 and str(small_filesystem) in left_out[0]

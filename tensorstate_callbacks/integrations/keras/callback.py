@@ -64,7 +64,7 @@ import numpy as np
 from ...reporting import tensorboard
 from ...reporting.report import EpochReport
 from .._accuracy import AccuracyReader
-from .._probe import ProbeHealth, labels_of, snapshot
+from .._probe import ProbeHealth, labels_of, snapshot, without_incomplete
 from .._selection import check_method
 from .._validation import (
     check_accuracy_key,
@@ -389,11 +389,14 @@ class StateSpaceCallback(keras.callbacks.Callback):
         if report is None:
             return
         warn = lambda message: warnings.warn(message, stacklevel=3)  # noqa: E731
-        self._health.check({counter.name: counter for counter in self.reader.counters}, warn)
+        counters = {counter.name: counter for counter in self.reader.counters}
+        complete = without_incomplete(counters)
+        self._health.check_complete(counters, complete, warn)
+        self._health.check(complete, warn)
         self._health.check_report(report, warn)
         if self.drift:
-            self._previous = {counter.name: snapshot(counter)
-                              for counter in self.reader.counters if counter.state_count}
+            self._previous = {name: snapshot(counter) for name, counter in complete.items()
+                              if counter.state_count}
         self.history.append(report)
         self._write(report)
         self.reader.reset()
@@ -442,7 +445,7 @@ class StateSpaceCallback(keras.callbacks.Callback):
                                     self.validation_labels)
 
     def _report_of(self, epoch: int, accuracy: float | None) -> EpochReport:
-        counters = {counter.name: counter for counter in self.reader.counters}
+        counters = without_incomplete({counter.name: counter for counter in self.reader.counters})
         return EpochReport.from_counters(epoch, counters, accuracy, self.beta,
                                          estimator=self.estimator, extras=True,
                                          previous=self._previous)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from ...core.counter import StateCounter
+from ...core.counter import IncompleteCountsError, StateCounter
 from ..devices import pack_with_keras_ops
 from . import probes
 from .probes import probe_plan
@@ -129,6 +129,10 @@ class StateReader:
     def add(self, outputs, labels=None, *, threads: int | None = None) -> None:
         """Count probed tensors already computed (one batch), adding to what was counted.
 
+        A counter that cannot count its tensor (a full disk while spilling, out
+        of memory) is left incomplete (see ``StateCounter.incomplete``; its
+        reads raise) and the others count on: training never stops for it.
+
         Args:
             outputs: one tensor (or array) per counter, in the counters' order:
                 what :attr:`model` returns for a batch.
@@ -149,10 +153,13 @@ class StateReader:
         for counter, values, num_neurons in zip(self.counters, outputs, self.num_neurons,
                                                 strict=True):
             values = to_host(values)
-            if self.on_device:
-                counter.add_packed(values, num_neurons, labels=labels, threads=threads)
-            else:
-                counter.add(values, self.neuron_axis, labels=labels, threads=threads)
+            try:
+                if self.on_device:
+                    counter.add_packed(values, num_neurons, labels=labels, threads=threads)
+                else:
+                    counter.add(values, self.neuron_axis, labels=labels, threads=threads)
+            except (IncompleteCountsError, MemoryError):
+                pass  # the counter says so on every read (see StateCounter.incomplete)
 
     def update(self, batch, labels=None) -> None:
         """Count the states of one batch of inputs (adding to what was counted).
