@@ -114,9 +114,12 @@ def test_lightning_example_logs_every_validation_epoch(tmp_path):
     scalars, tags = read_scalars(tmp_path / "lenet5" / "version_0")
     states_per_image = {"model_conv_1_post_states": 576, "model_conv_2_post_states": 64,
                         "model_conv_3_post_states": 1}
+    # logged at the global step: 400 images in batches of 200, two steps an epoch
+    step_of = {0: 2, 1: 4}
+    assert scalars["state_space/epoch"] == [(2, 0), (4, 1)]
     for layer, per_image in states_per_image.items():
-        assert scalars[f"state_space/states/{layer}"] == [(0, 400 * per_image),
-                                                          (1, 400 * per_image)]
+        assert scalars[f"state_space/states/{layer}"] == [(2, 400 * per_image),
+                                                          (4, 400 * per_image)]
     assert set(tags["histograms"]) == {f"state_space/state_frequency/{layer}"
                                        for layer in states_per_image}
     tags_of = {**{layer: f"state_space/efficiency/{layer}" for layer in states_per_image},
@@ -126,4 +129,5 @@ def test_lightning_example_logs_every_validation_epoch(tmp_path):
         values = {name: float(value) for name, value in re.findall(r"(\w+)=([\d.]+)", text)}
         assert set(values) == set(tags_of)
         for name, tag in tags_of.items():
-            assert dict(scalars[tag])[int(epoch)] == pytest.approx(values[name], abs=5.1e-4)
+            assert dict(scalars[tag])[step_of[int(epoch)]] == pytest.approx(values[name],
+                                                                            abs=5.1e-4)

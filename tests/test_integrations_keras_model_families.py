@@ -2,16 +2,13 @@
 Sequential without Input, other backends; each against NumPy on activations
 the test computes itself with a sub-model."""
 
-import os
-import subprocess
-import sys
 import textwrap
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 from reference import packed_states, sorted_rows, unique_counts
+from support import run_on_keras_backend
 
 keras = pytest.importorskip("keras")
 
@@ -157,9 +154,4 @@ def test_build_efficiency_model_and_callback_on_other_backends(tmp_path, backend
     on every backend (under torch a Keras model is also a torch Module); the
     callback measures on every backend, JAX included."""
     pytest.importorskip(backend)
-    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    script = BACKEND_SCRIPT.format(log_dir=str(tmp_path))
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                            text=True, timeout=300, cwd=Path(__file__).parent)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"backend ok {backend}" in result.stdout
+    run_on_keras_backend(BACKEND_SCRIPT.format(log_dir=str(tmp_path)), backend)

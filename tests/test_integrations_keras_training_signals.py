@@ -6,17 +6,14 @@ pass and against NumPy on activations the test computes itself; other backends."
 
 import csv
 import math
-import os
-import subprocess
-import sys
 import textwrap
 import warnings
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 from reference import Expected, assert_counts_match, sorted_rows
+from support import run_on_keras_backend
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tensorstate_callbacks.keras import StateSpaceCallback
@@ -277,9 +274,4 @@ def test_in_fit_measurement_on_other_backends(tmp_path, backend):
     """torch and JAX: measured inside fit's validation, equal to a second pass,
     EarlyStopping listed before the callback stops on aIQ."""
     pytest.importorskip(backend)
-    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    script = BACKEND_SCRIPT.format(log_dir=str(tmp_path))
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                            text=True, timeout=300, cwd=Path(__file__).parent)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"backend ok {backend}" in result.stdout
+    run_on_keras_backend(BACKEND_SCRIPT.format(log_dir=str(tmp_path)), backend)

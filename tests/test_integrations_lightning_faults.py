@@ -6,8 +6,10 @@ independent NumPy computation (lightning_helpers.independent_metrics)."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import warnings
 from pathlib import Path
@@ -87,13 +89,14 @@ def test_dataloader_workers_fork_while_counts_are_spilled(tmp_path):
     the workers (only the process that made them removes them).  The training
     runs in a script of its own, as users run it: its main process forks the
     workers (not this test process, whose other threads are pytest's)."""
-    spill_root = tmp_path / "spill"
-    spill_root.mkdir()
+    # short: the workers' sockets live under TMPDIR too (AF_UNIX paths hold 107 bytes)
+    spill_root = Path(tempfile.mkdtemp(prefix="ts-fork-", dir="/tmp"))
     script = tmp_path / "workers.py"
     script.write_text(textwrap.dedent(DATALOADER_WORKERS))
     done = subprocess.run([sys.executable, str(script), str(tmp_path), str(Path(__file__).parent)],
                           env={**os.environ, "TMPDIR": str(spill_root)}, capture_output=True,
                           text=True, timeout=600)
+    shutil.rmtree(spill_root, ignore_errors=True)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["spilled"], "the counts did not spill: the test proved less than it says"

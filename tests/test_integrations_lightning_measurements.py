@@ -3,6 +3,11 @@ validation dataloaders, ``trainer.validate()``, opt-in ``trainer.test()`` and
 training windows; a ``pytorch_lightning`` Trainer; history after ``ddp_spawn``.
 Every value is checked against plain hooks and NumPy (lightning_helpers)."""
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from reference import Expected
@@ -21,6 +26,7 @@ from lightning_helpers import (  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from tensorstate_callbacks.lightning import StateSpaceCallback  # noqa: E402
+from tensorstate_callbacks.reporting.report import EpochReport  # noqa: E402
 
 PROBES = ["conv_a_post_states", "conv_b_post_states"]
 
@@ -180,17 +186,42 @@ def test_pytorch_lightning_trainer_gets_everything(tmp_path):
     assert "custom_scalars__config__" in tags["tensors"]
 
 
-@pytest.mark.slow
-def test_history_reaches_the_main_process_after_ddp_spawn(tmp_path):
+DDP_SPAWN = """
+import json, sys
+import lightning as L
+import torch
+sys.path.insert(0, sys.argv[2])
+from lightning_helpers import SmallConvNet, loaders
+from tensorstate_callbacks.lightning import StateSpaceCallback
+
+if __name__ == "__main__":
     train, valid = loaders()
     model, callback = SmallConvNet(), StateSpaceCallback(attach_to=["Conv2d"])
-    trainer(tmp_path, [callback], strategy="ddp_spawn", devices=2, use_distributed_sampler=True,
-            logger=False).fit(model, train, valid)
+    L.Trainer(max_epochs=1, strategy="ddp_spawn", devices=2, accelerator="cpu", logger=False,
+              callbacks=[callback],
+              enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+              default_root_dir=sys.argv[1]).fit(model, train, valid)
+    reports = callback.history
+    assert callback.history == reports  # read once, kept
+    torch.save(model.state_dict(), f"{sys.argv[1]}/final.pt")
+    json.dump([report.to_dict() for report in reports], open(f"{sys.argv[1]}/history.json", "w"))
+"""
+
+
+@pytest.mark.slow
+def test_history_reaches_the_main_process_after_ddp_spawn(tmp_path):
+    """A training script (its own process, as users run it) fits with ddp_spawn
+    on 2 CPU processes; its main process then reads what rank zero measured."""
+    script = tmp_path / "spawn.py"
+    script.write_text(DDP_SPAWN)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path), str(Path(__file__).parent)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    reports = [EpochReport.from_dict(item)
+               for item in json.loads((tmp_path / "history.json").read_text())]
+    assert [(r.epoch, r.step) for r in reports] == [(0, 3)]  # 3 steps per rank
     # the main process's model holds rank zero's final weights; both ranks'
     # validation shards together are the whole validation set
-    reports = callback.history
-    assert [(r.epoch, r.step) for r in reports] == [(0, 3)]  # 3 steps per rank
-    assert_report_matches(reports[0], independent_metrics(model.state_dict(), valid),
+    _, valid = loaders()
+    assert_report_matches(reports[0], independent_metrics(torch.load(tmp_path / "final.pt"), valid),
                           with_aiq=False)
-    assert callback.history == reports  # read once, kept
-    assert torch.distributed.is_initialized() is False
