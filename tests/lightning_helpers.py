@@ -60,6 +60,26 @@ class WeightRecorder(L.Callback):
             self.snapshots.append(copy.deepcopy(pl_module.state_dict()))
 
 
+def save_weights(state_dicts, path):
+    """Save a list of state dicts as NumPy arrays (``np.savez``); :func:`load_weights`
+    reads them back.  Not torch.save/torch.load: in the full suite, torch's
+    weights-only unpickler in a pytest worker has failed to read the storages a
+    training script saved (an earlier test in the worker is the suspect)."""
+    np.savez(path, **{f"{index}/{name}": value.detach().cpu().numpy()
+                      for index, state_dict in enumerate(state_dicts)
+                      for name, value in state_dict.items()})
+
+
+def load_weights(path):
+    """The list of state dicts :func:`save_weights` saved (torch tensors)."""
+    state_dicts = {}
+    with np.load(path) as saved:
+        for key in saved.files:
+            index, name = key.split("/", 1)
+            state_dicts.setdefault(int(index), {})[name] = torch.from_numpy(saved[key])
+    return [state_dicts[index] for index in sorted(state_dicts)]
+
+
 def independent_metrics(state_dict, valid_loader, beta=2.0):
     """Efficiencies, accuracy and aIQ of SmallConvNet's convolutions on
     ``valid_loader``, recomputed with plain forward hooks and NumPy."""

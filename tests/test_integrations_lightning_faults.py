@@ -23,6 +23,7 @@ from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 from lightning_helpers import (  # noqa: E402
     SmallConvNet,
     independent_metrics,
+    load_weights,
     read_scalars,
     small_data,
 )
@@ -54,7 +55,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 sys.path.insert(0, sys.argv[2])
-from lightning_helpers import SmallConvNet, WeightRecorder, small_data
+from lightning_helpers import SmallConvNet, WeightRecorder, save_weights, small_data
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorstate_callbacks import StateSpaceMemoryWarning
 from tensorstate_callbacks.lightning import StateSpaceCallback
@@ -76,7 +77,7 @@ trainer = L.Trainer(max_epochs=2, callbacks=[callback, recorder],
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     trainer.fit(SmallConvNet(), train, valid)
-torch.save(recorder.snapshots, f"{out}/snapshots.pt")
+save_weights(recorder.snapshots, f"{out}/snapshots.npz")
 json.dump({"spilled": any(issubclass(w.category, StateSpaceMemoryWarning) for w in caught)},
           open(f"{out}/result.json", "w"))
 """
@@ -100,7 +101,7 @@ def test_dataloader_workers_fork_while_counts_are_spilled(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["spilled"], "the counts did not spill: the test proved less than it says"
-    snapshots = torch.load(tmp_path / "snapshots.pt")
+    snapshots = load_weights(tmp_path / "snapshots.npz")
     unordered = DataLoader(small_data(48, 1), batch_size=16)
     _assert_logged_as_computed(tmp_path / "tb" / "version_0", snapshots, unordered,
                                steps=[6, 12])
@@ -111,7 +112,7 @@ import json, sys, warnings
 import lightning as L
 import torch
 sys.path.insert(0, sys.argv[2])
-from lightning_helpers import SmallConvNet, loaders
+from lightning_helpers import SmallConvNet, loaders, save_weights
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorstate_callbacks.lightning import StateSpaceCallback
 
@@ -130,7 +131,7 @@ trainer = L.Trainer(max_epochs=2, strategy="ddp_fork", accelerator="cpu", device
                     enable_checkpointing=False, num_sanity_val_steps=0)
 model = SmallConvNet()
 trainer.fit(model, train, valid)
-torch.save(model.state_dict(), f"{out}/final.pt")
+save_weights([model.state_dict()], f"{out}/final.npz")
 json.dump({"history": [[r.epoch, r.step] for r in callback.history],
            "parent": [parent.state_count, parent.distinct_count]}, open(f"{out}/result.json", "w"))
 """
@@ -153,7 +154,7 @@ def test_ddp_fork_two_cpu_processes(tmp_path):
     rows = np.random.default_rng(0).random((1 << 17, 30)) < 0.5
     expected = Expected.of_values(rows)
     assert result["parent"] == [expected.state_count, expected.distinct_count]
-    final = torch.load(tmp_path / "final.pt")
+    [final] = load_weights(tmp_path / "final.npz")
     valid = DataLoader(small_data(48, 1), batch_size=16)
     layers, network, _, _ = independent_metrics(final, valid)
     scalars, _ = read_scalars(tmp_path / "tb" / "version_0")
