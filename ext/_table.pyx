@@ -37,6 +37,13 @@ cdef extern from "ts_table.h" nogil:
     void ts_byte_histograms(const uint8_t *keys, const uint64_t *counts, int64_t n,
                             int64_t nb, uint64_t *hist)
     void ts_table_byte_histograms(const ts_table *t, uint64_t *hist)
+    ctypedef struct ts_sums:
+        int64_t distinct
+        int64_t singletons
+        uint64_t largest
+        double c_log2_c
+        double compensation
+    void ts_table_sums(const ts_table *t, ts_sums *s)
 
 cdef extern from "ts_dense.h" nogil:
     ts_status ts_dense_init(ts_table *t, int64_t key_bytes, int dense_bits, int narrow)
@@ -46,6 +53,7 @@ cdef extern from "ts_dense.h" nogil:
     void ts_dense_fold(ts_table *into, ts_table *source)
     void ts_dense_items(const ts_table *t, uint8_t *keys, uint64_t *counts)
     void ts_dense_byte_histograms(const ts_table *t, uint64_t *hist)
+    void ts_dense_sums(const ts_table *t, ts_sums *s)
     void ts_dense_sum(ts_table *into, ts_table *const *slabs, int n_slabs)
     void ts_dense_count_slabs(ts_table *const *slabs, const uint8_t *keys,
                               const int32_t *slab_of, int64_t samples, int64_t per_sample,
@@ -235,6 +243,35 @@ def count_rows(list shards, const uint8_t[:, ::1] keys, const uint64_t[::1] weig
     free(tables)
     if status != TS_OK:
         raise MemoryError("out of memory while counting states")
+
+
+def sums(list tables):
+    """Sums over the counts of the states the tables hold, read in place in
+    one pass: ``(distinct, singletons, largest, c_log2_c)``, the number of
+    counts > 0, of counts == 1, the largest count, and the sum of
+    ``c * log2(c)`` over every count ``c`` (what the plug-in entropy needs).
+
+    Raises:
+        ValueError: a table is not a CountTable, or is a dense table of
+            32-bit counts.
+    """
+    cdef ts_sums total
+    total.distinct = total.singletons = total.largest = 0
+    total.c_log2_c = total.compensation = 0.0
+    for table in tables:
+        if not isinstance(table, CountTable):
+            raise TypeError(f"expected CountTable objects, got {type(table).__name__}")
+        if (<CountTable>table).is_narrow:
+            raise ValueError("sums are read from tables of 64-bit counts only")
+    cdef CountTable one
+    for table in tables:
+        one = <CountTable>table
+        with nogil:
+            if one.table.dense_bits:
+                ts_dense_sums(&one.table, &total)
+            else:
+                ts_table_sums(&one.table, &total)
+    return total.distinct, total.singletons, total.largest, total.c_log2_c
 
 
 def count_dense(list tables, const uint8_t[:, ::1] keys, const uint64_t[::1] weights=None):

@@ -289,4 +289,10 @@ static void ts_dense_byte_histograms(const ts_table *t, uint64_t *hist)
     for (int v = 0; v < 256; ++v) hist[v] += low[v];
 }
 
+/* ts_sums_add of the counts a dense table of 64-bit counts holds. */
+static void ts_dense_sums(const ts_table *t, ts_sums *s)
+{
+    ts_sums_add(s, t->dense, (int64_t)1 << t->dense_bits, 1);
+}
+
 #endif /* TS_DENSE_H */

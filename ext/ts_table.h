@@ -23,6 +23,7 @@
 #ifndef TS_TABLE_H
 #define TS_TABLE_H
 
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -318,6 +319,53 @@ static void ts_table_items(const ts_table *t, uint8_t *keys, uint64_t *counts)
         memcpy(keys + k * nb, &s->word, (size_t)nb); /* little-endian hosts */
         counts[k++] = s->value;
     }
+}
+
+/* Sums over the counts of distinct states: what the plug-in entropy, the
+ * coverage and the number of distinct states need, read in one pass over a
+ * table in place (no counts copied out, no logarithm of a count of 1, which
+ * most states of a wide layer have).  c log2 c is summed with Kahan's
+ * compensation: a table holds millions of terms. */
+typedef struct {
+    int64_t distinct;     /* counts > 0 */
+    int64_t singletons;   /* counts == 1 */
+    uint64_t largest;     /* the largest count */
+    double c_log2_c;      /* sum of c log2 c over the counts > 1 */
+    double compensation;  /* Kahan's: what the sum lost to rounding */
+} ts_sums;
+
+/* Adds n counts, `stride` words apart, to s; zeros (empty slots) add nothing. */
+static void ts_sums_add(ts_sums *s, const uint64_t *counts, int64_t n, int64_t stride)
+{
+    int64_t distinct = 0, singletons = 0;
+    uint64_t largest = s->largest;
+    double sum = s->c_log2_c, compensation = s->compensation;
+    for (int64_t i = 0; i < n; ++i) {
+        const uint64_t c = counts[i * stride];
+        distinct += c != 0;
+        singletons += c == 1;
+        if (c > largest) largest = c;
+        if (c > 1) {
+            const double term = (double)c * log2((double)c) - compensation;
+            const double next = sum + term;
+            compensation = (next - sum) - term;
+            sum = next;
+        }
+    }
+    s->distinct += distinct;
+    s->singletons += singletons;
+    s->largest = largest;
+    s->c_log2_c = sum;
+    s->compensation = compensation;
+}
+
+/* ts_sums_add of the counts a hash table holds. */
+static void ts_table_sums(const ts_table *t, ts_sums *s)
+{
+    if (t->key_bytes > 8)
+        ts_sums_add(s, t->counts, t->size, 1);
+    else
+        ts_sums_add(s, &t->slots[0].value, t->capacity, 2);
 }
 
 /* Adds, for each byte position j of the n keys (n x nb bytes) and each

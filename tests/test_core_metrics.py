@@ -21,6 +21,37 @@ def test_entropy_matches_formula(counts, alpha):
     assert ts.entropy(counts, alpha) == pytest.approx(renyi_entropy(counts, alpha), abs=1e-12)
 
 
+@pytest.mark.parametrize("counts", COUNTS + [np.array([1, 0, 3, 1, 2**40])])
+@pytest.mark.parametrize("alpha, estimator", [(0, "plugin"), (1, "plugin"),
+                                              (math.inf, "plugin"), (1, "miller_madow")])
+def test_entropy_from_sums_matches_entropy(counts, alpha, estimator):
+    """Entropies from the sums over the counts (what counters read from their
+    tables in one pass) equal those from the counts themselves."""
+    sums = ts.core.metrics.sums_of_counts([counts[:2], counts[2:]])
+    assert sums.distinct == np.count_nonzero(counts)
+    assert sums.singletons == np.count_nonzero(counts == 1)
+    assert sums.largest == counts.max()
+    want = ts.entropy(counts, alpha, estimator)
+    got = ts.core.metrics.entropy_from_sums(sums, int(counts.sum()), alpha, estimator)
+    assert got == pytest.approx(want, rel=1e-12, abs=1e-12)
+
+
+def test_entropy_from_sums_of_one_state_is_zero():
+    sums = ts.core.metrics.sums_of_counts([np.array([3])])
+    assert ts.core.metrics.entropy_from_sums(sums, 3) == 0.0
+    assert math.copysign(1, ts.core.metrics.entropy_from_sums(sums, 3, math.inf)) == 1
+
+
+def test_entropy_from_sums_refuses_what_sums_cannot_give():
+    sums = ts.core.metrics.sums_of_counts([np.array([1, 2])])
+    assert not ts.core.metrics.sums_suffice(2)
+    assert not ts.core.metrics.sums_suffice(1, "chao_shen")
+    with pytest.raises(ValueError, match="needs every count"):
+        ts.core.metrics.entropy_from_sums(sums, 3, alpha=2)
+    with pytest.raises(ValueError, match="no states"):
+        ts.core.metrics.entropy_from_sums(sums, 0)
+
+
 def test_entropy_exact_values():
     assert ts.entropy([1, 1, 1, 1]) == 2.0
     assert ts.entropy([1, 1, 1, 1], alpha=math.inf) == 2.0

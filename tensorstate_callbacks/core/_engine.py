@@ -26,6 +26,7 @@ import numpy as np
 from . import _table
 from ._row_buffer import RowBuffer
 from ._spill import SpillError, SpillFiles
+from .metrics import CountSums, sums_of_counts
 from .packing import num_threads
 
 # Below this many rows a batch is counted on one thread; into a dense table,
@@ -314,6 +315,17 @@ class CountEngine:
         for first in range(0, len(self._shards), _SHARDS_PER_READ):
             yield np.concatenate([shard.counts()
                                   for shard in self._shards[first:first + _SHARDS_PER_READ]])
+
+    def sums(self) -> CountSums:
+        """The :class:`~tensorstate_callbacks.core.metrics.CountSums` of the
+        counts, read from the tables in place in one pass where they are in
+        memory (no counts copied out: the epoch's entropies and coverage of
+        wide layers, whose states are mostly distinct, cost a scan of the
+        tables each)."""
+        self.settle()
+        if self._spill is not None:
+            return sums_of_counts(counts for _, counts in self.count_chunks())
+        return CountSums(*_table.sums(self._shards))
 
     def add_byte_histograms(self, out: np.ndarray) -> None:
         """Add to ``out[j, v]`` (``uint64[key_bytes, 256]``) the counts of the

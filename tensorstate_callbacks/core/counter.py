@@ -782,6 +782,9 @@ class StateCounter:
         if alpha is None:
             return float(self.max_entropy())
         with self._lock:
+            if metrics.sums_suffice(alpha, estimator):
+                return metrics.entropy_from_sums(self._engine.sums(), self._state_count,
+                                                 alpha, estimator)
             return metrics.entropy_of_chunks(self._engine.count_arrays, self._state_count,
                                              alpha, estimator)
 
@@ -824,8 +827,7 @@ class StateCounter:
         """
         self._require_states()
         with self._lock:
-            singletons = sum(int(np.count_nonzero(counts == 1))
-                             for counts in self._engine.count_arrays())
+            singletons = self._engine.sums().singletons
         return 1.0 - singletons / self._state_count
 
     def efficiency_ceiling(self) -> float:

@@ -21,12 +21,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from numbers import Real
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["ESTIMATORS", "aIQ", "coverage", "efficiency", "efficiency_ceiling", "entropy",
-           "entropy_of_chunks", "js_divergence", "mutual_information", "network_efficiency",
-           "ratio"]
+__all__ = ["ESTIMATORS", "CountSums", "aIQ", "coverage", "efficiency", "efficiency_ceiling",
+           "entropy", "entropy_from_sums", "entropy_of_chunks", "js_divergence",
+           "mutual_information", "network_efficiency", "ratio", "sums_of_counts",
+           "sums_suffice"]
 
 # Estimators of Shannon entropy: the plug-in value (TensorState's) and two
 # bias corrections for samples that miss states (see docs/reading-the-numbers.md).
@@ -94,6 +96,88 @@ def entropy_of_chunks(chunks, total: float, alpha=1, estimator: str = "plugin") 
         plugin = max(_entropy_of_chunks(chunks, total, 1), 0.0)
         return plugin + (distinct - 1) / (2 * total * math.log(2))
     return _chao_shen(chunks if callable(chunks) else (lambda listed=list(chunks): listed), total)
+
+
+class CountSums(NamedTuple):
+    """Sums over the counts ``c`` of the distinct states: all that the plug-in
+    entropy of order 0, 1 and infinity, Miller-Madow's estimate and the
+    coverage need.  The compiled tables give them in one pass over their
+    counts, in place (see :meth:`CountEngine.sums
+    <tensorstate_callbacks.core._engine.CountEngine.sums>`)."""
+
+    distinct: int  #: counts > 0
+    singletons: int  #: counts == 1
+    largest: int  #: the largest count
+    c_log2_c: float  #: the sum of ``c * log2(c)``
+
+
+def sums_of_counts(chunks: Iterable) -> CountSums:
+    """The :class:`CountSums` of counts that arrive in chunks (each distinct
+    state in exactly one), with NumPy.
+
+    Example:
+        >>> sums_of_counts([np.array([1, 2]), np.array([0, 4])])
+        CountSums(distinct=3, singletons=1, largest=4, c_log2_c=10.0)
+    """
+    distinct = singletons = largest = 0
+    c_log2_c = 0.0
+    for chunk in chunks:
+        counts = _as_counts(chunk)
+        repeated = counts[counts > 1].astype(np.float64)
+        distinct += int(np.count_nonzero(counts))
+        singletons += int(np.count_nonzero(counts == 1))
+        largest = max(largest, int(np.max(counts, initial=0)))
+        c_log2_c += float(np.sum(repeated * np.log2(repeated)))
+    return CountSums(distinct, singletons, largest, c_log2_c)
+
+
+def sums_suffice(alpha, estimator: str = "plugin") -> bool:
+    """Whether :func:`entropy_from_sums` can give this entropy (orders 0, 1 and
+    infinity; Miller-Madow's estimate; not Chao-Shen's, which needs every count).
+
+    Example:
+        >>> sums_suffice(1), sums_suffice(2), sums_suffice(1, "chao_shen")
+        (True, False, False)
+    """
+    estimator = _check_estimator(estimator, alpha)
+    return estimator != "chao_shen" and _check_alpha(alpha) in (0, 1, math.inf)
+
+
+def entropy_from_sums(sums: CountSums, total: int, alpha=1, estimator: str = "plugin") -> float:
+    """The entropy of :func:`entropy_of_chunks` from the :class:`CountSums` of
+    the counts (``total`` states), where :func:`sums_suffice`.
+
+    Shannon's entropy is ``log2(N) - sum(c log2 c) / N``: counts of 1, most of
+    a wide layer's, add nothing to the sum.
+
+    Raises:
+        ValueError: ``total`` is 0, or the sums do not give this entropy.
+
+    Example:
+        >>> sums = sums_of_counts([np.array([1, 1, 2])])
+        >>> entropy_from_sums(sums, 4), entropy_from_sums(sums, 4, alpha=0)
+        (1.5, 1.584962500721156)
+        >>> entropy_from_sums(sums, 4, alpha=math.inf)
+        1.0
+    """
+    if not sums_suffice(alpha, estimator):
+        raise ValueError(f"the entropy of order {alpha!r} with the {estimator!r} estimator "
+                         "needs every count: use entropy_of_chunks")
+    if total <= 0:
+        raise ValueError("cannot compute an entropy: no states were counted")
+    alpha = _check_alpha(alpha)
+    if sums.distinct <= 1:
+        value = 0.0  # one state: exactly 0, whatever the rounding of the sums
+    elif alpha == 0:
+        value = math.log2(sums.distinct)
+    elif math.isinf(alpha):
+        value = -math.log2(sums.largest / total)
+    else:
+        value = math.log2(total) - sums.c_log2_c / total
+    value = max(value, 0.0) + 0.0  # never -0.0
+    if estimator == "miller_madow":
+        value += (sums.distinct - 1) / (2 * total * math.log(2))
+    return value
 
 
 def _check_estimator(estimator, alpha) -> str:
