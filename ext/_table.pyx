@@ -36,14 +36,17 @@ cdef extern from "ts_table.h" nogil:
     void ts_table_items(const ts_table *t, uint8_t *keys, uint64_t *counts)
     void ts_byte_histograms(const uint8_t *keys, const uint64_t *counts, int64_t n,
                             int64_t nb, uint64_t *hist)
-    void ts_table_byte_histograms(const ts_table *t, uint64_t *hist)
     ctypedef struct ts_sums:
         int64_t distinct
         int64_t singletons
         uint64_t largest
         double c_log2_c
         double compensation
-    void ts_table_sums(const ts_table *t, ts_sums *s)
+    ctypedef struct ts_gather:
+        int64_t size, key_bytes
+        uint64_t *hist
+        ts_sums sums
+    void ts_gather_flush(ts_gather *g)
 
 cdef extern from "ts_dense.h" nogil:
     ts_status ts_dense_init(ts_table *t, int64_t key_bytes, int dense_bits, int narrow)
@@ -52,8 +55,7 @@ cdef extern from "ts_dense.h" nogil:
                                 const uint64_t *weights, int64_t n)
     void ts_dense_fold(ts_table *into, ts_table *source)
     void ts_dense_items(const ts_table *t, uint8_t *keys, uint64_t *counts)
-    void ts_dense_byte_histograms(const ts_table *t, uint64_t *hist)
-    void ts_dense_sums(const ts_table *t, ts_sums *s)
+    void ts_read_table(ts_gather *g, const ts_table *t)
     void ts_dense_sum(ts_table *into, ts_table *const *slabs, int n_slabs)
     void ts_dense_count_slabs(ts_table *const *slabs, const uint8_t *keys,
                               const int32_t *slab_of, int64_t samples, int64_t per_sample,
@@ -153,14 +155,7 @@ cdef class CountTable:
     def add_byte_histograms(self, uint64_t[:, ::1] out):
         """Add to ``out[j, v]`` (uint64[key_bytes, 256]) the counts of the states
         whose byte ``j`` is ``v``, read in place (see :func:`byte_histograms`)."""
-        _check_histograms(out, self.table.key_bytes)
-        if self.is_narrow:
-            raise ValueError("byte histograms are read from 64-bit tables only")
-        with nogil:
-            if self.table.dense_bits:
-                ts_dense_byte_histograms(&self.table, &out[0, 0])
-            else:
-                ts_table_byte_histograms(&self.table, &out[0, 0])
+        read_tables([self], out)
 
     def items(self):
         """Return (keys uint8[distinct, key_bytes], counts uint64[distinct])."""
@@ -194,6 +189,25 @@ cdef ts_table **_tables(list tables, int64_t key_bytes, bint dense,
             raise ValueError(f"expected dense tables of {32 if narrow else 64}-bit counts")
     if dense and len({(<CountTable>table).table.dense_bits for table in tables}) != 1:
         raise ValueError("dense tables of different widths")
+    cdef ts_table **pointers = <ts_table **>malloc(len(tables) * sizeof(ts_table *))
+    if pointers == NULL:
+        raise MemoryError()
+    for i, table in enumerate(tables):
+        pointers[i] = &(<CountTable>table).table
+    return pointers
+
+
+cdef ts_table **_wide_count_tables(list tables, str what) except NULL:
+    """A malloc'd array of the C structs of ``tables`` (the caller frees it):
+    CountTables of one width, hash or dense, of 64-bit counts, which ``what``
+    is read from."""
+    for table in tables:
+        if not isinstance(table, CountTable):
+            raise TypeError(f"expected CountTable objects, got {type(table).__name__}")
+        if (<CountTable>table).is_narrow:
+            raise ValueError(f"{what} are read from tables of 64-bit counts only")
+        if (<CountTable>table).table.key_bytes != (<CountTable>tables[0]).table.key_bytes:
+            raise ValueError(f"{what} are read from tables of one width")
     cdef ts_table **pointers = <ts_table **>malloc(len(tables) * sizeof(ts_table *))
     if pointers == NULL:
         raise MemoryError()
@@ -243,35 +257,6 @@ def count_rows(list shards, const uint8_t[:, ::1] keys, const uint64_t[::1] weig
     free(tables)
     if status != TS_OK:
         raise MemoryError("out of memory while counting states")
-
-
-def sums(list tables):
-    """Sums over the counts of the states the tables hold, read in place in
-    one pass: ``(distinct, singletons, largest, c_log2_c)``, the number of
-    counts > 0, of counts == 1, the largest count, and the sum of
-    ``c * log2(c)`` over every count ``c`` (what the plug-in entropy needs).
-
-    Raises:
-        ValueError: a table is not a CountTable, or is a dense table of
-            32-bit counts.
-    """
-    cdef ts_sums total
-    total.distinct = total.singletons = total.largest = 0
-    total.c_log2_c = total.compensation = 0.0
-    for table in tables:
-        if not isinstance(table, CountTable):
-            raise TypeError(f"expected CountTable objects, got {type(table).__name__}")
-        if (<CountTable>table).is_narrow:
-            raise ValueError("sums are read from tables of 64-bit counts only")
-    cdef CountTable one
-    for table in tables:
-        one = <CountTable>table
-        with nogil:
-            if one.table.dense_bits:
-                ts_dense_sums(&one.table, &total)
-            else:
-                ts_table_sums(&one.table, &total)
-    return total.distinct, total.singletons, total.largest, total.c_log2_c
 
 
 def count_dense(list tables, const uint8_t[:, ::1] keys, const uint64_t[::1] weights=None):
@@ -342,6 +327,51 @@ def byte_histograms(const uint8_t[:, ::1] keys, const uint64_t[::1] counts,
         with nogil:
             ts_byte_histograms(&keys[0, 0], &counts[0], keys.shape[0], keys.shape[1],
                                &out[0, 0])
+
+
+def read_tables(list tables, uint64_t[:, ::1] out=None):
+    """What the metrics of a counter read from its tables (of one width, hash
+    or dense, 64-bit counts), in one pass over each, in place.
+
+    Args:
+        tables: the CountTables.
+        out: None, or uint64[key_bytes, 256], to which the byte histograms of
+            the states are added (see :func:`byte_histograms`).
+
+    Returns:
+        ``(distinct, singletons, largest, c_log2_c)``: the number of counts > 0
+        and of counts == 1, the largest count, and the sum of ``c * log2(c)``
+        over every count ``c`` (what the plug-in entropy needs).
+
+    Releases the GIL.
+
+    Raises:
+        ValueError: tables of different widths or of 32-bit counts, or an
+            ``out`` of the wrong shape.
+    """
+    if not tables:
+        return 0, 0, 0, 0.0
+    if out is not None and isinstance(tables[0], CountTable):
+        _check_histograms(out, (<CountTable>tables[0]).table.key_bytes)
+    cdef ts_table **pointers = _wide_count_tables(tables, "sums and histograms")
+    cdef ts_gather *gather = <ts_gather *>malloc(sizeof(ts_gather))
+    if gather == NULL:
+        free(pointers)
+        raise MemoryError()
+    gather.size = 0
+    gather.key_bytes = pointers[0].key_bytes
+    gather.hist = NULL if out is None else &out[0, 0]
+    gather.sums.distinct = gather.sums.singletons = gather.sums.largest = 0
+    gather.sums.c_log2_c = gather.sums.compensation = 0.0
+    cdef int i, n = len(tables)
+    with nogil:
+        for i in range(n):
+            ts_read_table(gather, pointers[i])
+        ts_gather_flush(gather)
+    free(pointers)
+    sums = gather.sums
+    free(gather)
+    return sums.distinct, sums.singletons, sums.largest, sums.c_log2_c
 
 
 def count_dense_slabs(list slabs, const uint8_t[:, ::1] keys, int64_t per_sample,

@@ -295,4 +295,16 @@ static void ts_dense_sums(const ts_table *t, ts_sums *s)
     ts_sums_add(s, t->dense, (int64_t)1 << t->dense_bits, 1);
 }
 
+/* Adds what the epoch's metrics read from a table, hash or dense (of 64-bit
+ * counts), to g (see ts_gather; flush it after the last table). */
+static void ts_read_table(ts_gather *g, const ts_table *t)
+{
+    if (!t->dense_bits) {
+        ts_gather_hashed(g, t);
+        return;
+    }
+    ts_dense_sums(t, &g->sums);
+    if (g->hist != NULL) ts_dense_byte_histograms(t, g->hist);
+}
+
 #endif /* TS_DENSE_H */

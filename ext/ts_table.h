@@ -392,19 +392,73 @@ static void ts_byte_histograms(const uint8_t *keys, const uint64_t *counts, int6
     }
 }
 
-/* ts_byte_histograms of the keys a hash table holds, read in place. */
-static void ts_table_byte_histograms(const ts_table *t, uint64_t *hist)
+/* The counts of narrow keys (<= 8 bytes, as words) whose byte j is v, added
+ * to hist[j * 256 + v]: one byte position at a time, into two local
+ * histograms that alternate between keys, so that keys sharing a byte (a
+ * dead or always-on group of neurons) do not wait on each other's stores. */
+static void ts_word_histograms(const uint64_t *words, const uint64_t *counts, int64_t n,
+                               int64_t nb, uint64_t *hist)
 {
-    const int64_t nb = t->key_bytes;
-    if (nb > 8) {
-        ts_byte_histograms(t->arena, t->counts, t->size, nb, hist);
+    uint64_t local[2][256];
+    for (int64_t j = 0; j < nb; ++j) {
+        memset(local, 0, sizeof(local));
+        const int shift = 8 * (int)j;
+        int64_t i = 0;
+        for (; i + 2 <= n; i += 2) {
+            local[0][(words[i] >> shift) & 255] += counts[i];
+            local[1][(words[i + 1] >> shift) & 255] += counts[i + 1];
+        }
+        if (i < n) local[0][(words[i] >> shift) & 255] += counts[i];
+        uint64_t *const row = hist + j * 256;
+        for (int v = 0; v < 256; ++v) row[v] += local[0][v] + local[1][v];
+    }
+}
+
+/* What the epoch's metrics read from the tables of one counter (see
+ * ts_read_table), gathered here: the sums over their counts and, unless
+ * hist is NULL, the byte histograms of their keys, added to hist.  Narrow
+ * keys are gathered from their slots without a branch per slot (half or
+ * more of the slots are empty, at random) until there are enough for
+ * ts_word_histograms to pay its fixed cost. */
+#define TS_GATHER_KEYS 8192
+
+typedef struct {
+    uint64_t words[TS_GATHER_KEYS], counts[TS_GATHER_KEYS];
+    int64_t size, key_bytes;
+    uint64_t *hist;
+    ts_sums sums;
+} ts_gather;
+
+static void ts_gather_flush(ts_gather *g)
+{
+    ts_sums_add(&g->sums, g->counts, g->size, 1);
+    if (g->hist != NULL)
+        ts_word_histograms(g->words, g->counts, g->size, g->key_bytes, g->hist);
+    g->size = 0;
+}
+
+/* Adds a hash table's sums, and its keys' byte histograms unless g->hist is
+ * NULL, to g (narrow keys through g's buffer: flush it at the end). */
+static void ts_gather_hashed(ts_gather *g, const ts_table *t)
+{
+    if (t->key_bytes > 8 || g->hist == NULL) {
+        ts_table_sums(t, &g->sums);
+        if (g->hist != NULL) ts_byte_histograms(t->arena, t->counts, t->size, t->key_bytes,
+                                                g->hist);
         return;
     }
+    int64_t k = g->size;
     for (int64_t i = 0; i < t->capacity; ++i) {
-        const uint64_t word = t->slots[i].word, count = t->slots[i].value;
-        if (count == 0) continue;
-        for (int64_t j = 0; j < nb; ++j) hist[j * 256 + ((word >> (8 * j)) & 255)] += count;
+        if (k == TS_GATHER_KEYS) {
+            g->size = k;
+            ts_gather_flush(g);
+            k = 0;
+        }
+        g->words[k] = t->slots[i].word;
+        g->counts[k] = t->slots[i].value;
+        k += t->slots[i].value != 0;
     }
+    g->size = k;
 }
 
 #endif /* TS_TABLE_H */

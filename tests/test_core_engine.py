@@ -264,3 +264,34 @@ def test_threads_sharing_one_counter():
     run = subprocess.run([sys.executable, "-c", SHARED_COUNTER_SCRIPT], capture_output=True,
                          text=True, timeout=300)
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+
+
+@pytest.mark.parametrize("width, rows, how", [
+    (12, 1 << 20, "dense, threaded copies"), (40, 30_000, "hashed, sharded"),
+    (100, 5_000, "wide"), (12, 3_000, "labelled"), (30, 20_000, "spilled")])
+def test_reads_between_batches_see_every_state(width, rows, how, tmp_path):
+    """Entropy, coverage and firing counts, read after each batch (a counter
+    reads them from its tables once they last changed), equal NumPy's over
+    every state counted so far, however the counts are kept."""
+    rng = np.random.default_rng(width)
+    limit = 64 * 1024 if how == "spilled" else None
+    counter = StateCounter("layer", memory_limit=limit, spill_dir=tmp_path)
+    seen = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StateSpaceMemoryWarning)
+        for batch in range(3):
+            x = rng.random((rows, width)) < rng.uniform(0.2, 0.8)
+            if how == "labelled":
+                counter.add(x, labels=rng.integers(0, 3, rows))
+            else:
+                counter.add(x, threads=2 if how.startswith("dense") else None)
+            seen.append(x)
+            everything = np.concatenate(seen)
+            _, counts = unique_counts(packed_states(everything))
+            for alpha in (0, 1, math.inf):
+                assert counter.entropy(alpha) == pytest.approx(renyi_entropy(counts, alpha),
+                                                               rel=1e-12, abs=1e-12)
+            assert counter.coverage() == 1 - np.count_nonzero(counts == 1) / len(everything)
+            np.testing.assert_array_equal(counter.firing_counts(), everything.sum(axis=0))
+            assert counter.distinct_count == len(counts)
+    assert counter.is_spilled == (how == "spilled")

@@ -285,10 +285,12 @@ def test_byte_histograms_match_numpy(width, bits):
 
 @pytest.mark.parametrize("width, bits, shards", [(1, 5, 1), (3, 20, 1), (1, 0, 1), (8, 0, 4),
                                                  (9, 0, 1), (20, 0, 16)])
-def test_sums_match_numpy(width, bits, shards):
-    """Sums read in place from dense, narrow and wide hash tables (several
-    shards together) equal those of the counts NumPy finds: distinct states,
-    singletons, the largest count and sum c log2 c."""
+@pytest.mark.parametrize("histograms", [False, True])
+def test_read_tables_matches_numpy(width, bits, shards, histograms):
+    """What counters read from their tables (dense, narrow or wide hash tables,
+    several shards together) in one pass equals what NumPy finds from the
+    states counted: distinct states, singletons, the largest count, sum c
+    log2 c, and (when asked) the byte histograms."""
     rng = np.random.default_rng(width + bits + shards)
     keys = dense_keys(rng, 40_000, bits) if bits else make_keys(rng, 40_000, width, 30_000)
     weights = rng.integers(1, 3, size=len(keys), dtype=np.uint64) * (rng.random(len(keys)) < 0.7)
@@ -299,19 +301,26 @@ def test_sums_match_numpy(width, bits, shards):
         tables = hash_tables(width, shards)
         _table.count_rows(tables, keys, weights)
     _, counts = reference(keys, weights)
-    distinct, singletons, largest, c_log2_c = _table.sums(tables)
+    out = np.zeros((width, 256), np.uint64) if histograms else None
+    distinct, singletons, largest, c_log2_c = _table.read_tables(tables, out)
     assert (distinct, singletons, largest) == (len(counts), int(np.sum(counts == 1)),
                                                int(counts.max()))
     floats = counts.astype(np.float64)
     assert c_log2_c == pytest.approx(float(np.sum(floats * np.log2(floats))), rel=1e-13)
+    if histograms:
+        np.testing.assert_array_equal(out, numpy_byte_histograms(keys, weights))
 
 
-def test_sums_of_empty_and_narrow_tables():
-    assert _table.sums([_table.CountTable(3), _table.CountTable(1, 4)]) == (0, 0, 0, 0.0)
+def test_read_tables_of_no_states_and_bad_tables():
+    assert _table.read_tables([_table.CountTable(3), _table.CountTable(3)]) == (0, 0, 0, 0.0)
+    assert _table.read_tables([_table.CountTable(1, 4)], np.zeros((1, 256), np.uint64)) == (
+        0, 0, 0, 0.0)
     with pytest.raises(ValueError, match="64-bit counts"):
-        _table.sums([_table.CountTable(1, 4, narrow=True)])
+        _table.read_tables([_table.CountTable(1, 4, narrow=True)])
+    with pytest.raises(ValueError, match="one width"):
+        _table.read_tables([_table.CountTable(1), _table.CountTable(2)])
     with pytest.raises(TypeError, match="CountTable"):
-        _table.sums([np.zeros(3)])
+        _table.read_tables([np.zeros(3)])
 
 
 def test_dense_and_hash_tables_agree():

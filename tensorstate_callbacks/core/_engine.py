@@ -98,6 +98,7 @@ class CountEngine:
         self.failure: str | None = None  # why the counts are incomplete (see check)
         self.changes = 0  # counting calls begun: whether a call may have changed the counts
         self._derived_from = None  # see derive_from
+        self._read: tuple | None = None  # see _summary; None once the tables change
 
     @property
     def key_bytes(self) -> int:
@@ -194,6 +195,7 @@ class CountEngine:
     def _count_pieces(self, keys: np.ndarray, weights: np.ndarray | None,
                       threads: int | None) -> None:
         """Count rows a piece at a time, spilling whenever the tables pass the cap."""
+        self._read = None
         start = 0
         while start < len(keys):
             stop = start + self._rows_within_cap()
@@ -263,6 +265,7 @@ class CountEngine:
         self.check()
         self._flush(self.threads)
         if self._dense_copies:
+            self._read = None
             with self._changing():
                 for copy in self._dense_copies:
                     _table.fold_dense(self._shards[0], copy)
@@ -278,6 +281,7 @@ class CountEngine:
     def _take_derived(self) -> None:
         source = self._derived_from
         if source is not None and source.stale:
+            self._read = None
             with self._changing():
                 source.fold_into(self._shards[0])
 
@@ -318,26 +322,36 @@ class CountEngine:
 
     def sums(self) -> CountSums:
         """The :class:`~tensorstate_callbacks.core.metrics.CountSums` of the
-        counts, read from the tables in place in one pass where they are in
-        memory (no counts copied out: the epoch's entropies and coverage of
-        wide layers, whose states are mostly distinct, cost a scan of the
-        tables each)."""
-        self.settle()
-        if self._spill is not None:
-            return sums_of_counts(counts for _, counts in self.count_chunks())
-        return CountSums(*_table.sums(self._shards))
+        counts (what entropies of order 0, 1 and infinity and the coverage need)."""
+        return self._summary()[0]
 
     def add_byte_histograms(self, out: np.ndarray) -> None:
         """Add to ``out[j, v]`` (``uint64[key_bytes, 256]``) the counts of the
-        states whose byte ``j`` is ``v`` (what firing rates are made of), read
-        from the tables in place where they are in memory."""
+        states whose byte ``j`` is ``v`` (what firing rates are made of)."""
+        out += self._summary()[1]
+
+    def _summary(self) -> tuple[CountSums, np.ndarray]:
+        """``(sums, byte histograms)`` of the counts, read once the tables last
+        changed: in one pass over the tables, in place, where they are in
+        memory.  An epoch's metrics of a wide layer, whose states are mostly
+        distinct, then cost one scan of its tables, without copying counts out."""
         self.settle()
-        if self._spill is not None:
-            for keys, counts in self.count_chunks():
-                _table.byte_histograms(keys, counts, out)
-            return
-        for shard in self._shards:
-            shard.add_byte_histograms(out)
+        if self._read is None:
+            histograms = np.zeros((self.key_bytes, 256), dtype=np.uint64)
+            if self._spill is None:
+                sums = CountSums(*_table.read_tables(self._shards, histograms))
+            else:  # a partition of the spill files at a time
+                sums = sums_of_counts(self._with_histograms(self.count_chunks(), histograms))
+            self._read = (sums, histograms)
+        return self._read
+
+    @staticmethod
+    def _with_histograms(chunks, histograms: np.ndarray) -> Iterator[np.ndarray]:
+        """The counts of each ``(keys, counts)`` chunk, once the byte histograms
+        of its keys are added to ``histograms``."""
+        for keys, counts in chunks:
+            _table.byte_histograms(keys, counts, histograms)
+            yield counts
 
     @property
     def distinct(self) -> int:
