@@ -279,7 +279,7 @@ def test_reads_between_batches_see_every_state(width, rows, how, tmp_path):
     seen = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", StateSpaceMemoryWarning)
-        for batch in range(3):
+        for _ in range(3):
             x = rng.random((rows, width)) < rng.uniform(0.2, 0.8)
             if how == "labelled":
                 counter.add(x, labels=rng.integers(0, 3, rows))
