@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 # The smallest demo that still trains: 2 epochs on 300 images, 200 for validation.
@@ -15,6 +16,24 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# The start of a script for run_on_keras_backend: a one-convolution Keras model
+# (``model``, its ``inputs`` and ``hidden`` convolution output), compiled, and
+# 40 samples ``x`` with one-hot labels ``y`` of 3 classes.
+KERAS_SMALL_CONV_NET = textwrap.dedent("""
+    import numpy as np, keras
+    from tensorstate_callbacks.keras import StateSpaceCallback
+    rng = np.random.default_rng(0)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 1))
+    hidden = keras.layers.Conv2D(5, 3, activation="relu", name="conv")(inputs)
+    out = keras.layers.Dense(3, activation="softmax", name="fc")(keras.layers.Flatten()(hidden))
+    model = keras.Model(inputs, out)
+    model.compile(loss="categorical_crossentropy", optimizer="sgd", metrics=["accuracy"])
+    x = rng.normal(size=(40, 6, 6, 1)).astype("float32")
+    y = np.eye(3, dtype="float32")[rng.integers(0, 3, 40)]
+""")
 
 
 def run_on_keras_backend(script: str, backend: str) -> None:

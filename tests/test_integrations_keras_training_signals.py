@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 from reference import Expected, assert_counts_match, sorted_rows
-from support import run_on_keras_backend
+from support import KERAS_SMALL_CONV_NET, run_on_keras_backend
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tensorstate_callbacks.keras import StateSpaceCallback
@@ -228,18 +228,7 @@ def test_steps_per_execution_above_one_warns_once_and_training_goes_on(tmp_path)
     assert watched.history == [] and len(history.history["val_loss"]) == 2
 
 
-BACKEND_SCRIPT = textwrap.dedent("""
-    import numpy as np, keras
-    from tensorstate_callbacks.keras import StateSpaceCallback
-    rng = np.random.default_rng(0)
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((6, 6, 1))
-    hidden = keras.layers.Conv2D(5, 3, activation="relu", name="conv")(inputs)
-    out = keras.layers.Dense(3, activation="softmax", name="fc")(keras.layers.Flatten()(hidden))
-    model = keras.Model(inputs, out)
-    model.compile(loss="categorical_crossentropy", optimizer="sgd", metrics=["accuracy"])
-    x = rng.normal(size=(40, 6, 6, 1)).astype("float32")
-    y = np.eye(3, dtype="float32")[rng.integers(0, 3, 40)]  # one-hot labels
+BACKEND_SCRIPT = KERAS_SMALL_CONV_NET + textwrap.dedent("""
     watched = StateSpaceCallback(attach_to=["conv"], log_dir={log_dir!r}, labels=True,
                                  log_images=False)
     stopper = keras.callbacks.EarlyStopping(monitor="val_state_space/aIQ", mode="max",

@@ -40,6 +40,13 @@ callback's own ``on_epoch_end`` (seen by the callbacks after it): an
 ``accuracy_key`` that is not a validation metric (no ``val_`` prefix), and
 data given to the callback on an epoch ``fit`` does not validate.
 
+Training-time view (``train_every_n_steps``, off by default): every N
+training steps, the next ``train_window`` training batches are counted as
+they leave the model's compiled train step (no second forward pass; the
+layers in training mode), and reported at the global step the window closes,
+under ``state_space/train/...`` in ``log_dir/train`` (the directory of
+Keras' ``TensorBoard`` for training values); no aIQ, not in the logs.
+
 TensorBoard: the tags of the Lightning callback
 (:meth:`~tensorstate_callbacks.reporting.report.EpochReport.scalars`,
 ``<probe>`` = ``<layer name>_states``) in ``log_dir/validation`` at step =
@@ -75,9 +82,11 @@ from .._validation import (
     names,
 )
 from . import keras_tensorboard
-from .fit_pass import ValidationPass, can_capture
+from .fit_pass import ValidationPass
 from .probes import find_layers
 from .reader import StateReader, _is_arrays, batches
+from .step_capture import StepCapture, can_capture
+from .training_view import TrainingWindows
 
 __all__ = ["IN_LOGS", "StateSpaceCallback"]
 
@@ -144,10 +153,17 @@ class StateSpaceCallback(keras.callbacks.Callback):
             efficiency over epochs when training ends.
         in_logs: which values join ``fit``'s logs: ``"efficiency"`` (network
             and per-probe efficiency, aIQ), ``"all"`` (every scalar) or ``"none"``.
+        train_every_n_steps: also measure the training batches of a window
+            every this many training steps (None: never), logged at the
+            global step under ``state_space/train/...`` in ``log_dir/train``
+            (no aIQ).  The probes then see the model in training mode (dropout
+            active).  TensorFlow and torch backends.
+        train_window: how many training batches one such window counts.
 
     ``history`` holds one
     :class:`~tensorstate_callbacks.reporting.report.EpochReport` per
-    measurement (its ``epoch`` and ``step``: the epoch).
+    measurement (a validation's ``epoch`` and ``step``: the epoch; a training
+    window's ``stage`` is ``"train"``, its ``step`` the global step).
 
     Raises:
         ValueError: empty validation data, an empty ``attach_to``, a bad
@@ -179,7 +195,7 @@ class StateSpaceCallback(keras.callbacks.Callback):
     def __init__(self, validation_data=None, attach_to=("Conv2D",), exclude=(), method="after",
                  log_dir="logs", accuracy_key="val_accuracy", beta=2, batch_size=None,
                  log_histograms=True, log_images=True, estimator="plugin", labels=False,
-                 drift=False, in_logs="efficiency"):
+                 drift=False, in_logs="efficiency", train_every_n_steps=None, train_window=10):
         super().__init__()
         self.validation_inputs = None if validation_data is None else \
             _inputs_of(validation_data)
@@ -204,13 +220,17 @@ class StateSpaceCallback(keras.callbacks.Callback):
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.estimator = check_estimator(estimator)
         self.in_logs = _check_in_logs(in_logs)
+        self.train_every_n_steps = check_positive_int(train_every_n_steps, "train_every_n_steps")
+        self.train_window = check_positive_int(train_window, "train_window", allow_none=False)
         self._previous: dict = {}  # each counter's counts at the last measurement (drift)
         self.log_histograms = bool(log_histograms)
         self.log_images = bool(log_images)
         self.history: list[EpochReport] = []
         self.reader: StateReader | None = None
         self._probed_model = None
-        self._writer = None
+        self._writers: dict = {}  # one per directory (validation, train)
+        self._windows: TrainingWindows | None = None
+        self._windows_pending = False
         self._accuracy_reader = AccuracyReader(
             self.accuracy_key, "the logs of this epoch",
             "Pass validation_data to fit() with metrics=['accuracy'], or set accuracy_key.")
@@ -249,10 +269,58 @@ class StateSpaceCallback(keras.callbacks.Callback):
             raise ValueError(f"cannot write TensorBoard logs to {str(self.validation_dir)!r} "
                              f"({error.strerror or error}); pass a writable log_dir") from error
         self._validated = False
+        for capture in (self._pass, self._windows and self._windows.capture):
+            if capture is not None:  # still in place after a fit that failed
+                capture.release()
         self._pass = None  # made again for every fit: compile() may have changed the model
         if self.in_logs != "none":
             self._restore_tensorboard = keras_tensorboard.hide_state_space(
                 keras_tensorboard.fit_callbacks(), self.log_dir)
+        self._windows = None
+        # an unbuilt Sequential model: made at the first batch, once fit() built it
+        self._windows_pending = self.train_every_n_steps is not None
+        if self._windows_pending and self.model.built:
+            self._windows, self._windows_pending = self._training_windows(), False
+
+    def _training_windows(self) -> TrainingWindows | None:
+        """The windows of the training-time view for this ``fit``, or None (one
+        warning) where its train step cannot hand the states over."""
+        reason = "the JAX backend differentiates the step as one function" \
+            if keras.backend.backend() == "jax" else can_capture(self.model)
+        if reason is not None:
+            self._warn_once("train capture", f"cannot count inside fit's training steps "
+                                             f"({reason}); train_every_n_steps measures nothing")
+            return None
+        reader = StateReader(self.model, attach_to=self.attach_to, exclude=self.exclude,
+                             method=self.method)
+        capture = StepCapture(self.model, reader, "train",
+                              warn=lambda message: self._warn_once(message, message))
+        optimizer = getattr(self.model, "optimizer", None)
+        step = 0 if optimizer is None else int(keras.ops.convert_to_numpy(optimizer.iterations))
+        return TrainingWindows(capture, self.train_every_n_steps, self.train_window,
+                               self._report_window, step)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        """The training-time view: open, count or close a window of batches."""
+        if self._windows_pending and self.model.built:
+            self._windows, self._windows_pending = self._training_windows(), False
+        if self._windows is not None:
+            self._windows.batch_begin()
+
+    def _report_window(self, step: int) -> None:
+        """Report the training window that closed at ``step``."""
+        counters = {counter.name: counter for counter in self._windows.capture.reader.counters}
+        complete = without_incomplete(counters)
+        warn = lambda message: warnings.warn(message, stacklevel=4)  # noqa: E731
+        self._health.check_complete(counters, complete, warn)
+        if not any(counter.state_count for counter in complete.values()):
+            return
+        report = EpochReport.from_counters(self._epoch or 0, complete, None, self.beta,
+                                           estimator=self.estimator, extras=True, step=step,
+                                           stage="train")
+        self._health.check_report(report, warn)
+        self.history.append(report)
+        self._write(report, complete)
 
     def _ensure_reader(self) -> StateReader:
         """The StateReader over the model being trained (made once per model)."""
@@ -295,6 +363,11 @@ class StateSpaceCallback(keras.callbacks.Callback):
         validation_pass = self._validation_pass()
         validation_pass.begin()
         self._counted = validation_pass.capture
+
+    def on_test_batch_begin(self, batch, logs=None):
+        """Tell the :class:`ValidationPass` that the next test step is ``fit``'s."""
+        if self._epoch is not None and self._pass is not None:
+            self._pass.announce()
 
     def on_test_end(self, logs=None):
         """Give the model back its own test step and metrics."""
@@ -380,6 +453,8 @@ class StateSpaceCallback(keras.callbacks.Callback):
         data given to the callback is measured now and its values join ``logs``.
         """
         logs = {} if logs is None else logs
+        if self._windows is not None:
+            self._windows.close()  # a window ends with its epoch
         report, counted = self._report, self._counted
         self._report, self._counted, self._epoch = None, False, None
         if report is None and (counted or self.validation_inputs is not None):
@@ -398,7 +473,7 @@ class StateSpaceCallback(keras.callbacks.Callback):
             self._previous = {name: snapshot(counter) for name, counter in complete.items()
                               if counter.state_count}
         self.history.append(report)
-        self._write(report)
+        self._write(report, complete)
         self.reader.reset()
 
     def measure(self, epoch: int, accuracy: float | None) -> EpochReport:
@@ -459,17 +534,22 @@ class StateSpaceCallback(keras.callbacks.Callback):
             self._warned.add(kind)
             warnings.warn(f"StateSpaceCallback: {message}", stacklevel=4)
 
-    def _write(self, report: EpochReport) -> None:
-        if self._writer is None:
-            self._writer = tensorboard.open_writer(self.validation_dir)
-            tensorboard.write_layout(self._writer, [layer.name for layer in report.layers])
-            tensorboard.write_hparams(self._writer, self.hparams())
-        tensorboard.write_scalars(self._writer, report)
-        if self.log_histograms:
-            counts = {counter.name: counter.counts() for counter in self.reader.counters
+    def _write(self, report: EpochReport, counters: dict) -> None:
+        """Write ``report`` to ``log_dir/validation`` (with histograms, the
+        layout and hparams) or, for a training window, ``log_dir/train``."""
+        directory = self.log_dir / ("train" if report.stage == "train" else "validation")
+        writer = self._writers.get(directory)
+        if writer is None:
+            writer = self._writers[directory] = tensorboard.open_writer(directory)
+            if report.stage != "train":
+                tensorboard.write_layout(writer, [layer.name for layer in report.layers])
+                tensorboard.write_hparams(writer, self.hparams())
+        tensorboard.write_scalars(writer, report)
+        if self.log_histograms and report.stage != "train":
+            counts = {name: counter.counts() for name, counter in counters.items()
                       if counter.state_count}
-            tensorboard.write_state_histograms(self._writer, counts, report.step)
-        self._writer.flush()
+            tensorboard.write_state_histograms(writer, counts, report.step)
+        writer.flush()
 
     def hparams(self) -> dict:
         """The settings registered with TensorBoard's HParams dashboard.
@@ -486,6 +566,9 @@ class StateSpaceCallback(keras.callbacks.Callback):
         """Write the heat map, close the TensorBoard writer; give Keras'
         TensorBoard callbacks their own methods back; warn when ``fit`` never
         validated and nothing was measured."""
+        if self._windows is not None:
+            self._windows.close()
+            self._windows = None
         if self._restore_tensorboard is not None:
             self._restore_tensorboard()
             self._restore_tensorboard = None
@@ -493,8 +576,10 @@ class StateSpaceCallback(keras.callbacks.Callback):
             self._warn_once("no validation", "fit() never validated, so nothing was measured: "
                                               "pass validation_data (or validation_split) to "
                                               "fit(), or the data to the callback")
-        if self._writer is not None:
-            if self.log_images:  # once: rendering it takes about a second
-                tensorboard.write_efficiency_image(self._writer, self.history)
-            self._writer.close()
-            self._writer = None
+        validation = self._writers.get(self.validation_dir)
+        if validation is not None and self.log_images:  # once: rendering takes about a second
+            tensorboard.write_efficiency_image(
+                validation, [report for report in self.history if report.stage != "train"])
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
