@@ -254,10 +254,12 @@ static ts_status ts_table_insert(ts_table *t, const ts_record *records, int64_t 
     if (t->key_bytes <= 8) return ts_insert_narrow(t, records, m, keys, weights);
     const int64_t nb = t->key_bytes;
     for (int64_t j = 0; j < m; ++j) {
-        if (j + TS_AHEAD < m)
+        if (j + TS_AHEAD < m) { /* its slot, and its key (rows arrive in shard order) */
             __builtin_prefetch(
                 &t->slots[ts_hash_slot(records[j + TS_AHEAD].hash, (uint64_t)t->capacity - 1)],
                 1);
+            __builtin_prefetch(keys + records[j + TS_AHEAD].payload * nb, 0);
+        }
         const uint64_t row = records[j].payload;
         const uint64_t count = weights ? weights[row] : 1;
         if (count != 0 && ts_table_add_wide(t, keys + row * nb, records[j].hash, count) != TS_OK)

@@ -36,9 +36,16 @@ _PARALLEL_MIN_ROWS = 1 << 16
 _PARALLEL_DENSE_MIN_ROWS = 1 << 20
 # A counter starts with one hash table; once it could outgrow the cache it
 # splits into _NUM_SHARDS tables that rows are radix-partitioned among, so
-# each stays small enough for the cache (see ext/ts_batch.h).
+# each stays small enough for the cache (see ext/ts_batch.h).  That pays for
+# narrow keys, held in the partitioned records themselves; wide keys (more
+# than 8 bytes) are read back from the batch at random when inserted, so
+# their single table, which prefetches each row's slot as it reads the rows
+# in order, counts 2-3 times faster (docs/performance.md): it splits only for
+# a batch large enough to count on several threads, or past
+# _SHARD_WIDE_AT_DISTINCT states.
 _NUM_SHARDS = 256
 _SHARD_AT_DISTINCT = 1 << 14
+_SHARD_WIDE_AT_DISTINCT = 1 << 22
 _SHARDS_PER_READ = 16
 # A batch is counted in pieces small enough that the tables cannot outgrow
 # the memory cap before the engine spills (at least this many rows a piece).
@@ -203,13 +210,21 @@ class CountEngine:
             if self._shards[0].is_dense:
                 self._count_dense(keys[start:stop], piece, threads)
             else:
-                if (len(self._shards) == 1
-                        and self._shards[0].distinct + len(keys) > _SHARD_AT_DISTINCT):
+                if len(self._shards) == 1 and self._outgrows_one_table(len(keys), threads):
                     self._split_tables()
                 self._count_hashed(keys[start:stop], piece, threads)
             if self._table_memory() > self.memory_limit:
                 self._spill_to_disk()
             start = stop
+
+    def _outgrows_one_table(self, rows: int, threads: int | None) -> bool:
+        """Whether the single hash table splits into shards before ``rows`` more
+        rows are counted (see _NUM_SHARDS)."""
+        distinct = self._shards[0].distinct + rows
+        if self.key_bytes <= 8:
+            return distinct > _SHARD_AT_DISTINCT
+        threaded = rows >= _PARALLEL_MIN_ROWS and (threads or num_threads()) > 1
+        return threaded or distinct > _SHARD_WIDE_AT_DISTINCT
 
     def _table_memory(self) -> int:
         return sum(shard.memory for shard in self._shards)
