@@ -297,6 +297,9 @@ class StateSpaceCallback(keras.callbacks.Callback):
                               warn=lambda message: self._warn_once(message, message))
         optimizer = getattr(self.model, "optimizer", None)
         step = 0 if optimizer is None else int(keras.ops.convert_to_numpy(optimizer.iterations))
+        # opened now: a tensorboardX writer opened between two training steps
+        # stalls the next epoch's first batch on TensorFlow (seconds, measured)
+        self._writer_for(self.log_dir / "train", layout=False)
         return TrainingWindows(capture, self.train_every_n_steps, self.train_window,
                                self._report_window, step)
 
@@ -537,19 +540,27 @@ class StateSpaceCallback(keras.callbacks.Callback):
     def _write(self, report: EpochReport, counters: dict) -> None:
         """Write ``report`` to ``log_dir/validation`` (with histograms, the
         layout and hparams) or, for a training window, ``log_dir/train``."""
-        directory = self.log_dir / ("train" if report.stage == "train" else "validation")
-        writer = self._writers.get(directory)
-        if writer is None:
-            writer = self._writers[directory] = tensorboard.open_writer(directory)
-            if report.stage != "train":
-                tensorboard.write_layout(writer, [layer.name for layer in report.layers])
-                tensorboard.write_hparams(writer, self.hparams())
+        training = report.stage == "train"
+        probes = [layer.name for layer in report.layers]
+        writer = self._writer_for(self.log_dir / "train" if training else self.validation_dir,
+                                  layout=not training, probes=probes)
         tensorboard.write_scalars(writer, report)
-        if self.log_histograms and report.stage != "train":
+        if self.log_histograms and not training:
             counts = {name: counter.counts() for name, counter in counters.items()
                       if counter.state_count}
             tensorboard.write_state_histograms(writer, counts, report.step)
         writer.flush()
+
+    def _writer_for(self, directory: Path, layout: bool, probes=()):
+        """The writer of ``directory`` (opened once; with the custom-scalars
+        layout of ``probes`` and the hparams where ``layout``)."""
+        writer = self._writers.get(directory)
+        if writer is None:
+            writer = self._writers[directory] = tensorboard.open_writer(directory)
+            if layout:
+                tensorboard.write_layout(writer, probes)
+                tensorboard.write_hparams(writer, self.hparams())
+        return writer
 
     def hparams(self) -> dict:
         """The settings registered with TensorBoard's HParams dashboard.
