@@ -205,6 +205,47 @@ def test_a_training_step_that_fails_inside_a_window_leaves_the_model_its_own(tmp
     assert_model_is_its_own(model)
 
 
+class ForwardTwice(keras.Model):
+    """A Functional model whose own train and test steps run the forward pass twice."""
+
+    def train_step(self, data):
+        self(data[0], training=True)
+        return super().train_step(data)
+
+    def test_step(self, data):
+        self(data[0])
+        return super().test_step(data)
+
+
+def forward_twice(seed):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(6, activation="relu", name="hidden")(inputs)
+    model = ForwardTwice(inputs, keras.layers.Dense(2, name="out")(hidden))
+    model.compile(loss="mse", optimizer="sgd")
+    return model
+
+
+def test_steps_that_run_the_forward_pass_twice_warn_once_and_train_as_without(tmp_path):
+    x = np.random.default_rng(0).random((40, 4)).astype("float32")
+    plain, watched_model = forward_twice(1), forward_twice(1)
+    plain_history = plain.fit(x, x[:, :2], validation_data=(x, x[:, :2]), epochs=2,
+                              batch_size=8, verbose=0)
+    watched = StateSpaceCallback(attach_to=["hidden"], log_dir=tmp_path, accuracy_key=None,
+                                 train_every_n_steps=2, train_window=1, log_images=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = watched_model.fit(x, x[:, :2], validation_data=(x, x[:, :2]), epochs=2,
+                                    batch_size=8, verbose=0, callbacks=[watched])
+    messages = [str(w.message) for w in caught if "ran its forward pass 2 times" in str(w.message)]
+    assert len(messages) == 2 and "train_step" in messages[0] and "test_step" in messages[1]
+    assert watched.history == []
+    assert history.history["val_loss"] == plain_history.history["val_loss"]
+    for old, new in zip(plain.get_weights(), watched_model.get_weights(), strict=True):
+        np.testing.assert_array_equal(old, new)
+    assert not set(OUR_ATTRIBUTES) & set(vars(watched_model))
+
+
 BACKEND_SCRIPT = KERAS_SMALL_CONV_NET + textwrap.dedent("""
     import warnings
     conv = keras.Model(inputs, hidden)

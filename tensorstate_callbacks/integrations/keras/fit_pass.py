@@ -81,7 +81,7 @@ class ValidationPass(StepCapture):
         if self.capture:
             self.reader.reset()
         self.install()
-        if self.keys:
+        if self.keys and self.broken is None:
             self._metrics_result = self.model.get_metrics_result
             set_attribute(self.model, "get_metrics_result", self._get_metrics_result)
 

@@ -32,6 +32,11 @@ after this one, in the ``on_<kind>_batch_begin`` of a batch this one
 announced, leaves that one announcement: the next call still counts, the one
 after it releases.)
 
+A step that runs the model's forward pass more than once (or never) cannot
+say which states are the batch's: it runs as written, hands over no states,
+and the capture warns once and gives the model its own step and function back
+(:attr:`StepCapture.broken` says why; it installs nothing after that).
+
 Counting from extra outputs needs one batch per compiled call
 (``steps_per_execution == 1``) on one replica; :func:`can_capture` says why not.
 """
@@ -133,13 +138,17 @@ class StepCapture:
         self._saved_function = None  # Keras' function, put back by uninstall()
         self._installed = False
         self._announced = False
+        self.broken: str | None = None  # why the step cannot hand its states over
         self.in_step = False  # True while the wrapped step runs (traces, when compiled)
         self._labels_warned = False
         self._counting: ThreadPoolExecutor | None = None
         self._counted: Future | None = None  # the batch being counted
 
     def install(self) -> None:
-        """Put the wrapped step and function in place (compiling them the first time)."""
+        """Put the wrapped step and function in place (compiling them the first
+        time); nothing once the step proved unable to hand its states over."""
+        if self.broken is not None:
+            return
         model = self.model
         if self._compiled is None:
             self._wrapped_step = getattr(model, self._step_name)
@@ -208,7 +217,7 @@ class StepCapture:
             result, states = self._forward_with_states(*args)
         finally:
             self.in_step = False
-        extras = {"states": states}
+        extras = {} if states is None else {"states": states}
         if self.labels:
             _, y, _ = keras.utils.unpack_x_y_sample_weight(args[-1])
             if y is not None:
@@ -219,7 +228,9 @@ class StepCapture:
         return result, extras
 
     def _forward_with_states(self, *args):
-        """Run the wrapped step with the model's forward pass through the fit view."""
+        """Run the wrapped step with the model's forward pass through the fit view:
+        its result, and the probed tensors (None, the reason in ``broken``, when
+        the step ran the forward pass more than once or never)."""
         view, captured = self.reader.fit_view(), []
 
         def call(inputs, training=None, mask=None, **kwargs):
@@ -233,9 +244,9 @@ class StepCapture:
         finally:
             unset_attribute(self.model, "call")
         if len(captured) != 1:
-            raise RuntimeError(f"the model's {self._step_name} ran its forward pass "
-                               f"{len(captured)} times; pass validation_data to "
-                               "StateSpaceCallback to measure in a loop of its own")
+            self.broken = (f"the model's {self._step_name} ran its forward pass "
+                           f"{len(captured)} times, so its states cannot be told apart")
+            return result, None
         return result, captured[0]
 
     def _function(self, *args):
@@ -261,6 +272,11 @@ class StepCapture:
         return logs
 
     def _count(self, extras: dict) -> None:
+        if "states" not in extras:  # the step ran fine, but hands over no states
+            self.release()
+            self.warn(f"cannot count inside fit's {self.kind} steps ({self.broken}); nothing "
+                      "is measured there")
+            return
         labels = None
         if "y" in extras:
             labels = labels_of((None, to_host(extras["y"])))
