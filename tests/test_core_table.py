@@ -283,8 +283,8 @@ def test_byte_histograms_match_numpy(width, bits):
         table.add_byte_histograms(np.zeros((width + 1, 256), np.uint64))
 
 
-@pytest.mark.parametrize("width, bits, shards", [(1, 5, 1), (3, 20, 1), (1, 0, 1), (8, 0, 4),
-                                                 (9, 0, 1), (20, 0, 16)])
+@pytest.mark.parametrize("width, bits, shards", [(1, 1, 1), (1, 5, 1), (3, 20, 1), (1, 0, 1),
+                                                 (8, 0, 4), (9, 0, 1), (20, 0, 16)])
 @pytest.mark.parametrize("histograms", [False, True])
 def test_read_tables_matches_numpy(width, bits, shards, histograms):
     """What counters read from their tables (dense, narrow or wide hash tables,
