@@ -68,7 +68,6 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from ...reporting import tensorboard
 from ...reporting.report import EpochReport
 from .._accuracy import AccuracyReader
 from .._probe import ProbeHealth, labels_of, snapshot, without_incomplete
@@ -87,6 +86,7 @@ from .probes import find_layers
 from .reader import StateReader, _is_arrays, batches
 from .step_capture import StepCapture, can_capture
 from .training_view import TrainingWindows
+from .writers import RunWriters
 
 __all__ = ["IN_LOGS", "StateSpaceCallback"]
 
@@ -228,7 +228,7 @@ class StateSpaceCallback(keras.callbacks.Callback):
         self.history: list[EpochReport] = []
         self.reader: StateReader | None = None
         self._probed_model = None
-        self._writers: dict = {}  # one per directory (validation, train)
+        self._writers = RunWriters(self.log_dir, self.hparams, self.log_histograms)
         self._windows: TrainingWindows | None = None
         self._windows_pending = False
         self._accuracy_reader = AccuracyReader(
@@ -251,7 +251,7 @@ class StateSpaceCallback(keras.callbacks.Callback):
             >>> StateSpaceCallback(log_dir="logs").validation_dir.as_posix()
             'logs/validation'
         """
-        return self.log_dir / "validation"
+        return self._writers.directory("validation")
 
     def on_train_begin(self, logs=None):
         """Build the StateReader over the model being trained (once per model),
@@ -297,9 +297,7 @@ class StateSpaceCallback(keras.callbacks.Callback):
                               warn=lambda message: self._warn_once(message, message))
         optimizer = getattr(self.model, "optimizer", None)
         step = 0 if optimizer is None else int(keras.ops.convert_to_numpy(optimizer.iterations))
-        # opened now: a tensorboardX writer opened between two training steps
-        # stalls the next epoch's first batch on TensorFlow (seconds, measured)
-        self._writer_for(self.log_dir / "train", layout=False)
+        self._writers.open("train")  # now, not between two training steps
         return TrainingWindows(capture, self.train_every_n_steps, self.train_window,
                                self._report_window, step)
 
@@ -323,7 +321,7 @@ class StateSpaceCallback(keras.callbacks.Callback):
                                            stage="train")
         self._health.check_report(report, warn)
         self.history.append(report)
-        self._write(report, complete)
+        self._writers.write(report, complete)
 
     def _ensure_reader(self) -> StateReader:
         """The StateReader over the model being trained (made once per model)."""
@@ -476,7 +474,7 @@ class StateSpaceCallback(keras.callbacks.Callback):
             self._previous = {name: snapshot(counter) for name, counter in complete.items()
                               if counter.state_count}
         self.history.append(report)
-        self._write(report, complete)
+        self._writers.write(report, complete)
         self.reader.reset()
 
     def measure(self, epoch: int, accuracy: float | None) -> EpochReport:
@@ -537,31 +535,6 @@ class StateSpaceCallback(keras.callbacks.Callback):
             self._warned.add(kind)
             warnings.warn(f"StateSpaceCallback: {message}", stacklevel=4)
 
-    def _write(self, report: EpochReport, counters: dict) -> None:
-        """Write ``report`` to ``log_dir/validation`` (with histograms, the
-        layout and hparams) or, for a training window, ``log_dir/train``."""
-        training = report.stage == "train"
-        probes = [layer.name for layer in report.layers]
-        writer = self._writer_for(self.log_dir / "train" if training else self.validation_dir,
-                                  layout=not training, probes=probes)
-        tensorboard.write_scalars(writer, report)
-        if self.log_histograms and not training:
-            counts = {name: counter.counts() for name, counter in counters.items()
-                      if counter.state_count}
-            tensorboard.write_state_histograms(writer, counts, report.step)
-        writer.flush()
-
-    def _writer_for(self, directory: Path, layout: bool, probes=()):
-        """The writer of ``directory`` (opened once; with the custom-scalars
-        layout of ``probes`` and the hparams where ``layout``)."""
-        writer = self._writers.get(directory)
-        if writer is None:
-            writer = self._writers[directory] = tensorboard.open_writer(directory)
-            if layout:
-                tensorboard.write_layout(writer, probes)
-                tensorboard.write_hparams(writer, self.hparams())
-        return writer
-
     def hparams(self) -> dict:
         """The settings registered with TensorBoard's HParams dashboard.
 
@@ -587,10 +560,4 @@ class StateSpaceCallback(keras.callbacks.Callback):
             self._warn_once("no validation", "fit() never validated, so nothing was measured: "
                                               "pass validation_data (or validation_split) to "
                                               "fit(), or the data to the callback")
-        validation = self._writers.get(self.validation_dir)
-        if validation is not None and self.log_images:  # once: rendering takes about a second
-            tensorboard.write_efficiency_image(
-                validation, [report for report in self.history if report.stage != "train"])
-        for writer in self._writers.values():
-            writer.close()
-        self._writers = {}
+        self._writers.close(self.history, image=self.log_images)
