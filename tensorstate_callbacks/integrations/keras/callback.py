@@ -157,7 +157,9 @@ class StateSpaceCallback(keras.callbacks.Callback):
             every this many training steps (None: never), logged at the
             global step under ``state_space/train/...`` in ``log_dir/train``
             (no aIQ).  The probes then see the model in training mode (dropout
-            active).  TensorFlow and torch backends.
+            active).  TensorFlow and torch backends.  A Sequential model
+            without ``keras.Input``, which ``fit`` builds in its first step, is
+            measured from the first window after that step.
         train_window: how many training batches one such window counts.
 
     ``history`` holds one
