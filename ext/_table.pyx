@@ -169,6 +169,17 @@ cdef class CountTable:
         return keys, counts
 
 
+cdef ts_table **_pointers(list tables) except NULL:
+    """A malloc'd array of the C structs of ``tables``, CountTables checked by
+    the caller (who frees it)."""
+    cdef ts_table **pointers = <ts_table **>malloc(len(tables) * sizeof(ts_table *))
+    if pointers == NULL:
+        raise MemoryError()
+    for i, table in enumerate(tables):
+        pointers[i] = &(<CountTable>table).table
+    return pointers
+
+
 cdef ts_table **_tables(list tables, int64_t key_bytes, bint dense,
                         bint narrow=False) except NULL:
     """A malloc'd array of the tables' C structs (the caller frees it), after
@@ -189,12 +200,7 @@ cdef ts_table **_tables(list tables, int64_t key_bytes, bint dense,
             raise ValueError(f"expected dense tables of {32 if narrow else 64}-bit counts")
     if dense and len({(<CountTable>table).table.dense_bits for table in tables}) != 1:
         raise ValueError("dense tables of different widths")
-    cdef ts_table **pointers = <ts_table **>malloc(len(tables) * sizeof(ts_table *))
-    if pointers == NULL:
-        raise MemoryError()
-    for i, table in enumerate(tables):
-        pointers[i] = &(<CountTable>table).table
-    return pointers
+    return _pointers(tables)
 
 
 cdef ts_table **_wide_count_tables(list tables, str what) except NULL:
@@ -208,12 +214,7 @@ cdef ts_table **_wide_count_tables(list tables, str what) except NULL:
             raise ValueError(f"{what} are read from tables of 64-bit counts only")
         if (<CountTable>table).table.key_bytes != (<CountTable>tables[0]).table.key_bytes:
             raise ValueError(f"{what} are read from tables of one width")
-    cdef ts_table **pointers = <ts_table **>malloc(len(tables) * sizeof(ts_table *))
-    if pointers == NULL:
-        raise MemoryError()
-    for i, table in enumerate(tables):
-        pointers[i] = &(<CountTable>table).table
-    return pointers
+    return _pointers(tables)
 
 
 cdef const uint64_t *_weights(const uint64_t[::1] weights, int64_t n) except? NULL:
