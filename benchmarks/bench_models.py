@@ -37,47 +37,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from tensorstate_callbacks.cli.demos.resnet_torch import ResNet
 from tensorstate_callbacks.lightning import StateSpaceCallback
 from tensorstate_callbacks.torch import StateCaptureHook
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, channels_in: int, channels: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels_in, channels, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(channels)
-        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(channels)
-        self.relu = nn.ReLU(inplace=True)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or channels_in != channels:
-            self.shortcut = nn.Sequential(nn.Conv2d(channels_in, channels, 1, stride, bias=False),
-                                          nn.BatchNorm2d(channels))
-
-    def forward(self, x):
-        out = self.relu(self.bn1(self.conv1(x)))
-        return self.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
-
-
-class ResNet18(nn.Module):
-    """ResNet-18 for 32x32 images (3x3 stem, no max-pool), as CIFAR papers use it."""
-
-    def __init__(self, classes: int = 10):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        blocks, channels_in = [], 64
-        for channels, stride in [(64, 1), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1),
-                                 (512, 2), (512, 1)]:
-            blocks.append(BasicBlock(channels_in, channels, stride))
-            channels_in = channels
-        self.layers = nn.Sequential(*blocks)
-        self.fc = nn.Linear(512, classes)
-
-    def forward(self, x):
-        x = self.layers(self.relu(self.bn1(self.conv1(x))))
-        return self.fc(x.mean((2, 3)))
 
 
 class Encoder(nn.Module):
@@ -199,7 +161,7 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
-    resnet = Classifier(ResNet18()).eval()
+    resnet = Classifier(ResNet()).eval()
     images = loader((3, 32, 32), args.images, 100)
     measure(f"CIFAR-shaped ResNet-18, {args.images} images, batch 100", resnet, images, {
         "without callback": None,

@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 import tensorstate_callbacks as ts  # noqa: E402
+from tensorstate_callbacks.cli.demos.resnet_torch import ResNet  # noqa: E402
 from tensorstate_callbacks.integrations._probe import ProbeHealth  # noqa: E402
 from tensorstate_callbacks.torch import attach_probes  # noqa: E402
 
@@ -54,63 +55,31 @@ def assert_counts(probe, tensors, axis):
     np.testing.assert_array_equal(got_counts, counts, err_msg=probe.name)
 
 
-# -- a CIFAR-shaped ResNet: inplace ReLU, BatchNorm, one ReLU module shared ------------------
-class BasicBlock(nn.Module):
-    def __init__(self, channels_in, channels, stride):
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels_in, channels, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(channels)
-        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(channels)
-        self.relu = nn.ReLU(inplace=True)  # called twice per block: two call sites
-        self.shortcut = nn.Sequential()
-        if stride != 1 or channels_in != channels:
-            self.shortcut = nn.Sequential(nn.Conv2d(channels_in, channels, 1, stride, bias=False),
-                                          nn.BatchNorm2d(channels))
-
-    def forward(self, x):
-        out = self.relu(self.bn1(self.conv1(x)))
-        return self.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
-
-
-class TinyResNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.stem = nn.Conv2d(3, 8, 3, 1, 1, bias=False)
-        self.bn = nn.BatchNorm2d(8)
-        self.act = nn.ReLU()
-        self.layer1 = BasicBlock(8, 8, 1)
-        self.layer2 = BasicBlock(8, 16, 2)
-        self.head = nn.Linear(16, 10)
-
-    def forward(self, x):
-        x = self.layer2(self.layer1(self.act(self.bn(self.stem(x)))))
-        return self.head(x.mean((2, 3)))
-
-
+# -- a CIFAR-shaped ResNet (cli/demos/resnet_torch.py): inplace ReLU, BatchNorm, shared ReLU modules
 def test_resnet_with_inplace_and_shared_relu_counts_every_call_site():
     torch.manual_seed(0)
-    model = TinyResNet().eval()
+    model = ResNet(stem=8, stages=[(8, 1), (16, 2)]).eval()
     x = torch.randn(6, 3, 16, 16)
     probes = attach_probes(model, ["ReLU", "BatchNorm2d"])
-    relus = [model.act, model.layer1.relu, model.layer2.relu]
-    recorder = Recorder(relus + [model.layer1.bn1, model.layer2.bn2])
+    layer1, layer2 = model.blocks
+    relus = [model.act, layer1.relu, layer2.relu]
+    recorder = Recorder(relus + [layer1.bn1, layer2.bn2])
     for _ in range(2):
         with torch.no_grad():
             out = model(x)
     recorder.remove()
     names = {p.name: p for p in probes}
-    assert {"layer1_relu_post_states", "layer1_relu_call1_post_states",
-            "layer2_relu_post_states", "layer2_relu_call1_post_states"} <= set(names)
+    assert {"blocks_0_relu_post_states", "blocks_0_relu_call1_post_states",
+            "blocks_1_relu_post_states", "blocks_1_relu_call1_post_states"} <= set(names)
     for name, module, call in [("act_post_states", model.act, 0),
-                               ("layer1_relu_post_states", model.layer1.relu, 0),
-                               ("layer1_relu_call1_post_states", model.layer1.relu, 1),
-                               ("layer2_relu_call1_post_states", model.layer2.relu, 1),
-                               ("layer1_bn1_post_states", model.layer1.bn1, 0)]:
+                               ("blocks_0_relu_post_states", layer1.relu, 0),
+                               ("blocks_0_relu_call1_post_states", layer1.relu, 1),
+                               ("blocks_1_relu_call1_post_states", layer2.relu, 1),
+                               ("blocks_0_bn1_post_states", layer1.bn1, 0)]:
         calls = recorder.calls(module)
         per_pass = len(calls) // 2
         assert_counts(names[name], calls[call::per_pass], axis=1)
-    assert names["layer2_relu_call1_post_states"].num_neurons == 16
+    assert names["blocks_1_relu_call1_post_states"].num_neurons == 16
     probes.detach()
     with torch.no_grad():
         np.testing.assert_array_equal(model(x), out)  # outputs unchanged, hooks gone
