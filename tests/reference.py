@@ -124,6 +124,17 @@ def assert_counts_match(counter, expected: Expected, *, alphas=ALPHAS,
                                                  abs=tolerance)
 
 
+def assert_reports_of_one_layer(history, name: str, expected: Expected) -> None:
+    """Every report of ``history`` holds one layer, ``name``, whose states, distinct
+    states and efficiency are those of ``expected``."""
+    for report in history:
+        (layer,) = report.layers
+        assert layer.name == name
+        assert (layer.states, layer.unique_states) == (expected.state_count,
+                                                       expected.distinct_count)
+        assert layer.efficiency == pytest.approx(expected.efficiency(), rel=1e-9)
+
+
 # -- activations -----------------------------------------------------------------------
 DTYPES = ["float16", "float32", "float64", "int8", "int16", "int32", "int64",
           "uint8", "uint16", "uint32", "uint64", "bool"]

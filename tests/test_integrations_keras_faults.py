@@ -5,8 +5,7 @@ import warnings
 
 import keras
 import numpy as np
-import pytest
-from reference import Expected, assert_counts_match
+from reference import Expected, assert_counts_match, assert_reports_of_one_layer
 
 from tensorstate_callbacks.keras import StateSpaceCallback, build_efficiency_model
 from tensorstate_callbacks.lenet5_keras import build_lenet5, compile_lenet5, mnist_images
@@ -62,12 +61,7 @@ def test_full_disk_while_spilling_never_stops_fit(tmp_path, small_filesystem, mo
     narrow = keras.Model(inputs, model.get_layer("narrow").output).predict(x, verbose=0,
                                                                           batch_size=50_000)
     expected = Expected.of_values(narrow)
-    for report in callback.history:
-        (layer,) = report.layers
-        assert layer.name == "narrow_states"
-        assert (layer.states, layer.unique_states) == (expected.state_count,
-                                                       expected.distinct_count)
-        assert layer.efficiency == pytest.approx(expected.efficiency(), rel=1e-9)
+    assert_reports_of_one_layer(callback.history, "narrow_states", expected)
     left_out = [str(w.message) for w in caught if "wide_states" in str(w.message)
                 and "left out of this measurement" in str(w.message)]
     assert len(left_out) == 1 and str(small_filesystem) in left_out[0]

@@ -27,7 +27,7 @@ from lightning_helpers import (  # noqa: E402
     read_scalars,
     small_data,
 )
-from reference import Expected, assert_counts_match  # noqa: E402
+from reference import Expected, assert_counts_match, assert_reports_of_one_layer  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from tensorstate_callbacks.lightning import StateSpaceCallback  # noqa: E402
@@ -283,12 +283,7 @@ def test_full_disk_while_spilling_never_stops_training(tmp_path, small_filesyste
     with torch.no_grad():
         narrow = model.narrow(x).numpy()
     expected = Expected.of_values(narrow, neuron_axis=1)
-    for report in callback.history:
-        (layer,) = report.layers
-        assert layer.name == "narrow_post_states"
-        assert (layer.states, layer.unique_states) == (expected.state_count,
-                                                       expected.distinct_count)
-        assert layer.efficiency == pytest.approx(expected.efficiency(), rel=1e-9)
+    assert_reports_of_one_layer(callback.history, "narrow_post_states", expected)
     messages = [str(w.message) for w in caught if "wide_post_states" in str(w.message)]
     left_out = [m for m in messages if "left out of this measurement" in m]
     assert len(left_out) == 1 and str(small_filesystem) in left_out[0]
