@@ -56,7 +56,7 @@ cdef extern from "ts_dense.h" nogil:
     void ts_dense_fold(ts_table *into, ts_table *source)
     void ts_dense_items(const ts_table *t, uint8_t *keys, uint64_t *counts)
     void ts_read_table(ts_gather *g, const ts_table *t)
-    void ts_dense_sum(ts_table *into, ts_table *const *slabs, int n_slabs)
+    ts_sums ts_dense_sum(ts_table *into, ts_table *const *slabs, int n_slabs)
     void ts_dense_count_slabs(ts_table *const *slabs, const uint8_t *keys,
                               const int32_t *slab_of, int64_t samples, int64_t per_sample,
                               int threads)
@@ -413,17 +413,32 @@ def count_dense_slabs(list slabs, const uint8_t[:, ::1] keys, int64_t per_sample
 
 
 def sum_dense(CountTable into, list slabs):
-    """Make the dense table ``into`` (64-bit counts) hold the sum of the dense
-    tables ``slabs`` (32-bit counts, one width, at least one): each state's
-    count over every label."""
-    cdef ts_table **pointers = _tables(slabs, into.table.key_bytes, True, True)
+    """Make the dense table ``into`` (64-bit counts; None: no table) hold the
+    sum of the dense tables ``slabs`` (32-bit counts, one width, at least
+    one): each state's count over every label.  ``into`` must hold the sum
+    of the slabs as they were at its last ``sum_dense`` (zeros before the
+    first): the cells of slabs that list theirs are the only ones read.
+
+    Returns:
+        ``(distinct, singletons, largest, c_log2_c)`` of the slabs' counts,
+        the (state, label) pairs (as :func:`read_tables`), read in the same pass.
+
+    Releases the GIL.
+    """
+    cdef ts_table **pointers = _tables(slabs, slabs[0].key_bytes if slabs else 1, True, True)
     cdef int n_slabs = len(slabs)
-    if not into.is_dense or into.is_narrow or into.table.dense_bits != pointers[0].dense_bits:
-        free(pointers)
-        raise ValueError("sum_dense needs a dense table of 64-bit counts of the slabs' width")
+    cdef ts_table *to = NULL
+    if into is not None:
+        to = &into.table
+        if not into.is_dense or into.is_narrow or to.dense_bits != pointers[0].dense_bits:
+            free(pointers)
+            raise ValueError("sum_dense needs a dense table of 64-bit counts of the slabs' "
+                             "width")
+    cdef ts_sums sums
     with nogil:
-        ts_dense_sum(&into.table, pointers, n_slabs)
+        sums = ts_dense_sum(to, pointers, n_slabs)
     free(pointers)
+    return sums.distinct, sums.singletons, sums.largest, sums.c_log2_c
 
 
 def count_narrow(CountTable table, const uint8_t[:, ::1] keys, const uint64_t[::1] weights=None):

@@ -21,11 +21,17 @@
 
 #define TS_DENSE_MAX_BITS 20
 
+/* Per-label tables (32-bit cells) list the cells they count while at most
+ * 1 / TS_TOUCHED_SHARE of their cells are: an epoch of few states per label
+ * then zeroes and sums those cells alone, not the whole table (ts_dense_sum,
+ * ts_table_free). */
+#define TS_TOUCHED_SHARE 16
+
 /* An empty dense table for states of dense_bits neurons (1 ..
  * TS_DENSE_MAX_BITS), stored in key_bytes = (dense_bits + 7) / 8 bytes: of
  * 64-bit counts (dense), or with `narrow` of 32-bit ones (dense32), the
- * per-label tables of labelled counting, half the memory (their callers
- * keep each table's total below 2**32). */
+ * per-label tables of labelled counting, half the memory, with the list of
+ * the cells they count (their callers keep each table's total below 2**32). */
 static ts_status ts_dense_init(ts_table *t, int64_t key_bytes, int dense_bits, int narrow)
 {
     memset(t, 0, sizeof(*t));
@@ -33,13 +39,28 @@ static ts_status ts_dense_init(ts_table *t, int64_t key_bytes, int dense_bits, i
         return TS_BAD_ARGUMENT;
     t->key_bytes = key_bytes;
     t->dense_bits = dense_bits;
-    const size_t cell_bytes = narrow ? sizeof(uint32_t) : sizeof(uint64_t);
-    void *cells = ts_cache_take(&ts_dense_cache, ((size_t)1 << dense_bits) * cell_bytes, 1);
-    if (narrow)
-        t->dense32 = (uint32_t *)cells;
-    else
-        t->dense = (uint64_t *)cells;
-    return cells == NULL ? TS_NO_MEMORY : TS_OK;
+    const size_t cells = (size_t)1 << dense_bits;
+    if (!narrow) {
+        t->dense = (uint64_t *)ts_cache_take(&ts_dense_cache, cells * sizeof(uint64_t), 1);
+        return t->dense == NULL ? TS_NO_MEMORY : TS_OK;
+    }
+    t->touched_cap = (int64_t)(cells / TS_TOUCHED_SHARE);
+    t->touched = (uint32_t *)malloc(((size_t)t->touched_cap + 1) * sizeof(uint32_t));
+    if (t->touched == NULL) return TS_NO_MEMORY;
+    t->dense32 = (uint32_t *)ts_cache_take_zeroed(&ts_dense_cache, cells * sizeof(uint32_t));
+    return t->dense32 == NULL ? TS_NO_MEMORY : TS_OK;
+}
+
+/* Adds `count` (> 0) to cell `state` of the 32-bit dense table t, listing
+ * the cell if it was empty (see ts_table.touched): written in every case,
+ * at the list's next place (past the cap, at its spare last entry), so that
+ * a count costs no branch on whether its state is new. */
+static inline void ts_dense32_add(ts_table *t, uint32_t state, uint32_t count)
+{
+    uint32_t *const cell = &t->dense32[state];
+    t->touched[t->size < t->touched_cap ? t->size : t->touched_cap] = state;
+    t->size += *cell == 0;
+    *cell += count;
 }
 
 /* Counts rows [0, n) of `keys` into the 32-bit dense table t, `weights[i]`
@@ -49,10 +70,10 @@ static void ts_dense32_count(ts_table *t, const uint8_t *keys, const uint64_t *w
 {
     const uint64_t mask = ((uint64_t)1 << t->dense_bits) - 1;
     for (int64_t i = 0; i < n; ++i) {
-        uint32_t *cell = &t->dense32[ts_load_word(keys + i * t->key_bytes, t->key_bytes) & mask];
         const uint32_t count = weights ? (uint32_t)weights[i] : 1;
-        t->size += *cell == 0 && count != 0;
-        *cell += count;
+        if (count != 0)
+            ts_dense32_add(t, (uint32_t)(ts_load_word(keys + i * t->key_bytes, t->key_bytes)
+                                         & mask), count);
     }
 }
 
@@ -147,30 +168,24 @@ static void ts_dense_count_slab_share(void *task)
     const ts_slab_share *share = (const ts_slab_share *)task;
     const int64_t nb = share->slabs[0]->key_bytes;
     const uint64_t mask = ((uint64_t)1 << share->slabs[0]->dense_bits) - 1;
-    uint32_t *cells[TS_DENSE_AHEAD];
+    uint32_t states[TS_DENSE_AHEAD];
     ts_table *owners[TS_DENSE_AHEAD];
     int64_t queued = 0;
     for (int64_t s = 0; s < share->samples; ++s) {
         const int32_t slab = share->slab_of[s];
         if (share->threads > 1 && slab % share->threads != share->thread) continue; /* 1: no division */
         ts_table *const table = share->slabs[slab];
-        uint32_t *const dense = table->dense32;
         const uint8_t *row = share->keys + s * share->per_sample * nb;
         for (int64_t r = 0; r < share->per_sample; ++r, row += nb, ++queued) {
             const int64_t at = queued % TS_DENSE_AHEAD;
-            if (queued >= TS_DENSE_AHEAD) {
-                owners[at]->size += *cells[at] == 0;
-                *cells[at] += 1;
-            }
-            cells[at] = &dense[ts_load_word(row, nb) & mask];
+            if (queued >= TS_DENSE_AHEAD) ts_dense32_add(owners[at], states[at], 1);
+            states[at] = (uint32_t)(ts_load_word(row, nb) & mask);
             owners[at] = table;
-            __builtin_prefetch(cells[at], 1);
+            __builtin_prefetch(&table->dense32[states[at]], 1);
         }
     }
-    for (int64_t at = 0; at < queued && at < TS_DENSE_AHEAD; ++at) {
-        owners[at]->size += *cells[at] == 0;
-        *cells[at] += 1;
-    }
+    for (int64_t at = 0; at < queued && at < TS_DENSE_AHEAD; ++at)
+        ts_dense32_add(owners[at], states[at], 1);
 }
 
 /* Counts the states of `samples` samples into the slabs of their labels (see
@@ -192,27 +207,136 @@ static void ts_dense_count_slabs(ts_table *const *slabs, const uint8_t *keys,
     ts_run_tasks(ts_dense_count_slab_share, shares, sizeof(ts_slab_share), threads);
 }
 
-/* Makes the dense table `into` hold the sum of the 32-bit dense tables
- * `slabs` (n_slabs >= 1, of its width): a state's count over every label.  Block by block, so that
- * each block of `into` stays in cache while the slabs stream past it. */
+/* Sums over 32-bit counts (ts_sums_add's), from how many counts have each
+ * small value: an increment per count, in four lanes (counts that repeat,
+ * zeros most of all, would otherwise wait on each other's stores), instead
+ * of a logarithm and a compensated add; zeros are skipped four at a time. */
+#define TS_SMALL_COUNTS 64
+
+typedef struct {
+    int64_t of[4][TS_SMALL_COUNTS]; /* of[lane][c]: counts c < TS_SMALL_COUNTS (0: unused) */
+    ts_sums large;                  /* of the counts >= TS_SMALL_COUNTS */
+} ts_count_freqs;
+
+static void ts_freqs_add(ts_count_freqs *f, const uint32_t *counts, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        uint64_t pair[2];
+        memcpy(pair, counts + i, sizeof(pair));
+        if ((pair[0] | pair[1]) == 0) continue;
+        for (int lane = 0; lane < 4; ++lane) {
+            const uint32_t c = counts[i + lane];
+            f->of[lane][c < TS_SMALL_COUNTS ? c : 0] += 1;
+            if (c >= TS_SMALL_COUNTS) {
+                const uint64_t wide = c;
+                ts_sums_add(&f->large, &wide, 1, 1);
+            }
+        }
+    }
+    for (; i < n; ++i) {
+        const uint64_t c = counts[i];
+        if (c < TS_SMALL_COUNTS)
+            f->of[0][c] += 1;
+        else
+            ts_sums_add(&f->large, &c, 1, 1);
+    }
+}
+
+/* The sums of the counts added to f. */
+static ts_sums ts_freqs_sums(const ts_count_freqs *f)
+{
+    ts_sums s = f->large;
+    double sum = 0.0;
+    for (uint64_t c = 1; c < TS_SMALL_COUNTS; ++c) {
+        const int64_t times = f->of[0][c] + f->of[1][c] + f->of[2][c] + f->of[3][c];
+        if (times == 0) continue;
+        s.distinct += times;
+        if (c == 1) s.singletons = times;
+        if (c > s.largest) s.largest = c;
+        sum += (double)times * ((double)c * log2((double)c));
+    }
+    s.c_log2_c += sum;
+    return s;
+}
+
+/* Whether every slab still lists the cells it counted (ts_table.touched). */
+static int ts_slabs_listed(ts_table *const *slabs, int n_slabs)
+{
+    for (int i = 0; i < n_slabs; ++i)
+        if (slabs[i]->size > slabs[i]->touched_cap) return 0;
+    return 1;
+}
+
+/* Makes the dense table `into` (unless NULL) hold the sum of the 32-bit
+ * dense tables `slabs` (n_slabs >= 1, of its width): a state's count over
+ * every label; and returns the sums (ts_sums) over the slabs' counts, the
+ * counts of the (state, label) pairs, read in the same pass.  While every
+ * slab lists its cells, only those are read, and `into` must hold the sum
+ * of the slabs as they were (zeros where none has counted): their cells are
+ * zeroed first, then summed.  Otherwise block by block over every cell, so
+ * that each block of `into` stays in cache while the slabs stream past it. */
 #define TS_SUM_BLOCK 4096
 
-static void ts_dense_sum(ts_table *into, ts_table *const *slabs, int n_slabs)
+static ts_sums ts_dense_sum(ts_table *into, ts_table *const *slabs, int n_slabs)
 {
-    const uint64_t cells = (uint64_t)1 << into->dense_bits;
-    uint64_t *const to = into->dense;
-    int64_t size = 0;
-    for (uint64_t begin = 0; begin < cells; begin += TS_SUM_BLOCK) {
-        const uint64_t end = begin + TS_SUM_BLOCK < cells ? begin + TS_SUM_BLOCK : cells;
-        const uint32_t *const first = slabs[0]->dense32;
-        for (uint64_t state = begin; state < end; ++state) to[state] = first[state];
-        for (int i = 1; i < n_slabs; ++i) {
-            const uint32_t *const add = slabs[i]->dense32;
-            for (uint64_t state = begin; state < end; ++state) to[state] += add[state];
+    ts_count_freqs freqs_of_counts, *const freqs = &freqs_of_counts;
+    uint32_t counts[TS_SUM_BLOCK];
+    memset(freqs, 0, sizeof(*freqs));
+    if (ts_slabs_listed(slabs, n_slabs)) {
+        /* cells at random: each prefetched TS_DENSE_AHEAD cells before it is read */
+        uint64_t *const to = into != NULL ? into->dense : NULL;
+        int64_t size = into != NULL ? into->size : 0;
+        for (int i = 0; to != NULL && size != 0 && i < n_slabs; ++i) { /* 0: all zeros */
+            const uint32_t *const listed = slabs[i]->touched;
+            for (int64_t k = 0; k < slabs[i]->size; ++k) {
+                if (k + TS_DENSE_AHEAD < slabs[i]->size)
+                    __builtin_prefetch(&to[listed[k + TS_DENSE_AHEAD]], 1);
+                size -= to[listed[k]] != 0;
+                to[listed[k]] = 0;
+            }
         }
-        for (uint64_t state = begin; state < end; ++state) size += to[state] != 0;
+        for (int i = 0; i < n_slabs; ++i) {
+            const uint32_t *const cells = slabs[i]->dense32, *const listed = slabs[i]->touched;
+            const int64_t listed_size = slabs[i]->size;
+            for (int64_t first = 0; first < listed_size; first += TS_SUM_BLOCK) {
+                const int64_t n = listed_size - first < TS_SUM_BLOCK ? listed_size - first
+                                                                     : TS_SUM_BLOCK;
+                for (int64_t k = first; k < first + n; ++k) {
+                    if (k + TS_DENSE_AHEAD < listed_size) {
+                        __builtin_prefetch(&cells[listed[k + TS_DENSE_AHEAD]], 0);
+                        if (to != NULL) __builtin_prefetch(&to[listed[k + TS_DENSE_AHEAD]], 1);
+                    }
+                    counts[k - first] = cells[listed[k]];
+                    if (to == NULL) continue;
+                    size += to[listed[k]] == 0;
+                    to[listed[k]] += counts[k - first];
+                }
+                ts_freqs_add(freqs, counts, n);
+            }
+        }
+        if (into != NULL) into->size = size;
+    } else {
+        const uint64_t cells = (uint64_t)1 << slabs[0]->dense_bits;
+        uint64_t *const to = into != NULL ? into->dense : NULL;
+        int64_t size = 0;
+        for (uint64_t begin = 0; begin < cells; begin += TS_SUM_BLOCK) {
+            const uint64_t end = begin + TS_SUM_BLOCK < cells ? begin + TS_SUM_BLOCK : cells;
+            for (int i = 0; i < n_slabs; ++i) {
+                const uint32_t *const add = slabs[i]->dense32;
+                ts_freqs_add(freqs, add + begin, (int64_t)(end - begin));
+                if (to == NULL) continue;
+                if (i == 0)
+                    for (uint64_t state = begin; state < end; ++state) to[state] = add[state];
+                else
+                    for (uint64_t state = begin; state < end; ++state) to[state] += add[state];
+            }
+            for (uint64_t state = begin; to != NULL && state < end; ++state)
+                size += to[state] != 0;
+        }
+        if (into != NULL) into->size = size;
     }
-    into->size = size;
+    return ts_freqs_sums(freqs);
 }
 
 /* Adds every count of the dense table `source` to `into` (of the same

@@ -52,6 +52,11 @@ typedef struct {
     int dense_bits;       /* > 0: a dense table of 2**dense_bits counts */
     uint64_t *dense;
     uint32_t *dense32;    /* instead of dense: 32-bit counts (per-label tables, ts_dense.h) */
+    /* dense32 only: the cells counted, in first-counted order, while there
+     * are at most touched_cap of them (size <= touched_cap); the array has
+     * touched_cap + 1 entries, the last written past the cap. */
+    uint32_t *touched;
+    int64_t touched_cap;
 } ts_table;
 
 /* A row on its way into a table: its hash and either its row index or, for
@@ -93,9 +98,15 @@ static void ts_table_free(ts_table *t)
     if (t->dense != NULL)
         ts_cache_release(&ts_dense_cache, t->dense,
                          ((size_t)1 << t->dense_bits) * sizeof(uint64_t));
-    if (t->dense32 != NULL)
+    if (t->dense32 != NULL && t->size <= t->touched_cap) { /* zero the cells it counted */
+        for (int64_t i = 0; i < t->size; ++i) t->dense32[t->touched[i]] = 0;
+        ts_cache_release(&ts_clean_cache, t->dense32,
+                         ((size_t)1 << t->dense_bits) * sizeof(uint32_t));
+    } else if (t->dense32 != NULL) {
         ts_cache_release(&ts_dense_cache, t->dense32,
                          ((size_t)1 << t->dense_bits) * sizeof(uint32_t));
+    }
+    free(t->touched);
     memset(t, 0, sizeof(*t));
 }
 
@@ -103,7 +114,9 @@ static void ts_table_free(ts_table *t)
 static int64_t ts_table_memory(const ts_table *t)
 {
     if (t->dense != NULL) return ((int64_t)1 << t->dense_bits) * (int64_t)sizeof(uint64_t);
-    if (t->dense32 != NULL) return ((int64_t)1 << t->dense_bits) * (int64_t)sizeof(uint32_t);
+    if (t->dense32 != NULL)
+        return ((int64_t)1 << t->dense_bits) * (int64_t)sizeof(uint32_t)
+               + (t->touched_cap + 1) * (int64_t)sizeof(uint32_t);
     return t->capacity * (int64_t)sizeof(ts_slot)
            + t->arena_capacity * (t->key_bytes + (int64_t)sizeof(uint64_t));
 }

@@ -208,11 +208,50 @@ def test_dense_slabs_count_each_label_apart(bits, per_sample, threads):
     label_of_row = np.repeat(slab_of, per_sample)
     for slab, table in enumerate(slabs):
         assert_counts([table], keys[label_of_row == slab])
-    assert slabs[0].is_narrow and slabs[0].memory == 4 << bits
+    listed = 4 * ((1 << bits) // 16 + 1)  # the list of the cells counted
+    assert slabs[0].is_narrow and slabs[0].memory == (4 << bits) + listed
     total = _table.CountTable((bits + 7) // 8, bits)  # 64-bit counts: the sum over labels
-    _table.count_dense([total], keys[:10])  # overwritten, not added to
     _table.sum_dense(total, slabs)
     assert_counts([total], keys)
+
+
+def numpy_sums(counts):
+    """(distinct, singletons, largest, sum c log2 c) of counts, by NumPy."""
+    counts = counts[counts > 0].astype(np.float64)
+    return (len(counts), int(np.sum(counts == 1)), int(counts.max(initial=0)),
+            float(np.sum(counts * np.log2(counts))))
+
+
+@pytest.mark.parametrize("rows_per_round", [40, 3_000])  # listed cells; past the list
+def test_sum_dense_reads_only_the_cells_counted_while_they_are_listed(rows_per_round):
+    """Slabs list the cells they count while at most 1/16 of their cells are:
+    summing again after each round of counting (the table holding the last
+    sum), the total and the pairs' sums equal NumPy's, before, across and
+    after a slab's list overflows; and slabs given back zero their cells."""
+    rng = np.random.default_rng(rows_per_round)
+    bits, labels = 12, 3  # lists of 256 cells
+    slabs = [_table.CountTable(2, bits, narrow=True) for _ in range(labels)]
+    total = _table.CountTable(2, bits)
+    keys, slab_of = np.empty((0, 2), np.uint8), np.empty(0, np.int32)
+    for round_ in range(4):
+        more = dense_keys(rng, rows_per_round, bits)
+        more[::3] = more[0]  # counts above 1
+        more_slabs = rng.integers(0, labels, size=len(more)).astype(np.int32)
+        more_slabs[:5] = 0
+        _table.count_dense_slabs(slabs, more, 1, more_slabs)
+        keys, slab_of = np.concatenate([keys, more]), np.concatenate([slab_of, more_slabs])
+        pairs = [reference(keys[slab_of == slab])[1] for slab in range(labels)]
+        expected = numpy_sums(np.concatenate(pairs))
+        got = _table.sum_dense(total if round_ % 2 else None, slabs)  # None: sums alone
+        assert got[:3] == expected[:3] and got[3] == pytest.approx(expected[3], rel=1e-12)
+    assert_counts([total], keys)
+    assert (max(slab.distinct for slab in slabs) > 256) == (rows_per_round > 40)
+    del slabs
+    fresh = [_table.CountTable(2, bits, narrow=True) for _ in range(2 * labels)]
+    every_state = np.arange(1 << bits, dtype=np.uint16).view(np.uint8).reshape(-1, 2)
+    for slab in fresh:  # from the cache of zeroed tables (or fresh memory)
+        _table.count_dense_slabs([slab], every_state, 1 << bits, np.zeros(1, np.int32))
+        assert slab.distinct == 1 << bits and set(slab.counts().tolist()) == {1}
 
 
 def test_narrow_dense_tables_count_weights():

@@ -91,8 +91,9 @@ class CountEngine:
     """
 
     def __init__(self, name: str, num_neurons: int, memory_limit: int, spill_dir=None,
-                 threads: int | None = None, on_spill=None):
+                 threads: int | None = None, on_spill=None, histograms: bool = True):
         self.name = name
+        self.histograms = histograms  # whether reads make byte histograms (see _summary)
         self.on_spill = on_spill  # on_spill(directory, distinct) when counts first spill
         self.num_neurons = int(num_neurons)
         self.memory_limit = memory_limit
@@ -342,7 +343,8 @@ class CountEngine:
 
     def add_byte_histograms(self, out: np.ndarray) -> None:
         """Add to ``out[j, v]`` (``uint64[key_bytes, 256]``) the counts of the
-        states whose byte ``j`` is ``v`` (what firing rates are made of)."""
+        states whose byte ``j`` is ``v`` (what firing rates are made of; not
+        for an engine made with ``histograms=False``)."""
         out += self._summary()[1]
 
     def _summary(self) -> tuple[CountSums, np.ndarray]:
@@ -352,9 +354,12 @@ class CountEngine:
         distinct, then cost one scan of its tables, without copying counts out."""
         self.settle()
         if self._read is None:
-            histograms = np.zeros((self.key_bytes, 256), dtype=np.uint64)
+            histograms = (np.zeros((self.key_bytes, 256), dtype=np.uint64) if self.histograms
+                          else None)
             if self._spill is None:
                 sums = CountSums(*_table.read_tables(self._shards, histograms))
+            elif histograms is None:
+                sums = sums_of_counts(self.count_arrays())
             else:  # a partition of the spill files at a time
                 sums = sums_of_counts(self._with_histograms(self.count_chunks(), histograms))
             self._read = (sums, histograms)

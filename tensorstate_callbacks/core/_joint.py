@@ -27,6 +27,7 @@ import numpy as np
 
 from . import _table
 from ._engine import CountEngine, IncompleteCountsError, _failure
+from .metrics import CountSums
 from .packing import num_threads
 
 # Below this many rows a labelled batch is counted into its slabs on one thread.
@@ -34,6 +35,7 @@ _PARALLEL_MIN_ROWS = 1 << 16
 # Labels in [0, _SMALL_LABELS) (class indices) are told apart by a count, not a sort.
 _SMALL_LABELS = 1 << 16
 _SLAB_MAX_TOTAL = (1 << 32) - 1  # a slab's counts are 32-bit
+_NO_PAIRS = CountSums(0, 0, 0, 0.0)
 
 
 def _small(labels: np.ndarray) -> bool:
@@ -104,6 +106,7 @@ class JointCounts:
         self.stale = False  # slabs counted since the states' table was last their sum
         self._states: CountEngine | None = None  # the states' engine, while it derives
         self.failure: str | None = None  # why the slabs' counts are incomplete
+        self._sums: CountSums | None = None  # of the slabs, once read (see sums)
         if not self._slabs_fit(1):
             self._hash_slabs()
 
@@ -120,10 +123,12 @@ class JointCounts:
         return self.state_bytes + self.label_bytes
 
     def _slabs_fit(self, slabs: int) -> bool:
-        """True while ``slabs`` dense tables fit a quarter of the memory cap."""
+        """True while ``slabs`` dense tables (and the lists of the cells they
+        count: see ext/ts_dense.h) fit a quarter of the memory cap."""
         bits = self.state_neurons
         return (bits is not None and bits <= _table.DENSE_MAX_BITS
-                and slabs * (4 << bits) <= self.memory_limit // 4)
+                and slabs * ((4 << bits) + 4 * ((1 << bits) // 16 + 1))
+                <= self.memory_limit // 4)
 
     def _hash_slabs(self) -> None:
         """From now on count into a hash engine, which takes the slabs' counts
@@ -135,8 +140,9 @@ class JointCounts:
         width = 8 * (self.label_bytes + (self.state_bytes or 0))
         slabs = list(self._slab_chunks())
         self._hashed = CountEngine(f"{self.name} (state, label)", width, self.memory_limit,
-                                   *self._engine_args)
+                                   *self._engine_args, histograms=False)
         self._slabs, self._slab_index, self._totals = [], {}, []
+        self._sums = None
         for keys, counts in slabs:
             self._hashed.count(keys, counts, self.threads)
 
@@ -190,6 +196,7 @@ class JointCounts:
         their :func:`distinct_labels`), and the states alone into ``engine``
         (the counter's, of a dense table while the pairs go to slabs)."""
         self.changes += 1
+        self._sums = None
         if not len(labels):
             return
         values, counts = distinct
@@ -212,6 +219,7 @@ class JointCounts:
         """Count (state, label) keys (``weights``: a uint64 count per row, or
         None for 1 each), as :meth:`count_chunks` yields them."""
         self.changes += 1
+        self._sums = None
         if not len(keys):
             return
         if self._hashed is None:
@@ -235,9 +243,29 @@ class JointCounts:
     # -- reading ---------------------------------------------------------------
     def fold_into(self, table) -> None:
         """Make the states' dense ``table`` hold each state's count over every
-        label (see :meth:`~._engine.CountEngine.derive_from`)."""
-        _table.sum_dense(table, self._slabs)
+        label (see :meth:`~._engine.CountEngine.derive_from`), and keep the
+        sums of the pairs' counts read in the same pass (see :meth:`sums`)."""
+        self._sums = CountSums(*_table.sum_dense(table, self._slabs))
         self.stale = False
+
+    def sums(self) -> CountSums:
+        """The :class:`~.metrics.CountSums` of the pairs' counts (what their
+        entropy needs): of the slabs, kept from the pass that made the states'
+        table (or read from the slabs alone, in place, where none did since
+        they changed); of the hash engine, read from its tables in place.
+
+        Raises:
+            IncompleteCountsError: the counts are incomplete.
+        """
+        self.check()
+        if self._hashed is not None:
+            return self._hashed.sums()
+        if self._states is not None:
+            self._states.settle()  # the states' table takes the slabs' sum, and these
+        if self._sums is None:
+            self._sums = (CountSums(*_table.sum_dense(None, self._slabs)) if self._slabs
+                          else _NO_PAIRS)
+        return self._sums
 
     def _slab_chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for value, slab in self._slab_index.items():

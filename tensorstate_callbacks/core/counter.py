@@ -932,7 +932,7 @@ class StateCounter:
         with self._lock:
             total = self._state_count
             states = metrics.entropy_from_sums(self._engine.sums(), total)
-            joint = metrics.entropy_of_chunks(self._joint.count_arrays(), total)
+            joint = metrics.entropy_from_sums(self._joint.sums(), total)
         labels = metrics.entropy(np.fromiter(self._label_counts.values(), dtype=np.int64))
         return max(states + labels - joint, 0.0) + 0.0
 
