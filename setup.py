@@ -11,7 +11,7 @@ threads = ["-pthread"]
 
 # Every header either extension includes: a change to one rebuilds both.
 HEADERS = [f"ext/{name}.h" for name in (
-    "ts_status", "ts_threads", "ts_pack",  # packing
+    "ts_status", "ts_threads", "ts_pack", "ts_pack_x86",  # packing
     "ts_hash", "ts_sketch", "ts_alloc", "ts_table", "ts_dense", "ts_batch",  # counting
 )]
 

@@ -8,7 +8,8 @@
 # cores), dense / narrow / wide / sharded tables (buffered batches, batches of
 # several chunks, weighted rows, dense copies folded together, the kernels
 # called directly), spilling under a tiny memory_limit, merging, sorting
-# 4 KiB and 8 KiB states, unaligned and broadcast (zero-stride) inputs, views
+# 4 KiB and 8 KiB states, the float32 kernels of every instruction set
+# (portable C, SSE2, AVX2), unaligned and broadcast (zero-stride) inputs, views
 # whose state axes do not merge (several leading views), dense counting on
 # three threads into per-thread copies, and weighted counting into shards on
 # two and three threads.  Every result is also compared with plain NumPy.
@@ -74,6 +75,20 @@ for shape in ((2, 1, 33, 1), (2, 9, 5, 7), (1, 17, 16, 1)):      # channels-firs
 big = rng.standard_normal((9, 13, 97, 97)).astype(np.float32)   # > 2**20 elements: threads
 check(big, 1)
 check(big.reshape(-1, 13 * 97)[:, 1:])
+from tensorstate_callbacks.core import _pack
+
+for name in _pack.INSTRUCTION_SETS:  # every float32 kernel: portable, SSE2, AVX2
+    _pack.limit_instruction_set(name)
+    for shape, axis in (((5, 20, 24, 24), 1), ((3, 67, 5, 7), 1), ((2, 40, 3), 1),
+                        ((2, 512, 4, 4), 1), ((9, 31, 20), 2), ((3, 70, 56), 2),
+                        ((3, 9, 57), 2), ((5, 16, 512), 2), ((61, 13), 1), ((61, 13), 0)):
+        x = np.empty(shape, dtype=np.float32)            # exact-size buffer
+        x[...] = rng.standard_normal(shape)
+        check(x, axis)
+        check(x[::-1], axis)
+    check(big, 1)
+    check(rng.standard_normal((300_001, 20)).astype(np.float32))  # a run split among threads
+_pack.limit_instruction_set("avx2")
 print("pack ok")
 
 for width, rows in ((5, 3000), (20, 3000), (37, 80_000), (64, 3000), (65, 70_000),

@@ -28,10 +28,29 @@ cdef extern from "ts_pack.h" nogil:
         int64_t n_outer, n_states, n_neurons
         int64_t stride_outer, stride_state, stride_neuron
     ts_status ts_pack_view(int kind, const ts_view *v, uint8_t *out, int threads)
+    int ts_pack_isa()
+    void ts_pack_set_isa_limit(int limit)
 
 
 # dtype name -> kind: "float32" -> TS_FLOAT32, ... (the C names are NumPy's).
 KINDS = {kind.name[len("TS_"):].lower(): int(kind) for kind in ts_kind}
+
+
+# Instruction sets of the float32 kernels, lowest first (ts_isa).
+INSTRUCTION_SETS = ("portable", "sse2", "avx2")
+
+
+def instruction_set():
+    """The instruction set the float32 kernels use now: "avx2" or "sse2" on
+    x86-64 (the highest the CPU has), "portable" C elsewhere."""
+    return INSTRUCTION_SETS[ts_pack_isa()]
+
+
+def limit_instruction_set(str name):
+    """Let the float32 kernels use at most `name` (one of INSTRUCTION_SETS),
+    so that tests run every kernel on one machine; "avx2" restores the
+    default.  Affects every thread; not for use while packing."""
+    ts_pack_set_isa_limit(INSTRUCTION_SETS.index(name))
 
 
 def pack_rows(size_t address, tuple shape, tuple strides, int kind, uint8_t[:, ::1] out,

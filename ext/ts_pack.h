@@ -15,9 +15,12 @@
  * Two loops, picked by layout:
  *  - neurons contiguous (channels-last, dense layers): one row at a time,
  *    eight neurons per output byte;
- *  - neurons strided (channels-first): a block of rows at a time, one neuron
- *    across the whole block (contiguous reads when states are contiguous),
- *    then a small transpose of the block into row-major packed bytes.
+ *  - neurons strided (channels-first): a block of rows at a time, eight
+ *    neurons (one output byte) across the whole block (contiguous reads when
+ *    states are contiguous), then a small transpose of the block into
+ *    row-major packed bytes.
+ * float32, the usual case, has SSE2 and AVX2 kernels on x86-64
+ * (ts_pack_x86.h); every other case runs portable C.
  */
 #ifndef TS_PACK_H
 #define TS_PACK_H
@@ -25,10 +28,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 
 #include "ts_status.h"
 #include "ts_threads.h"
@@ -48,7 +47,7 @@ typedef struct {
 #define TS_FIRES_F16(v) ((v) > 0 && (v) <= 0x7c00)
 #define TS_FIRES_BF16(v) ((v) > 0 && (v) <= 0x7f80)
 
-/* (ts_pack_rows_f32 is unused where SSE2 replaces it.) */
+/* (ts_pack_rows_f32 is unused where x86 kernels replace it.) */
 #define TS_DEFINE_PACK(SUFFIX, T, FIRES)                                        \
 __attribute__((unused))                                                         \
 static void ts_pack_rows_##SUFFIX(const ts_view *v, uint8_t *out,               \
@@ -95,6 +94,16 @@ static void ts_column_##SUFFIX(const char *x, int64_t stride, int64_t m,      \
         const T value = *(const T *)(x + i * stride);                         \
         acc[i] = (uint8_t)((shift ? acc[i] : 0) | FIRES(value) << shift);     \
     }                                                                         \
+}                                                                             \
+                                                                              \
+/* acc[i], i < m: bit k from row i of neuron k, k < count (neurons         \
+ * stride_neuron bytes apart, rows stride_state bytes apart). */              \
+static void ts_group_##SUFFIX(const char *x, int64_t stride_state,           \
+                              int64_t stride_neuron, int count, int64_t m,   \
+                              uint8_t *acc)                                  \
+{                                                                             \
+    for (int k = 0; k < count; ++k)                                           \
+        ts_column_##SUFFIX(x + k * stride_neuron, stride_state, m, k, acc);   \
 }
 
 TS_DEFINE_PACK(f32, float, TS_FIRES_GT0)
@@ -110,68 +119,39 @@ TS_DEFINE_PACK(u64, uint64_t, TS_FIRES_GT0)
 TS_DEFINE_PACK(f16, int16_t, TS_FIRES_F16)
 TS_DEFINE_PACK(bf16, int16_t, TS_FIRES_BF16)
 
-#if defined(__SSE2__)
-/* float32 with contiguous neurons: four compares per movemask; the mask's
- * bit order (lane 0 = bit 0) is exactly the package's bit order. */
-static void ts_pack_rows_f32_sse2(const ts_view *v, uint8_t *out,
-                                  int64_t row_begin, int64_t row_end)
-{
-    const int64_t n = v->n_neurons, nb = (n + 7) / 8, full = n / 8;
-    const __m128 zero = _mm_setzero_ps();
-    int64_t a = row_begin / v->n_states, s = row_begin % v->n_states;
-    for (int64_t row = row_begin; row < row_end; ++row, ++s) {
-        if (s == v->n_states) { s = 0; ++a; }
-        const float *x = (const float *)(v->base + a * v->stride_outer
-                                         + s * v->stride_state);
-        uint8_t *o = out + row * nb;
-        for (int64_t byte = 0; byte < full; ++byte) {
-            const __m128 lo = _mm_loadu_ps(x + byte * 8);
-            const __m128 hi = _mm_loadu_ps(x + byte * 8 + 4);
-            o[byte] = (uint8_t)(_mm_movemask_ps(_mm_cmpgt_ps(lo, zero))
-                                | (_mm_movemask_ps(_mm_cmpgt_ps(hi, zero)) << 4));
-        }
-        if (full < nb) {
-            uint8_t bits = 0;
-            for (int64_t k = 0; k < n - full * 8; ++k)
-                bits |= (uint8_t)((x[full * 8 + k] > 0) << k);
-            o[full] = bits;
-        }
-    }
-}
 
-/* float32 column (see ts_column_f32), sixteen contiguous values per step:
- * compared, narrowed to one byte each and masked to the neuron's bit. */
-static void ts_column_f32_sse2(const char *x, int64_t stride, int64_t m, int shift,
-                               uint8_t *acc)
+/* Instruction sets the float32 kernels may use, lowest first. */
+typedef enum ts_isa { TS_ISA_PORTABLE, TS_ISA_SSE2, TS_ISA_AVX2 } ts_isa;
+
+/* The highest set the kernels may use; the tests lower it to run every
+ * kernel on one machine. */
+static int ts_isa_limit = TS_ISA_AVX2;
+
+static void ts_pack_set_isa_limit(int limit) { ts_isa_limit = limit; }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define TS_PACK_X86 1
+#include "ts_pack_x86.h"
+
+/* float32 byte groups: SIMD where states are contiguous. */
+static void ts_group_f32_x86(const char *x, int64_t stride_state, int64_t stride_neuron,
+                             int count, int64_t m, uint8_t *acc)
 {
-    if (stride != (int64_t)sizeof(float)) {
-        ts_column_f32(x, stride, m, shift, acc);
-        return;
-    }
-    const float *values = (const float *)x;
-    const __m128 zero = _mm_setzero_ps();
-    const __m128i bit = _mm_set1_epi8((char)(1 << shift));
-    int64_t i = 0;
-    for (; i + 16 <= m; i += 16) {
-        const float *v = values + i;
-        const __m128i fires = _mm_packs_epi16(
-            _mm_packs_epi32(_mm_castps_si128(_mm_cmpgt_ps(_mm_loadu_ps(v), zero)),
-                            _mm_castps_si128(_mm_cmpgt_ps(_mm_loadu_ps(v + 4), zero))),
-            _mm_packs_epi32(_mm_castps_si128(_mm_cmpgt_ps(_mm_loadu_ps(v + 8), zero)),
-                            _mm_castps_si128(_mm_cmpgt_ps(_mm_loadu_ps(v + 12), zero))));
-        __m128i bits = _mm_and_si128(fires, bit);
-        if (shift) bits = _mm_or_si128(bits, _mm_loadu_si128((const __m128i *)(acc + i)));
-        _mm_storeu_si128((__m128i *)(acc + i), bits);
-    }
-    for (; i < m; ++i) acc[i] = (uint8_t)((shift ? acc[i] : 0) | (values[i] > 0) << shift);
+    const ts_isa isa = stride_state == (int64_t)sizeof(float) ? ts_pack_isa() : TS_ISA_PORTABLE;
+    if (isa == TS_ISA_AVX2) ts_group_f32_avx2(x, stride_neuron, count, m, acc);
+    else if (isa == TS_ISA_SSE2) ts_group_f32_sse2(x, stride_neuron, count, m, acc);
+    else ts_group_f32(x, stride_state, stride_neuron, count, m, acc);
 }
+#else
+static ts_isa ts_pack_isa(void) { return TS_ISA_PORTABLE; }
 #endif
 
 /* Rows [0, m) of a byte-major block (byte j of row i at block[j * rows + i])
  * to row-major packed bytes at o.  `room` is how many bytes past o this
  * call may write (rows beyond ours belong to other threads): with room for
  * it, narrow rows are assembled in a register and stored as 8 bytes, the
- * surplus overwritten by the next row. */
+ * surplus overwritten by the next row.  On x86-64 SSE2 interleaves sixteen
+ * rows at a time first (ts_block_to_rows_sse2). */
 static void ts_block_to_rows(const uint8_t *block, int64_t rows, int64_t m, int64_t nb,
                              uint8_t *o, int64_t room)
 {
@@ -180,6 +160,9 @@ static void ts_block_to_rows(const uint8_t *block, int64_t rows, int64_t m, int6
         memcpy(o, block, (size_t)m);
         return;
     }
+#ifdef TS_PACK_X86
+    if (ts_pack_isa() >= TS_ISA_SSE2) i = ts_block_to_rows_sse2(block, rows, m, nb, o, room);
+#endif
     if (nb <= 8)
         for (; i < m && i * nb + 8 <= room; ++i) {
             uint64_t word = 0;
@@ -191,15 +174,16 @@ static void ts_block_to_rows(const uint8_t *block, int64_t rows, int64_t m, int6
         for (int64_t byte = 0; byte < nb; ++byte) o[i * nb + byte] = block[byte * rows + i];
 }
 
-/* Strided neurons (channels-first).  A block of rows is built one neuron at
- * a time, so the input is read in address order when states are contiguous
- * (each neuron's states follow each other, and in NCHW the neurons of an
- * image do too); the block is byte-major and turned row-major at the end. */
-typedef void (*ts_column_fn)(const char *x, int64_t stride, int64_t m, int shift,
-                             uint8_t *acc);
+/* Strided neurons (channels-first).  A block of rows is built one byte
+ * (eight neurons) at a time, so the input is read in address order when
+ * states are contiguous (each neuron's states follow each other, and in
+ * NCHW the neurons of an image do too); the block is byte-major and turned
+ * row-major at the end. */
+typedef void (*ts_group_fn)(const char *x, int64_t stride_state, int64_t stride_neuron,
+                            int count, int64_t m, uint8_t *acc);
 #define TS_BLOCK_BYTES 16384
 
-static ts_status ts_pack_blocks(const ts_view *v, ts_column_fn column, uint8_t *out,
+static ts_status ts_pack_blocks(const ts_view *v, ts_group_fn group, uint8_t *out,
                                 int64_t row_begin, int64_t row_end)
 {
     const int64_t n = v->n_neurons, nb = (n + 7) / 8;
@@ -214,9 +198,11 @@ static ts_status ts_pack_blocks(const ts_view *v, ts_column_fn column, uint8_t *
         if (m > row_end - row) m = row_end - row;
         if (m > rows) m = rows;
         const char *first = v->base + a * v->stride_outer + s0 * v->stride_state;
-        for (int64_t k = 0; k < n; ++k)
-            column(first + k * v->stride_neuron, v->stride_state, m, (int)(k & 7),
-                   block + (k >> 3) * rows);
+        for (int64_t byte = 0; byte < nb; ++byte) {
+            const int count = (int)(n - 8 * byte < 8 ? n - 8 * byte : 8);
+            group(first + 8 * byte * v->stride_neuron, v->stride_state, v->stride_neuron,
+                  count, m, block + byte * rows);
+        }
         ts_block_to_rows(block, rows, m, nb, out + row * nb, (row_end - row) * nb);
         row += m;
     }
@@ -243,23 +229,33 @@ static ts_status ts_pack(ts_kind kind, const ts_view *v, uint8_t *out,
                          int64_t row_begin, int64_t row_end)
 {
     if (v->stride_neuron != ts_item_size[kind]) {
-        static const ts_column_fn columns[TS_KINDS] = {
-#if defined(__SSE2__)
-            [TS_FLOAT32] = ts_column_f32_sse2,
+        static const ts_group_fn groups[TS_KINDS] = {
+#ifdef TS_PACK_X86
+            [TS_FLOAT32] = ts_group_f32_x86,
 #else
-            [TS_FLOAT32] = ts_column_f32,
+            [TS_FLOAT32] = ts_group_f32,
 #endif
-            [TS_FLOAT64] = ts_column_f64, [TS_INT8] = ts_column_i8,
-            [TS_INT16] = ts_column_i16, [TS_INT32] = ts_column_i32,
-            [TS_INT64] = ts_column_i64, [TS_UINT8] = ts_column_u8,
-            [TS_UINT16] = ts_column_u16, [TS_UINT32] = ts_column_u32,
-            [TS_UINT64] = ts_column_u64, [TS_FLOAT16] = ts_column_f16,
-            [TS_BFLOAT16] = ts_column_bf16};
-        return ts_pack_blocks(v, columns[kind], out, row_begin, row_end);
+            [TS_FLOAT64] = ts_group_f64, [TS_INT8] = ts_group_i8,
+            [TS_INT16] = ts_group_i16, [TS_INT32] = ts_group_i32,
+            [TS_INT64] = ts_group_i64, [TS_UINT8] = ts_group_u8,
+            [TS_UINT16] = ts_group_u16, [TS_UINT32] = ts_group_u32,
+            [TS_UINT64] = ts_group_u64, [TS_FLOAT16] = ts_group_f16,
+            [TS_BFLOAT16] = ts_group_bf16};
+        return ts_pack_blocks(v, groups[kind], out, row_begin, row_end);
     }
     switch (kind) {
-#if defined(__SSE2__)
-    case TS_FLOAT32: ts_pack_rows_f32_sse2(v, out, row_begin, row_end); break;
+#ifdef TS_PACK_X86
+    case TS_FLOAT32:
+        if (ts_pack_isa() >= TS_ISA_SSE2 && ts_run_packable(v)) {
+            ts_pack_run_f32(ts_pack_isa(), v, out, row_begin, row_end);
+            break;
+        }
+        switch (ts_pack_isa()) {
+        case TS_ISA_AVX2: ts_pack_rows_f32_avx2(v, out, row_begin, row_end); break;
+        case TS_ISA_SSE2: ts_pack_rows_f32_sse2(v, out, row_begin, row_end); break;
+        default: ts_pack_rows_f32(v, out, row_begin, row_end); break;
+        }
+        break;
 #else
     case TS_FLOAT32: ts_pack_rows_f32(v, out, row_begin, row_end); break;
 #endif

@@ -8,6 +8,7 @@ from hypothesis.extra import numpy as hnp
 from reference import DTYPES, packed_states, random_array, unique_counts
 
 import tensorstate_callbacks as ts
+from tensorstate_callbacks.core import _pack
 from tensorstate_callbacks.states import pack
 
 
@@ -48,6 +49,61 @@ def test_channels_first_float32(shape, threads):
     x = random_array(np.random.default_rng(sum(shape)), shape, "float32")
     np.testing.assert_array_equal(pack(x, neuron_axis=1, threads=threads),
                                   packed_states(x, neuron_axis=1))
+
+
+@pytest.fixture(params=_pack.INSTRUCTION_SETS)
+def instruction_set(request):
+    """Every float32 kernel (portable C, SSE2, AVX2) on this machine: the
+    sets the CPU lacks fall back to the highest it has."""
+    _pack.limit_instruction_set(request.param)
+    yield request.param
+    _pack.limit_instruction_set("avx2")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape, axis", [
+    ((200, 20, 24, 24), 1),   # LeNet's conv_1, channels first: three bytes a state
+    ((7, 67, 5, 7), 1),       # 9 bytes a state, 35 states an image: tails everywhere
+    ((3, 64, 33, 1), 1),      # 8 bytes, 33 states: one 16-row step too few
+    ((5, 17, 45), 1),         # 3 bytes from 17 neurons, 45 states
+    ((4, 40, 3), 1),          # 5 bytes: a word of 8
+    ((2, 512, 4, 4), 1),      # ResNet's last stage: 64 bytes, 16 states
+    ((9, 31, 20), 2),         # contiguous rows of 20 neurons: bits cut out of a run
+    ((3, 700, 56), 2),        # 56 neurons: the widest row cut out of one word
+    ((3, 50, 57), 2),         # 57 neurons: one byte at a time
+    ((5, 16, 512), 2),        # 512 neurons: the run's bits are the rows
+    ((150_001, 20), 1),       # a run split between threads mid-row-block
+    ((2, 24, 24, 20), 3),     # channels last
+])
+def test_float32_kernels_of_every_instruction_set(instruction_set, shape, axis, threads):
+    x = random_array(np.random.default_rng(sum(shape)), shape, "float32")
+    np.testing.assert_array_equal(pack(x, neuron_axis=axis, threads=threads),
+                                  packed_states(x, neuron_axis=axis))
+    strided = np.repeat(x, 2, axis=0)[::2]  # states two rows apart
+    np.testing.assert_array_equal(pack(strided, neuron_axis=axis, threads=threads),
+                                  packed_states(x, neuron_axis=axis))
+
+
+def test_instruction_set_names_the_kernels_in_use(instruction_set):
+    used = _pack.instruction_set()
+    assert _pack.INSTRUCTION_SETS.index(used) <= _pack.INSTRUCTION_SETS.index(instruction_set)
+
+
+@settings(max_examples=40, deadline=None)
+@given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=40),
+                  elements=st.floats(-2, 2, width=32) | st.sampled_from(
+                      [0.0, -0.0, np.inf, -np.inf, np.nan])),
+       st.data())
+def test_float32_kernels_property(x, data):
+    axis = data.draw(st.integers(-x.ndim, x.ndim - 1))
+    x = np.asarray(x, order=data.draw(st.sampled_from(["C", "F"])))
+    expected = packed_states(x, axis)
+    try:
+        for name in _pack.INSTRUCTION_SETS:
+            _pack.limit_instruction_set(name)
+            np.testing.assert_array_equal(pack(x, axis), expected, err_msg=name)
+    finally:
+        _pack.limit_instruction_set("avx2")
 
 
 @pytest.mark.parametrize("axis", [0, 1, 2, 3, -1])
