@@ -36,6 +36,7 @@ cdef extern from "ts_table.h" nogil:
     void ts_table_items(const ts_table *t, uint8_t *keys, uint64_t *counts)
     void ts_byte_histograms(const uint8_t *keys, const uint64_t *counts, int64_t n,
                             int64_t nb, uint64_t *hist)
+    void ts_firing_counts(const uint64_t *hist, int64_t nb, uint64_t *out)
     ctypedef struct ts_sums:
         int64_t distinct
         int64_t singletons
@@ -328,6 +329,20 @@ def byte_histograms(const uint8_t[:, ::1] keys, const uint64_t[::1] counts,
         with nogil:
             ts_byte_histograms(&keys[0, 0], &counts[0], keys.shape[0], keys.shape[1],
                                &out[0, 0])
+
+
+def firing_counts(const uint64_t[:, ::1] histograms):
+    """``uint64[8 * key_bytes]``: for each bit ``8 j + b`` of the states, the
+    counts of those with it set, from their byte histograms
+    (``uint64[key_bytes, 256]``, see :func:`byte_histograms`).  Releases the GIL."""
+    if histograms.shape[1] != 256:
+        raise ValueError(f"byte histograms have 256 columns, got {histograms.shape[1]}")
+    out = np.zeros(8 * histograms.shape[0], dtype=np.uint64)
+    cdef uint64_t[::1] o = out
+    if histograms.shape[0]:
+        with nogil:
+            ts_firing_counts(&histograms[0, 0], histograms.shape[0], &o[0])
+    return out
 
 
 def read_tables(list tables, uint64_t[:, ::1] out=None):

@@ -407,6 +407,28 @@ static void ts_byte_histograms(const uint8_t *keys, const uint64_t *counts, int6
     }
 }
 
+/* out[8 j + b] = the counts of the states whose bit b of byte j is set (a
+ * neuron's firing count), from the byte histograms hist (nb x 256, see
+ * ts_byte_histograms): the top bit's count is the sum of the upper half of
+ * the values; folding that half onto the lower one leaves the histogram of
+ * the lower bits, and so on down (contiguous sums, 512 adds a byte). */
+static void ts_firing_counts(const uint64_t *hist, int64_t nb, uint64_t *out)
+{
+    uint64_t folded[256];
+    for (int64_t j = 0; j < nb; ++j) {
+        memcpy(folded, hist + j * 256, sizeof(folded));
+        for (int b = 7; b >= 0; --b) {
+            const int half = 1 << b;
+            uint64_t fired = 0;
+            for (int v = 0; v < half; ++v) {
+                fired += folded[half + v];
+                folded[v] += folded[half + v];
+            }
+            out[8 * j + b] = fired;
+        }
+    }
+}
+
 /* The counts of narrow keys (<= 8 bytes, as words) whose byte j is v, added
  * to hist[j * 256 + v]: one byte position at a time, into two local
  * histograms that alternate between keys, so that keys sharing a byte (a

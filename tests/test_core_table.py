@@ -254,6 +254,23 @@ def test_sum_dense_reads_only_the_cells_counted_while_they_are_listed(rows_per_r
         assert slab.distinct == 1 << bits and set(slab.counts().tolist()) == {1}
 
 
+@pytest.mark.parametrize("width", [1, 3, 9, 256])
+def test_firing_counts_from_byte_histograms_equal_numpy(width):
+    """Each bit's count of states with it set, from the byte histograms, equals
+    NumPy's sum over the unpacked keys (counts near 2**63 too: exact in 64 bits)."""
+    rng = np.random.default_rng(width)
+    keys = rng.integers(0, 256, size=(500, width), dtype=np.uint8)
+    counts = rng.integers(1, 1 << 50, size=500, dtype=np.uint64)
+    counts[0] = (1 << 62) + 1  # past float64's exact integers
+    hist = np.zeros((width, 256), np.uint64)
+    _table.byte_histograms(keys, counts, hist)
+    bits = np.unpackbits(keys, axis=1, bitorder="little").astype(bool)
+    expected = [sum(int(c) for c, fired in zip(counts, column) if fired) for column in bits.T]
+    assert _table.firing_counts(hist).tolist() == expected
+    with pytest.raises(ValueError, match="256 columns"):
+        _table.firing_counts(np.zeros((2, 255), np.uint64))
+
+
 def test_narrow_dense_tables_count_weights():
     """A dense table of 32-bit counts takes weighted rows (merged counts) and
     reads back 64-bit arrays, as the 64-bit table does."""

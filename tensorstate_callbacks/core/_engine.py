@@ -106,6 +106,7 @@ class CountEngine:
         self.failure: str | None = None  # why the counts are incomplete (see check)
         self.changes = 0  # counting calls begun: whether a call may have changed the counts
         self._derived_from = None  # see derive_from
+        self.read_along: CountEngine | None = None  # see read_with
         self._read: tuple | None = None  # see _summary; None once the tables change
 
     @property
@@ -280,6 +281,8 @@ class CountEngine:
         """
         self.check()
         self._flush(self.threads)
+        if self.read_along is not None:
+            self.read_along.settle()
         if self._dense_copies:
             self._read = None
             with self._changing():
@@ -293,6 +296,13 @@ class CountEngine:
         read or count first calls ``source.fold_into(table)``, which makes the
         table hold them.  None: the table is counted here alone again."""
         self._derived_from = source
+
+    def read_with(self, other: CountEngine | None) -> None:
+        """Settle ``other`` with this engine, and read its sums with this
+        engine's (a labelled counter's hashed (state, label) pairs, whose
+        entropy its mutual information needs): one read of the counter reads
+        both.  None: this engine alone again."""
+        self.read_along = other
 
     def _take_derived(self) -> None:
         source = self._derived_from
@@ -341,11 +351,13 @@ class CountEngine:
         counts (what entropies of order 0, 1 and infinity and the coverage need)."""
         return self._summary()[0]
 
-    def add_byte_histograms(self, out: np.ndarray) -> None:
-        """Add to ``out[j, v]`` (``uint64[key_bytes, 256]``) the counts of the
-        states whose byte ``j`` is ``v`` (what firing rates are made of; not
-        for an engine made with ``histograms=False``)."""
-        out += self._summary()[1]
+    def firing_counts(self) -> np.ndarray:
+        """``uint64[num_neurons]``: for each neuron, the counts of the states in
+        which it fires, from the byte histograms of the read (per byte of the
+        states, its 256 values weighted by the counts: neuron ``8 j + b`` fires
+        in the states whose byte ``j`` has bit ``b`` set).  Not for an engine
+        made with ``histograms=False``."""
+        return _table.firing_counts(self._summary()[1])[:self.num_neurons]
 
     def _summary(self) -> tuple[CountSums, np.ndarray]:
         """``(sums, byte histograms)`` of the counts, read once the tables last
@@ -363,6 +375,8 @@ class CountEngine:
             else:  # a partition of the spill files at a time
                 sums = sums_of_counts(self._with_histograms(self.count_chunks(), histograms))
             self._read = (sums, histograms)
+            if self.read_along is not None:
+                self.read_along.sums()
         return self._read
 
     @staticmethod

@@ -212,6 +212,7 @@ class JointCounts:
                                          threads)
                 return
         engine.count(states, None, threads)
+        engine.read_with(self._hashed)
         label_columns = np.repeat(self._label_columns(labels), per_sample, axis=0)
         self._hashed.count(np.concatenate([states, label_columns], axis=1), None, threads)
 

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import warnings
@@ -868,14 +869,8 @@ class StateCounter:
             [2, 0, 1]
         """
         self._require_states()
-        num_neurons = self._engine.num_neurons
-        # per byte of the states, a histogram of its 256 values weighted by the
-        # counts; bit b of byte j fires in the states whose byte j has bit b set
-        histogram = np.zeros((self._engine.key_bytes, 256), dtype=np.uint64)
         with self._lock:
-            self._engine.add_byte_histograms(histogram)
-        has_bit = (np.arange(256)[:, None] >> np.arange(8)) & 1  # (value, bit)
-        return (histogram.astype(np.int64) @ has_bit).reshape(-1)[:num_neurons]
+            return self._engine.firing_counts().astype(np.int64)
 
     @property
     def has_labels(self) -> bool:
@@ -933,7 +928,8 @@ class StateCounter:
             total = self._state_count
             states = metrics.entropy_from_sums(self._engine.sums(), total)
             joint = metrics.entropy_from_sums(self._joint.sums(), total)
-        labels = metrics.entropy(np.fromiter(self._label_counts.values(), dtype=np.int64))
+            labels = metrics.entropy_from_sums(_sums_of_few(list(self._label_counts.values())),
+                                               total)
         return max(states + labels - joint, 0.0) + 0.0
 
     @property
@@ -1042,6 +1038,15 @@ def _exact_sum(counts: np.ndarray) -> int:
     if not counts.size or int(counts.max()) < _MAX_COUNT // counts.size:
         return int(counts.sum(dtype=np.uint64))
     return sum(counts.tolist())
+
+
+def _sums_of_few(counts: list[int]) -> metrics.CountSums:
+    """The :class:`~.metrics.CountSums` of a few counts > 0 (a counter's labels),
+    in plain Python where they are few (NumPy's cost per call would weigh more)."""
+    if len(counts) > 256:
+        return metrics.sums_of_counts([np.array(counts, dtype=np.int64)])
+    return metrics.CountSums(len(counts), counts.count(1), max(counts, default=0),
+                             math.fsum(c * math.log2(c) for c in counts if c > 1))
 
 
 def _concatenated(chunks, key_bytes: int) -> tuple[np.ndarray, np.ndarray]:
