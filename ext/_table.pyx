@@ -33,6 +33,7 @@ cdef extern from "ts_table.h" nogil:
     ts_status ts_table_init(ts_table *t, int64_t key_bytes)
     void ts_table_free(ts_table *t)
     int64_t ts_table_memory(const ts_table *t)
+    int64_t ts_dense32_memory(int dense_bits)
     void ts_table_items(const ts_table *t, uint8_t *keys, uint64_t *counts)
     void ts_byte_histograms(const uint8_t *keys, const uint64_t *counts, int64_t n,
                             int64_t nb, uint64_t *hist)
@@ -427,6 +428,14 @@ def count_dense_slabs(list slabs, const uint8_t[:, ::1] keys, int64_t per_sample
     free(pointers)
 
 
+def narrow_memory(int dense_bits):
+    """Bytes of memory a dense table of 32-bit counts (``narrow=True``) of
+    ``dense_bits`` neurons holds: its cells and what it keeps as it counts."""
+    if not 1 <= dense_bits <= TS_DENSE_MAX_BITS:
+        raise ValueError(f"dense_bits={dense_bits} must be in [1, {TS_DENSE_MAX_BITS}]")
+    return ts_dense32_memory(dense_bits)
+
+
 def sum_dense(CountTable into, list slabs):
     """Make the dense table ``into`` (64-bit counts; None: no table) hold the
     sum of the dense tables ``slabs`` (32-bit counts, one width, at least
@@ -436,7 +445,8 @@ def sum_dense(CountTable into, list slabs):
 
     Returns:
         ``(distinct, singletons, largest, c_log2_c)`` of the slabs' counts,
-        the (state, label) pairs (as :func:`read_tables`), read in the same pass.
+        the (state, label) pairs (as :func:`read_tables`), from what the
+        slabs keep as they count (no pass over their cells).
 
     Releases the GIL.
     """

@@ -21,17 +21,19 @@
 
 #define TS_DENSE_MAX_BITS 20
 
-/* Per-label tables (32-bit cells) list the cells they count while at most
- * 1 / TS_TOUCHED_SHARE of their cells are: an epoch of few states per label
- * then zeroes and sums those cells alone, not the whole table (ts_dense_sum,
- * ts_table_free). */
-#define TS_TOUCHED_SHARE 16
-
 /* An empty dense table for states of dense_bits neurons (1 ..
  * TS_DENSE_MAX_BITS), stored in key_bytes = (dense_bits + 7) / 8 bytes: of
  * 64-bit counts (dense), or with `narrow` of 32-bit ones (dense32), the
- * per-label tables of labelled counting, half the memory, with the list of
- * the cells they count (their callers keep each table's total below 2**32). */
+ * per-label tables of labelled counting, half the memory (their callers
+ * keep each table's total below 2**32).  A per-label table also keeps, as it
+ * counts (see ts_dense32_add):
+ * - the list of the cells it counted while at most 1 / TS_TOUCHED_SHARE of
+ *   its cells are: an epoch of few states per label then zeroes and sums
+ *   those cells alone, not the whole table (ts_dense_sum, ts_table_free);
+ * - how many of its cells hold each count below TS_SMALL_COUNTS, and the
+ *   list of its cells of larger counts: the sums over its counts (what the
+ *   entropy of the (state, label) pairs needs) without a pass over them
+ *   (ts_dense32_sums). */
 static ts_status ts_dense_init(ts_table *t, int64_t key_bytes, int dense_bits, int narrow)
 {
     memset(t, 0, sizeof(*t));
@@ -45,22 +47,65 @@ static ts_status ts_dense_init(ts_table *t, int64_t key_bytes, int dense_bits, i
         return t->dense == NULL ? TS_NO_MEMORY : TS_OK;
     }
     t->touched_cap = (int64_t)(cells / TS_TOUCHED_SHARE);
+    t->large_cap = (int64_t)(cells / TS_SMALL_COUNTS);
     t->touched = (uint32_t *)malloc(((size_t)t->touched_cap + 1) * sizeof(uint32_t));
-    if (t->touched == NULL) return TS_NO_MEMORY;
+    t->large = (uint32_t *)malloc(((size_t)t->large_cap + 1) * sizeof(uint32_t));
+    t->freqs = (uint32_t *)calloc(TS_SMALL_COUNTS, sizeof(uint32_t));
+    if (t->touched == NULL || t->large == NULL || t->freqs == NULL) return TS_NO_MEMORY;
     t->dense32 = (uint32_t *)ts_cache_take_zeroed(&ts_dense_cache, cells * sizeof(uint32_t));
     return t->dense32 == NULL ? TS_NO_MEMORY : TS_OK;
 }
 
-/* Adds `count` (> 0) to cell `state` of the 32-bit dense table t, listing
- * the cell if it was empty (see ts_table.touched): written in every case,
- * at the list's next place (past the cap, at its spare last entry), so that
- * a count costs no branch on whether its state is new. */
+/* Adds `count` (> 0) to cell `state` of the 32-bit dense table t, keeping
+ * its lists and frequencies (see ts_dense_init).  List entries are written
+ * in every case, at the list's next place (past the cap, at its spare last
+ * entry), and the frequencies of counts out of range at their unused entry
+ * 0 (unsigned: it wraps), so that a count costs no branch on whether its
+ * state is new. */
 static inline void ts_dense32_add(ts_table *t, uint32_t state, uint32_t count)
 {
     uint32_t *const cell = &t->dense32[state];
+    const uint32_t was = *cell, now = was + count;
     t->touched[t->size < t->touched_cap ? t->size : t->touched_cap] = state;
-    t->size += *cell == 0;
-    *cell += count;
+    t->size += was == 0;
+    *cell = now;
+    t->freqs[was < TS_SMALL_COUNTS ? was : 0] -= 1;
+    t->freqs[now < TS_SMALL_COUNTS ? now : 0] += 1;
+    if (now >= TS_SMALL_COUNTS && was < TS_SMALL_COUNTS) {
+        t->large[t->n_large < t->large_cap ? t->n_large : t->large_cap] = state;
+        t->n_large += 1;
+    }
+}
+
+/* Adds the sums over the counts of the 32-bit dense table t to s, from its
+ * frequencies of small counts and its cells of large ones (every cell, for
+ * those, where more than large_cap reached them). */
+static void ts_dense32_sums(const ts_table *t, ts_sums *s)
+{
+    double small = 0.0;
+    for (uint32_t c = 1; c < TS_SMALL_COUNTS; ++c) {
+        const uint32_t cells = t->freqs[c];
+        if (cells == 0) continue;
+        s->distinct += cells;
+        if (c == 1) s->singletons += cells;
+        if (c > s->largest) s->largest = c;
+        small += (double)cells * ((double)c * log2((double)c));
+    }
+    if (t->n_large <= t->large_cap) {
+        for (int64_t i = 0; i < t->n_large; ++i) {
+            const uint64_t c = t->dense32[t->large[i]];
+            ts_sums_add(s, &c, 1, 1);
+        }
+    } else {
+        const uint64_t cells = (uint64_t)1 << t->dense_bits;
+        for (uint64_t state = 0; state < cells; ++state) {
+            const uint64_t c = t->dense32[state];
+            if (c >= TS_SMALL_COUNTS) ts_sums_add(s, &c, 1, 1);
+        }
+    }
+    const double term = small - s->compensation, next = s->c_log2_c + term;
+    s->compensation = (next - s->c_log2_c) - term;
+    s->c_log2_c = next;
 }
 
 /* Counts rows [0, n) of `keys` into the 32-bit dense table t, `weights[i]`
@@ -207,59 +252,6 @@ static void ts_dense_count_slabs(ts_table *const *slabs, const uint8_t *keys,
     ts_run_tasks(ts_dense_count_slab_share, shares, sizeof(ts_slab_share), threads);
 }
 
-/* Sums over 32-bit counts (ts_sums_add's), from how many counts have each
- * small value: an increment per count, in four lanes (counts that repeat,
- * zeros most of all, would otherwise wait on each other's stores), instead
- * of a logarithm and a compensated add; zeros are skipped four at a time. */
-#define TS_SMALL_COUNTS 64
-
-typedef struct {
-    int64_t of[4][TS_SMALL_COUNTS]; /* of[lane][c]: counts c < TS_SMALL_COUNTS (0: unused) */
-    ts_sums large;                  /* of the counts >= TS_SMALL_COUNTS */
-} ts_count_freqs;
-
-static void ts_freqs_add(ts_count_freqs *f, const uint32_t *counts, int64_t n)
-{
-    int64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        uint64_t pair[2];
-        memcpy(pair, counts + i, sizeof(pair));
-        if ((pair[0] | pair[1]) == 0) continue;
-        for (int lane = 0; lane < 4; ++lane) {
-            const uint32_t c = counts[i + lane];
-            f->of[lane][c < TS_SMALL_COUNTS ? c : 0] += 1;
-            if (c >= TS_SMALL_COUNTS) {
-                const uint64_t wide = c;
-                ts_sums_add(&f->large, &wide, 1, 1);
-            }
-        }
-    }
-    for (; i < n; ++i) {
-        const uint64_t c = counts[i];
-        if (c < TS_SMALL_COUNTS)
-            f->of[0][c] += 1;
-        else
-            ts_sums_add(&f->large, &c, 1, 1);
-    }
-}
-
-/* The sums of the counts added to f. */
-static ts_sums ts_freqs_sums(const ts_count_freqs *f)
-{
-    ts_sums s = f->large;
-    double sum = 0.0;
-    for (uint64_t c = 1; c < TS_SMALL_COUNTS; ++c) {
-        const int64_t times = f->of[0][c] + f->of[1][c] + f->of[2][c] + f->of[3][c];
-        if (times == 0) continue;
-        s.distinct += times;
-        if (c == 1) s.singletons = times;
-        if (c > s.largest) s.largest = c;
-        sum += (double)times * ((double)c * log2((double)c));
-    }
-    s.c_log2_c += sum;
-    return s;
-}
-
 /* Whether every slab still lists the cells it counted (ts_table.touched). */
 static int ts_slabs_listed(ts_table *const *slabs, int n_slabs)
 {
@@ -271,23 +263,24 @@ static int ts_slabs_listed(ts_table *const *slabs, int n_slabs)
 /* Makes the dense table `into` (unless NULL) hold the sum of the 32-bit
  * dense tables `slabs` (n_slabs >= 1, of its width): a state's count over
  * every label; and returns the sums (ts_sums) over the slabs' counts, the
- * counts of the (state, label) pairs, read in the same pass.  While every
+ * counts of the (state, label) pairs (see ts_dense32_sums).  While every
  * slab lists its cells, only those are read, and `into` must hold the sum
  * of the slabs as they were (zeros where none has counted): their cells are
- * zeroed first, then summed.  Otherwise block by block over every cell, so
- * that each block of `into` stays in cache while the slabs stream past it. */
+ * zeroed first (unless `into` is empty), then summed, each prefetched
+ * TS_DENSE_AHEAD cells before it is read.  Otherwise block by block over
+ * every cell, so that each block of `into` stays in cache while the slabs
+ * stream past it. */
 #define TS_SUM_BLOCK 4096
 
 static ts_sums ts_dense_sum(ts_table *into, ts_table *const *slabs, int n_slabs)
 {
-    ts_count_freqs freqs_of_counts, *const freqs = &freqs_of_counts;
-    uint32_t counts[TS_SUM_BLOCK];
-    memset(freqs, 0, sizeof(*freqs));
+    ts_sums sums = {0, 0, 0, 0.0, 0.0};
+    for (int i = 0; i < n_slabs; ++i) ts_dense32_sums(slabs[i], &sums);
+    if (into == NULL) return sums;
+    uint64_t *const to = into->dense;
     if (ts_slabs_listed(slabs, n_slabs)) {
-        /* cells at random: each prefetched TS_DENSE_AHEAD cells before it is read */
-        uint64_t *const to = into != NULL ? into->dense : NULL;
-        int64_t size = into != NULL ? into->size : 0;
-        for (int i = 0; to != NULL && size != 0 && i < n_slabs; ++i) { /* 0: all zeros */
+        int64_t size = into->size;
+        for (int i = 0; size != 0 && i < n_slabs; ++i) {
             const uint32_t *const listed = slabs[i]->touched;
             for (int64_t k = 0; k < slabs[i]->size; ++k) {
                 if (k + TS_DENSE_AHEAD < slabs[i]->size)
@@ -298,45 +291,32 @@ static ts_sums ts_dense_sum(ts_table *into, ts_table *const *slabs, int n_slabs)
         }
         for (int i = 0; i < n_slabs; ++i) {
             const uint32_t *const cells = slabs[i]->dense32, *const listed = slabs[i]->touched;
-            const int64_t listed_size = slabs[i]->size;
-            for (int64_t first = 0; first < listed_size; first += TS_SUM_BLOCK) {
-                const int64_t n = listed_size - first < TS_SUM_BLOCK ? listed_size - first
-                                                                     : TS_SUM_BLOCK;
-                for (int64_t k = first; k < first + n; ++k) {
-                    if (k + TS_DENSE_AHEAD < listed_size) {
-                        __builtin_prefetch(&cells[listed[k + TS_DENSE_AHEAD]], 0);
-                        if (to != NULL) __builtin_prefetch(&to[listed[k + TS_DENSE_AHEAD]], 1);
-                    }
-                    counts[k - first] = cells[listed[k]];
-                    if (to == NULL) continue;
-                    size += to[listed[k]] == 0;
-                    to[listed[k]] += counts[k - first];
+            for (int64_t k = 0; k < slabs[i]->size; ++k) {
+                if (k + TS_DENSE_AHEAD < slabs[i]->size) {
+                    __builtin_prefetch(&cells[listed[k + TS_DENSE_AHEAD]], 0);
+                    __builtin_prefetch(&to[listed[k + TS_DENSE_AHEAD]], 1);
                 }
-                ts_freqs_add(freqs, counts, n);
+                size += to[listed[k]] == 0;
+                to[listed[k]] += cells[listed[k]];
             }
         }
-        if (into != NULL) into->size = size;
-    } else {
-        const uint64_t cells = (uint64_t)1 << slabs[0]->dense_bits;
-        uint64_t *const to = into != NULL ? into->dense : NULL;
-        int64_t size = 0;
-        for (uint64_t begin = 0; begin < cells; begin += TS_SUM_BLOCK) {
-            const uint64_t end = begin + TS_SUM_BLOCK < cells ? begin + TS_SUM_BLOCK : cells;
-            for (int i = 0; i < n_slabs; ++i) {
-                const uint32_t *const add = slabs[i]->dense32;
-                ts_freqs_add(freqs, add + begin, (int64_t)(end - begin));
-                if (to == NULL) continue;
-                if (i == 0)
-                    for (uint64_t state = begin; state < end; ++state) to[state] = add[state];
-                else
-                    for (uint64_t state = begin; state < end; ++state) to[state] += add[state];
-            }
-            for (uint64_t state = begin; to != NULL && state < end; ++state)
-                size += to[state] != 0;
-        }
-        if (into != NULL) into->size = size;
+        into->size = size;
+        return sums;
     }
-    return ts_freqs_sums(freqs);
+    const uint64_t cells = (uint64_t)1 << into->dense_bits;
+    int64_t size = 0;
+    for (uint64_t begin = 0; begin < cells; begin += TS_SUM_BLOCK) {
+        const uint64_t end = begin + TS_SUM_BLOCK < cells ? begin + TS_SUM_BLOCK : cells;
+        const uint32_t *const first = slabs[0]->dense32;
+        for (uint64_t state = begin; state < end; ++state) to[state] = first[state];
+        for (int i = 1; i < n_slabs; ++i) {
+            const uint32_t *const add = slabs[i]->dense32;
+            for (uint64_t state = begin; state < end; ++state) to[state] += add[state];
+        }
+        for (uint64_t state = begin; state < end; ++state) size += to[state] != 0;
+    }
+    into->size = size;
+    return sums;
 }
 
 /* Adds every count of the dense table `source` to `into` (of the same

@@ -52,11 +52,17 @@ typedef struct {
     int dense_bits;       /* > 0: a dense table of 2**dense_bits counts */
     uint64_t *dense;
     uint32_t *dense32;    /* instead of dense: 32-bit counts (per-label tables, ts_dense.h) */
-    /* dense32 only: the cells counted, in first-counted order, while there
-     * are at most touched_cap of them (size <= touched_cap); the array has
-     * touched_cap + 1 entries, the last written past the cap. */
+    /* dense32 only (see ts_dense.h): the cells counted, in first-counted
+     * order, while there are at most touched_cap of them (size <=
+     * touched_cap; touched_cap + 1 entries, the last written past the cap);
+     * how many cells hold each count below TS_SMALL_COUNTS (freqs[0]
+     * unused); and the cells whose count reached TS_SMALL_COUNTS, while at
+     * most large_cap did (large_cap + 1 entries, as touched). */
     uint32_t *touched;
     int64_t touched_cap;
+    uint32_t *freqs;
+    uint32_t *large;
+    int64_t n_large, large_cap;
 } ts_table;
 
 /* A row on its way into a table: its hash and either its row index or, for
@@ -107,16 +113,31 @@ static void ts_table_free(ts_table *t)
                          ((size_t)1 << t->dense_bits) * sizeof(uint32_t));
     }
     free(t->touched);
+    free(t->freqs);
+    free(t->large);
     memset(t, 0, sizeof(*t));
+}
+
+/* Per-label tables (dense32, ts_dense.h): the share of their cells they list
+ * at most, and the counts of which they keep how many cells hold each. */
+#define TS_TOUCHED_SHARE 16
+#define TS_SMALL_COUNTS 64
+
+/* Bytes of memory a dense table of 32-bit counts of dense_bits holds: its
+ * cells, the list of those it counted, its counts' frequencies and the list
+ * of its cells of large counts. */
+static int64_t ts_dense32_memory(int dense_bits)
+{
+    const int64_t cells = (int64_t)1 << dense_bits;
+    return (int64_t)sizeof(uint32_t) * (cells + (cells / TS_TOUCHED_SHARE + 1)
+                                        + TS_SMALL_COUNTS + (cells / TS_SMALL_COUNTS + 1));
 }
 
 /* Bytes of memory the table holds. */
 static int64_t ts_table_memory(const ts_table *t)
 {
     if (t->dense != NULL) return ((int64_t)1 << t->dense_bits) * (int64_t)sizeof(uint64_t);
-    if (t->dense32 != NULL)
-        return ((int64_t)1 << t->dense_bits) * (int64_t)sizeof(uint32_t)
-               + (t->touched_cap + 1) * (int64_t)sizeof(uint32_t);
+    if (t->dense32 != NULL) return ts_dense32_memory(t->dense_bits);
     return t->capacity * (int64_t)sizeof(ts_slot)
            + t->arena_capacity * (t->key_bytes + (int64_t)sizeof(uint64_t));
 }

@@ -208,8 +208,7 @@ def test_dense_slabs_count_each_label_apart(bits, per_sample, threads):
     label_of_row = np.repeat(slab_of, per_sample)
     for slab, table in enumerate(slabs):
         assert_counts([table], keys[label_of_row == slab])
-    listed = 4 * ((1 << bits) // 16 + 1)  # the list of the cells counted
-    assert slabs[0].is_narrow and slabs[0].memory == (4 << bits) + listed
+    assert slabs[0].is_narrow and slabs[0].memory == _table.narrow_memory(bits) > 4 << bits
     total = _table.CountTable((bits + 7) // 8, bits)  # 64-bit counts: the sum over labels
     _table.sum_dense(total, slabs)
     assert_counts([total], keys)
@@ -269,6 +268,28 @@ def test_firing_counts_from_byte_histograms_equal_numpy(width):
     assert _table.firing_counts(hist).tolist() == expected
     with pytest.raises(ValueError, match="256 columns"):
         _table.firing_counts(np.zeros((2, 255), np.uint64))
+
+
+@pytest.mark.parametrize("large_cells", [50, 200])  # within the list of 64, past it
+def test_slab_sums_from_the_frequencies_they_keep_equal_numpy(large_cells):
+    """A slab keeps how many cells hold each small count and which reached a
+    large one (64 or more): merged (weighted) counts, small and large, then
+    unit counts that carry cells past 64, give NumPy's sums."""
+    rng = np.random.default_rng(large_cells)
+    slab = _table.CountTable(2, 12, narrow=True)
+    states = rng.permutation(1 << 12)[:1000].astype(np.uint16)
+    weights = rng.integers(1, 33, size=1000, dtype=np.uint64)
+    weights[:large_cells] = rng.integers(64, 1 << 20, size=large_cells, dtype=np.uint64)
+    keys = states.view(np.uint8).reshape(-1, 2)
+    _table.count_narrow(slab, keys, weights)
+    _table.count_narrow(slab, keys[:900], np.ones(900, np.uint64))  # counts move up by one
+    again = np.repeat(keys[990:], 40, axis=0)  # a few cells go past 64 one count at a time
+    _table.count_dense_slabs([slab], again, len(again), np.zeros(1, np.int32))
+    expected = numpy_sums(slab.counts())
+    got = _table.sum_dense(None, [slab])
+    assert got[:3] == expected[:3] and got[3] == pytest.approx(expected[3], rel=1e-12)
+    with pytest.raises(ValueError, match="dense_bits=21"):
+        _table.narrow_memory(21)
 
 
 def test_narrow_dense_tables_count_weights():

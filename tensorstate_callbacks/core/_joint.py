@@ -123,12 +123,11 @@ class JointCounts:
         return self.state_bytes + self.label_bytes
 
     def _slabs_fit(self, slabs: int) -> bool:
-        """True while ``slabs`` dense tables (and the lists of the cells they
+        """True while ``slabs`` dense tables (and what they keep as they
         count: see ext/ts_dense.h) fit a quarter of the memory cap."""
         bits = self.state_neurons
         return (bits is not None and bits <= _table.DENSE_MAX_BITS
-                and slabs * ((4 << bits) + 4 * ((1 << bits) // 16 + 1))
-                <= self.memory_limit // 4)
+                and slabs * _table.narrow_memory(bits) <= self.memory_limit // 4)
 
     def _hash_slabs(self) -> None:
         """From now on count into a hash engine, which takes the slabs' counts
@@ -245,15 +244,16 @@ class JointCounts:
     def fold_into(self, table) -> None:
         """Make the states' dense ``table`` hold each state's count over every
         label (see :meth:`~._engine.CountEngine.derive_from`), and keep the
-        sums of the pairs' counts read in the same pass (see :meth:`sums`)."""
+        sums of the pairs' counts, which the slabs keep as they count (see
+        :meth:`sums`)."""
         self._sums = CountSums(*_table.sum_dense(table, self._slabs))
         self.stale = False
 
     def sums(self) -> CountSums:
         """The :class:`~.metrics.CountSums` of the pairs' counts (what their
-        entropy needs): of the slabs, kept from the pass that made the states'
-        table (or read from the slabs alone, in place, where none did since
-        they changed); of the hash engine, read from its tables in place.
+        entropy needs): of the slabs, from the frequencies of their counts
+        that they keep as they count (read with the states' table); of the
+        hash engine, read from its tables in place.
 
         Raises:
             IncompleteCountsError: the counts are incomplete.
