@@ -33,8 +33,8 @@ interleaved, each with a read of ``distinct_count`` as above:
                ``firing_rates()`` and ``mutual_information()``, each timed, and
                their sum as a ratio to that counter read.
 
-Each time is the median of ``--repeats`` runs.  ``--quick`` divides the row
-counts by 20.  Run: ``python benchmarks/bench_states.py [--quick]``.
+Each time is the median of ``--repeats`` runs.  ``--scale N`` divides the row
+counts by N, ``--quick`` by 20.  Run: ``python benchmarks/bench_states.py [--quick]``.
 """
 
 from __future__ import annotations
@@ -209,15 +209,15 @@ def measure(x, neuron_axis, args):
 
 
 def run_case(label, shape, neuron_axis, diverse, args, rng):
-    if args.quick:
-        shape = (max(1, shape[0] // 20),) + shape[1:]
+    if args.scale > 1:
+        shape = (max(1, shape[0] // args.scale),) + shape[1:]
     x = make_input(shape, neuron_axis, diverse, rng)
     row = {} if args.labels_only else measure(x, neuron_axis, args)
     if not args.no_labels:
         row["labels"] = measure_labels(x, neuron_axis, args, rng)
     del x  # free the input before the next size
     gc.collect()
-    row["case"] = label + (" /20" if args.quick else "")
+    row["case"] = label + (f" /{args.scale}" if args.scale > 1 else "")
     row["kind"] = "random" if diverse else f"{PATTERNS:,} patterns"
     return row
 
@@ -239,6 +239,7 @@ def print_row(row):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="row counts divided by 20")
+    parser.add_argument("--scale", type=int, default=1, help="row counts divided by this")
     parser.add_argument("--repeats", type=int, default=5, help="runs per time (median)")
     parser.add_argument("--no-numpy", action="store_true", help="skip the NumPy reference")
     parser.add_argument("--only", help="run only cases whose label contains this text")
@@ -247,6 +248,7 @@ def main():
     parser.add_argument("--no-labels", action="store_true", help="skip the labels table")
     parser.add_argument("--labels-only", action="store_true", help="only the labels table")
     args = parser.parse_args()
+    args.scale = 20 if args.quick else max(1, args.scale)
     print(f"# bench_states: {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, kernel threads={num_threads()}, numpy {np.__version__}, "
           f"median of {args.repeats}; ratios are to the read time (arr.sum())")
