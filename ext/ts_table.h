@@ -54,7 +54,7 @@ typedef struct {
     uint32_t *dense32;    /* instead of dense: 32-bit counts (per-label tables, ts_dense.h) */
     /* dense32 only (see ts_dense.h): the cells counted, in first-counted
      * order, while there are at most touched_cap of them (size <=
-     * touched_cap; touched_cap + 1 entries, the last written past the cap);
+     * touched_cap);
      * how many cells hold each count below TS_SMALL_COUNTS (freqs[0]
      * unused); and the cells whose count reached TS_SMALL_COUNTS, while at
      * most large_cap did (large_cap + 1 entries, as touched). */
