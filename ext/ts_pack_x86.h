@@ -195,50 +195,52 @@ static void ts_pack_run_f32(ts_isa isa, const ts_view *v, uint8_t *out, int64_t 
 /* ---- Strided neurons: one byte (up to eight neurons) for m contiguous rows ----
  *
  * acc[i] gets bit k from row i of neuron k's column (`stride_neuron` bytes
- * apart), k < count.  The byte is built in a register, last neuron first:
- * doubling shifts the bits so far up by one, and subtracting a comparison
- * (all ones, i.e. -1, where the neuron fires) adds its bit 0. */
+ * apart), k < count.  One neuron at a time over all m rows: in NCHW the
+ * columns follow each other, so the input is read as one stream in address
+ * order (reading eight columns side by side was slower once the batch
+ * spills out of the caches), while acc (at most a block's row count of
+ * bytes) stays in L1.  A comparison narrowed to bytes is all ones where the
+ * neuron fires; masked to its bit, it is OR-ed into acc. */
 
 static void ts_group_f32_sse2(const char *x, int64_t stride_neuron, int count, int64_t m,
                               uint8_t *acc)
 {
     const __m128 zero = _mm_setzero_ps();
-    int64_t i = 0;
-    for (; i + 16 <= m; i += 16) {
-        __m128i bits = _mm_setzero_si128();
-        for (int k = count - 1; k >= 0; --k) {
-            const float *v = (const float *)(x + k * stride_neuron) + i;
+    const int64_t end = m & ~(int64_t)15;
+    for (int k = 0; k < count; ++k) {
+        const float *column = (const float *)(x + k * stride_neuron);
+        const __m128i bit = _mm_set1_epi8((char)(1 << k));
+        for (int64_t i = 0; i < end; i += 16) {
+            const float *v = column + i;
             const __m128i fires = _mm_packs_epi16(
                 _mm_packs_epi32(_mm_castps_si128(_mm_cmpgt_ps(_mm_loadu_ps(v), zero)),
                                 _mm_castps_si128(_mm_cmpgt_ps(_mm_loadu_ps(v + 4), zero))),
                 _mm_packs_epi32(_mm_castps_si128(_mm_cmpgt_ps(_mm_loadu_ps(v + 8), zero)),
                                 _mm_castps_si128(_mm_cmpgt_ps(_mm_loadu_ps(v + 12), zero))));
-            bits = _mm_sub_epi8(_mm_add_epi8(bits, bits), fires);
+            __m128i bits = _mm_and_si128(fires, bit);
+            if (k) bits = _mm_or_si128(bits, _mm_loadu_si128((const __m128i *)(acc + i)));
+            _mm_storeu_si128((__m128i *)(acc + i), bits);
         }
-        _mm_storeu_si128((__m128i *)(acc + i), bits);
-    }
-    for (; i < m; ++i) {
-        uint8_t bits = 0;
-        for (int k = 0; k < count; ++k)
-            bits |= (uint8_t)((((const float *)(x + k * stride_neuron))[i] > 0) << k);
-        acc[i] = bits;
+        for (int64_t i = end; i < m; ++i)
+            acc[i] = (uint8_t)((k ? acc[i] : 0) | (column[i] > 0) << k);
     }
 }
 
-/* AVX2 packs work within 128-bit lanes: after them the 32-bit groups of
- * rows are in the order 0,2,4,6,1,3,5,7 (groups of four rows), which one
- * permutation at the end puts back. */
+/* The same, 32 rows a step.  AVX2 packs work within 128-bit lanes: after
+ * them the 4-row groups of a step are in the order 0,2,4,6,1,3,5,7, which
+ * one permutation per step puts back once every neuron is in. */
 __attribute__((target("avx2")))
 static void ts_group_f32_avx2(const char *x, int64_t stride_neuron, int count, int64_t m,
                               uint8_t *acc)
 {
     const __m256 zero = _mm256_setzero_ps();
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    int64_t i = 0;
-    for (; i + 32 <= m; i += 32) {
-        __m256i bits = _mm256_setzero_si256();
-        for (int k = count - 1; k >= 0; --k) {
-            const float *v = (const float *)(x + k * stride_neuron) + i;
+    const int64_t end = m & ~(int64_t)31;
+    for (int k = 0; k < count; ++k) {
+        const float *column = (const float *)(x + k * stride_neuron);
+        const __m256i bit = _mm256_set1_epi8((char)(1 << k));
+        for (int64_t i = 0; i < end; i += 32) {
+            const float *v = column + i;
             const __m256i fires = _mm256_packs_epi16(
                 _mm256_packs_epi32(
                     _mm256_castps_si256(_mm256_cmp_ps(_mm256_loadu_ps(v), zero, _CMP_GT_OQ)),
@@ -249,11 +251,16 @@ static void ts_group_f32_avx2(const char *x, int64_t stride_neuron, int count, i
                                                       _CMP_GT_OQ)),
                     _mm256_castps_si256(_mm256_cmp_ps(_mm256_loadu_ps(v + 24), zero,
                                                       _CMP_GT_OQ))));
-            bits = _mm256_sub_epi8(_mm256_add_epi8(bits, bits), fires);
+            __m256i bits = _mm256_and_si256(fires, bit);
+            if (k) bits = _mm256_or_si256(bits, _mm256_loadu_si256((const __m256i *)(acc + i)));
+            _mm256_storeu_si256((__m256i *)(acc + i), bits);
         }
-        _mm256_storeu_si256((__m256i *)(acc + i), _mm256_permutevar8x32_epi32(bits, order));
     }
-    ts_group_f32_sse2(x + i * (int64_t)sizeof(float), stride_neuron, count, m - i, acc + i);
+    for (int64_t i = 0; i < end; i += 32)
+        _mm256_storeu_si256((__m256i *)(acc + i),
+                            _mm256_permutevar8x32_epi32(
+                                _mm256_loadu_si256((const __m256i *)(acc + i)), order));
+    ts_group_f32_sse2(x + end * (int64_t)sizeof(float), stride_neuron, count, m - end, acc + end);
 }
 
 /* ---- Byte-major block to row-major rows ----
