@@ -56,6 +56,9 @@ cdef extern from "ts_dense.h" nogil:
     void ts_dense_count_threads(ts_table *const *tables, int n_tables, const uint8_t *keys,
                                 const uint64_t *weights, int64_t n)
     void ts_dense_fold(ts_table *into, ts_table *source)
+    int ts_pair_words(const uint8_t *keys, int64_t nb, int64_t samples, int64_t per_sample,
+                      const int32_t *index, uint32_t labels, int state_bits, uint32_t *words)
+    ts_status ts_word_sums(const uint32_t *words, int64_t n, int word_bits, ts_sums *out)
     void ts_dense_items(const ts_table *t, uint8_t *keys, uint64_t *counts)
     void ts_read_table(ts_gather *g, const ts_table *t)
     ts_sums ts_dense_sum(ts_table *into, ts_table *const *slabs, int n_slabs)
@@ -426,6 +429,55 @@ def count_dense_slabs(list slabs, const uint8_t[:, ::1] keys, int64_t per_sample
             ts_dense_count_slabs(pointers, &keys[0, 0], &slab_of[0], samples, per_sample,
                                  threads)
     free(pointers)
+
+
+def pair_words(const uint8_t[:, ::1] keys, int64_t per_sample, const int32_t[::1] index,
+               int state_bits):
+    """``uint32[samples * per_sample]``: each state of ``keys`` (of
+    ``state_bits`` neurons, ``per_sample`` rows per sample, each sample's rows
+    together) as one word, ``state | index[sample] << state_bits`` (a
+    (state, label) pair: ``index`` holds each sample's label index, below
+    ``2 ** (32 - state_bits)``).  Releases the GIL."""
+    cdef int64_t samples = index.shape[0]
+    if per_sample < 1 or samples * per_sample != keys.shape[0]:
+        raise ValueError(f"{keys.shape[0]} rows are not {samples} samples of "
+                         f"{per_sample} rows (per_sample must be >= 1)")
+    if not 1 <= state_bits <= 31 or (state_bits + 7) // 8 != keys.shape[1]:
+        raise ValueError(f"state_bits={state_bits} must be in [1, 31] and match rows of "
+                         f"{keys.shape[1]} bytes")
+    out = np.empty(keys.shape[0], dtype=np.uint32)
+    cdef uint32_t[::1] o = out
+    cdef int bad = 0
+    if keys.shape[0]:
+        with nogil:
+            bad = ts_pair_words(&keys[0, 0], keys.shape[1], samples, per_sample, &index[0],
+                                <uint32_t>1 << (32 - state_bits), state_bits, &o[0])
+    if bad:
+        raise ValueError(f"label indices must be in [0, 2**{32 - state_bits})")
+    return out
+
+
+def word_sums(const uint32_t[::1] words, int word_bits):
+    """``(distinct, singletons, largest, c_log2_c)`` (as :func:`read_tables`) of
+    how often each distinct value occurs among ``words`` (each below
+    ``2 ** word_bits``, 1 <= word_bits <= 32), by a counting sort in place of a
+    table as large as the values.  Releases the GIL.
+
+    >>> word_sums(np.array([7, 3, 7, 7], np.uint32), 3)[:3]
+    (2, 1, 3)
+    """
+    if not 1 <= word_bits <= 32:
+        raise ValueError(f"word_bits={word_bits} must be in [1, 32]")
+    cdef int64_t n = words.shape[0]
+    if n and word_bits < 32 and np.max(words) >> word_bits:
+        raise ValueError(f"words must be below 2**{word_bits}")
+    cdef ts_sums sums
+    cdef ts_status status
+    with nogil:
+        status = ts_word_sums(&words[0] if n else NULL, n, word_bits, &sums)
+    if status != TS_OK:
+        raise MemoryError("out of memory counting (state, label) words")
+    return sums.distinct, sums.singletons, sums.largest, sums.c_log2_c
 
 
 def narrow_memory(int dense_bits):

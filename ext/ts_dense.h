@@ -79,20 +79,31 @@ static inline void ts_dense32_add(ts_table *t, uint32_t state, uint32_t count)
     }
 }
 
+/* Adds to s the sums over counts given by their frequencies: freqs[c] counts
+ * of c, for 1 <= c < TS_SMALL_COUNTS (freqs[0] unused). */
+static void ts_sums_add_freqs(ts_sums *s, const uint64_t *freqs)
+{
+    double small = 0.0;
+    for (uint64_t c = 1; c < TS_SMALL_COUNTS; ++c) {
+        if (freqs[c] == 0) continue;
+        s->distinct += (int64_t)freqs[c];
+        if (c == 1) s->singletons += (int64_t)freqs[c];
+        if (c > s->largest) s->largest = c;
+        small += (double)freqs[c] * ((double)c * log2((double)c));
+    }
+    const double term = small - s->compensation, next = s->c_log2_c + term;
+    s->compensation = (next - s->c_log2_c) - term;
+    s->c_log2_c = next;
+}
+
 /* Adds the sums over the counts of the 32-bit dense table t to s, from its
  * frequencies of small counts and its cells of large ones (every cell, for
  * those, where more than large_cap reached them). */
 static void ts_dense32_sums(const ts_table *t, ts_sums *s)
 {
-    double small = 0.0;
-    for (uint32_t c = 1; c < TS_SMALL_COUNTS; ++c) {
-        const uint32_t cells = t->freqs[c];
-        if (cells == 0) continue;
-        s->distinct += cells;
-        if (c == 1) s->singletons += cells;
-        if (c > s->largest) s->largest = c;
-        small += (double)cells * ((double)c * log2((double)c));
-    }
+    uint64_t freqs[TS_SMALL_COUNTS];
+    for (int c = 0; c < TS_SMALL_COUNTS; ++c) freqs[c] = t->freqs[c];
+    ts_sums_add_freqs(s, freqs);
     if (t->n_large <= t->large_cap) {
         for (int64_t i = 0; i < t->n_large; ++i) {
             const uint64_t c = t->dense32[t->large[i]];
@@ -105,9 +116,6 @@ static void ts_dense32_sums(const ts_table *t, ts_sums *s)
             if (c >= TS_SMALL_COUNTS) ts_sums_add(s, &c, 1, 1);
         }
     }
-    const double term = small - s->compensation, next = s->c_log2_c + term;
-    s->compensation = (next - s->c_log2_c) - term;
-    s->c_log2_c = next;
 }
 
 /* Counts rows [0, n) of `keys` into the 32-bit dense table t, `weights[i]`
@@ -319,6 +327,94 @@ static ts_sums ts_dense_sum(ts_table *into, ts_table *const *slabs, int n_slabs)
     }
     into->size = size;
     return sums;
+}
+
+/* (state, label) pairs of a narrow layer buffered as 32-bit words, state |
+ * label index << state_bits, in arrival order, and counted at the read
+ * (ts_word_sums): a few sequential passes instead of a random count per
+ * pair into a table per label (each pair a cache line of its own in tens of
+ * MiB).  ts_pair_words writes the words of the states of `samples` samples
+ * (each sample's per_sample rows together) whose label indices are
+ * index[s]; it returns 0, or 1 (nothing written) where an index is not
+ * below labels. */
+static int ts_pair_words(const uint8_t *keys, int64_t nb, int64_t samples, int64_t per_sample,
+                         const int32_t *index, uint32_t labels, int state_bits, uint32_t *words)
+{
+    const uint64_t mask = ((uint64_t)1 << state_bits) - 1;
+    uint32_t largest = 0;
+    for (int64_t s = 0; s < samples; ++s)
+        largest = (uint32_t)index[s] > largest ? (uint32_t)index[s] : largest;
+    if (samples && largest >= labels) return 1; /* negative indices too (as unsigned) */
+    if (per_sample == 1) { /* a state per sample: one flat loop */
+        for (int64_t s = 0; s < samples; ++s)
+            words[s] = (uint32_t)(ts_load_word(keys + s * nb, nb) & mask)
+                       | (uint32_t)index[s] << state_bits;
+        return 0;
+    }
+    for (int64_t s = 0; s < samples; ++s) {
+        const uint32_t label = (uint32_t)index[s] << state_bits;
+        const uint8_t *row = keys + s * per_sample * nb;
+        uint32_t *out = words + s * per_sample;
+        for (int64_t r = 0; r < per_sample; ++r, row += nb)
+            out[r] = (uint32_t)(ts_load_word(row, nb) & mask) | label;
+    }
+    return 0;
+}
+
+/* The sums (ts_sums) over the counts of the distinct words among words[0,
+ * n) of word_bits (1 .. 32) bits: the words are partitioned by their high
+ * bits into blocks of at most 2**16 values (a counting sort, keeping only the
+ * low bits), and each block is counted in a table of 2**16 32-bit cells that
+ * stays in cache, listing the cells it counts, whose counts are then read
+ * into frequencies (see ts_sums_add_freqs) and zeroed.  TS_NO_MEMORY when the
+ * scratch (2 bytes a word, 256 KiB, the blocks' offsets) cannot be had. */
+#define TS_WORD_BLOCK_BITS 16
+
+static ts_status ts_word_sums(const uint32_t *words, int64_t n, int word_bits, ts_sums *out)
+{
+    const int low_bits = word_bits < TS_WORD_BLOCK_BITS ? word_bits : TS_WORD_BLOCK_BITS;
+    const int64_t blocks = (int64_t)1 << (word_bits - low_bits);
+    const uint32_t low_mask = (uint32_t)(((uint64_t)1 << low_bits) - 1);
+    int64_t *starts = (int64_t *)calloc((size_t)blocks + 1, sizeof(int64_t));
+    uint16_t *lows = (uint16_t *)malloc((size_t)(n > 0 ? n : 1) * sizeof(uint16_t));
+    uint32_t *cells = (uint32_t *)calloc((size_t)1 << low_bits, sizeof(uint32_t));
+    uint16_t *listed = (uint16_t *)malloc((((size_t)1 << low_bits) + 1) * sizeof(uint16_t));
+    uint64_t freqs[TS_SMALL_COUNTS] = {0};
+    ts_sums sums = {0, 0, 0, 0.0, 0.0};
+    ts_status status = TS_OK;
+    if (starts == NULL || lows == NULL || cells == NULL || listed == NULL) {
+        status = TS_NO_MEMORY;
+        goto done;
+    }
+    for (int64_t i = 0; i < n; ++i) starts[(words[i] >> low_bits) + 1] += 1;
+    for (int64_t b = 0; b < blocks; ++b) starts[b + 1] += starts[b];
+    for (int64_t i = 0; i < n; ++i) /* starts[b] moves to the end of block b */
+        lows[starts[words[i] >> low_bits]++] = (uint16_t)(words[i] & low_mask);
+    for (int64_t b = 0, begin = 0; b < blocks; begin = starts[b], ++b) {
+        int64_t distinct = 0;
+        for (int64_t i = begin; i < starts[b]; ++i) { /* listed without a branch */
+            const uint16_t cell = lows[i];
+            listed[distinct] = cell;
+            distinct += cells[cell] == 0;
+            cells[cell] += 1;
+        }
+        for (int64_t k = 0; k < distinct; ++k) {
+            const uint64_t c = cells[listed[k]];
+            if (c < TS_SMALL_COUNTS)
+                freqs[c] += 1;
+            else
+                ts_sums_add(&sums, &c, 1, 1);
+            cells[listed[k]] = 0;
+        }
+    }
+done:
+    free(starts);
+    free(lows);
+    free(cells);
+    free(listed);
+    ts_sums_add_freqs(&sums, freqs);
+    *out = sums;
+    return status;
 }
 
 /* Adds every count of the dense table `source` to `into` (of the same

@@ -127,7 +127,7 @@ def labelled_images(channels, offset):
 
 
 @pytest.mark.parametrize("layout, channels, memory_limit", [
-    ("dense slabs", 6, None),
+    ("words, then slabs (merged)", 6, None),
     # 2 slabs of 64 cells (540 bytes with what they keep) fit a quarter, not 3
     ("slabs, then hashed and spilled", 6, 4320),
     ("hashed", 24, None),  # states too wide for dense tables
@@ -168,6 +168,39 @@ def test_mutual_information_is_exact_in_every_layout_of_the_pairs(layout, channe
         expected(np.r_[0:400, 0:50]), rel=1e-12)
     spilled = any(warning.category is ts.StateSpaceMemoryWarning for warning in caught)
     assert spilled == (memory_limit is not None)  # the pairs went to disk, the states not
+
+
+@pytest.mark.parametrize("layout, memory_limit, read_after", [
+    ("words", None, (3, 7)),  # changed words read twice: they stay words
+    ("words, then slabs: read often", None, range(8)),  # the fourth read moves them
+    ("words, then slabs: past their memory", 64 << 10, (0, 3, 7)),  # 1,365 words fit
+])
+def test_pairs_buffered_as_words_are_exact_and_move_to_slabs(layout, memory_limit, read_after):
+    """A narrow layer's pairs are buffered as words and counted at the read:
+    the mutual information equals NumPy's after each read, and the states'
+    counts np.unique's, while they stay words and after they move to slabs
+    (then counting on into slabs)."""
+    images, labels = labelled_images(6, 0)
+    packed = packed_states(images, neuron_axis=1)
+    per_state = np.repeat(labels, 16)
+    counter = StateCounter("words", memory_limit=memory_limit)
+    for index, batch in enumerate(np.array_split(np.arange(400), 8)):
+        counter.add(images[batch], neuron_axis=1, labels=labels[batch])
+        if index in read_after:
+            rows = (batch[-1] + 1) * 16
+            expected = joint_reference(packed[:rows], per_state[:rows])
+            assert counter.mutual_information() == pytest.approx(expected, rel=1e-12)
+            assert counter.mutual_information() == pytest.approx(expected, rel=1e-12)
+    assert (counter._joint._words is not None) == (layout == "words")
+    _, state_counts = unique_counts(packed)
+    np.testing.assert_array_equal(np.sort(counter.counts()), np.sort(state_counts))
+    keys = np.concatenate([packed, per_state[:, None].astype(np.uint8)], axis=1)
+    _, pair_counts = np.unique(keys, axis=0, return_counts=True)
+    chunks = list(counter.joint_count_chunks())  # words move to slabs for this
+    np.testing.assert_array_equal(np.sort(np.concatenate([c for _, c in chunks])),
+                                  np.sort(pair_counts))
+    assert counter.mutual_information() == pytest.approx(
+        joint_reference(packed, per_state), rel=1e-12)
 
 
 def test_pairs_whose_counts_pass_32_bits_move_to_the_hashed_layout():

@@ -292,6 +292,40 @@ def test_slab_sums_from_the_frequencies_they_keep_equal_numpy(large_cells):
         _table.narrow_memory(21)
 
 
+@pytest.mark.parametrize("word_bits", [3, 16, 21, 32])
+def test_word_sums_equal_numpy(word_bits):
+    """The sums over how often each distinct word occurs, by the counting sort,
+    equal NumPy's, with counts past the frequencies kept (64) too."""
+    rng = np.random.default_rng(word_bits)
+    words = rng.integers(0, 1 << word_bits, size=20_000, dtype=np.uint64).astype(np.uint32)
+    words[:500] = words[0]  # one word 500 times or more
+    expected = numpy_sums(np.unique(words, return_counts=True)[1])
+    got = _table.word_sums(words, word_bits)
+    assert got[:3] == expected[:3] and got[3] == pytest.approx(expected[3], rel=1e-12)
+    assert _table.word_sums(np.empty(0, np.uint32), word_bits) == (0, 0, 0, 0.0)
+    with pytest.raises(ValueError, match="word_bits=33"):
+        _table.word_sums(words, 33)
+    if word_bits < 32:
+        with pytest.raises(ValueError, match=f"below 2\\*\\*{word_bits}"):
+            _table.word_sums(np.array([1 << word_bits], np.uint32), word_bits)
+
+
+@pytest.mark.parametrize("bits, per_sample", [(6, 1), (6, 5), (20, 3)])
+def test_pair_words_put_the_label_index_above_the_state(bits, per_sample):
+    rng = np.random.default_rng(bits + per_sample)
+    keys = dense_keys(rng, 100 * per_sample, bits)
+    index = rng.integers(0, 1 << (32 - bits), size=100).astype(np.int32)
+    states = np.zeros(len(keys), np.uint64)
+    for byte in range(keys.shape[1]):
+        states |= keys[:, byte].astype(np.uint64) << np.uint64(8 * byte)
+    expected = states | np.repeat(index, per_sample).astype(np.uint64) << np.uint64(bits)
+    np.testing.assert_array_equal(_table.pair_words(keys, per_sample, index, bits), expected)
+    with pytest.raises(ValueError, match="label indices must be in"):
+        _table.pair_words(keys, per_sample, np.full(100, 1 << (32 - bits), np.int32), bits)
+    with pytest.raises(ValueError, match="are not 99 samples"):
+        _table.pair_words(keys, per_sample, index[:99], bits)
+
+
 def test_narrow_dense_tables_count_weights():
     """A dense table of 32-bit counts takes weighted rows (merged counts) and
     reads back 64-bit arrays, as the 64-bit table does."""

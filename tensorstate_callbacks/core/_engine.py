@@ -106,7 +106,7 @@ class CountEngine:
         self.failure: str | None = None  # why the counts are incomplete (see check)
         self.changes = 0  # counting calls begun: whether a call may have changed the counts
         self._derived_from = None  # see derive_from
-        self.read_along: CountEngine | None = None  # see read_with
+        self.read_along = None  # see read_with
         self._read: tuple | None = None  # see _summary; None once the tables change
 
     @property
@@ -297,11 +297,12 @@ class CountEngine:
         table hold them.  None: the table is counted here alone again."""
         self._derived_from = source
 
-    def read_with(self, other: CountEngine | None) -> None:
+    def read_with(self, other) -> None:
         """Settle ``other`` with this engine, and read its sums with this
-        engine's (a labelled counter's hashed (state, label) pairs, whose
-        entropy its mutual information needs): one read of the counter reads
-        both.  None: this engine alone again."""
+        engine's: ``other`` has ``settle()`` and ``sums()``, as an engine has
+        (a labelled counter's (state, label) pairs, whose entropy its mutual
+        information needs: see :mod:`._joint`).  One read of the counter then
+        reads both.  None: this engine alone again."""
         self.read_along = other
 
     def _take_derived(self) -> None:

@@ -1,7 +1,15 @@
 """Counts of (state, label) pairs, for a counter's mutual information.
 
-A :class:`JointCounts` keeps the pairs of one counter in one of two layouts:
+A :class:`JointCounts` keeps the pairs of one counter in one of three layouts:
 
+- *words*: a narrow layer's pairs (states of at most 20 neurons) start as
+  32-bit words, the state and its label's index, appended in arrival order
+  while they fit a quarter of the memory cap; the states are counted in their
+  own table as without labels, and the pairs' sums are made at the next read
+  by a counting sort of the words (``_table.word_sums``: a few sequential
+  passes, where a count per pair in a table per label touches a cache line
+  of its own in tens of MiB).  Past that budget, or when changed words are
+  read a fourth time, or for merging and pickling, the words move to
 - *slabs*: while the states fit a dense table (narrow layers) and one dense
   table per label fits a quarter of the memory cap, each label has a dense
   table of its own (its "slab", of 32-bit counts: a slab whose total would
@@ -35,6 +43,9 @@ _PARALLEL_MIN_ROWS = 1 << 16
 # Labels in [0, _SMALL_LABELS) (class indices) are told apart by a count, not a sort.
 _SMALL_LABELS = 1 << 16
 _SLAB_MAX_TOTAL = (1 << 32) - 1  # a slab's counts are 32-bit
+_WORD_BITS = 32  # a buffered (state, label) pair: the state, then its label's index
+_WORD_BYTES = 12  # a word's memory, with the scratch of its read (see _words_fit)
+_WORD_READS = 3  # reads of changed words that they stay words for (see sums)
 _NO_PAIRS = CountSums(0, 0, 0, 0.0)
 
 
@@ -106,9 +117,16 @@ class JointCounts:
         self.stale = False  # slabs counted since the states' table was last their sum
         self._states: CountEngine | None = None  # the states' engine, while it derives
         self.failure: str | None = None  # why the slabs' counts are incomplete
-        self._sums: CountSums | None = None  # of the slabs, once read (see sums)
+        self._sums: CountSums | None = None  # of the pairs, once read (see sums)
+        # the words layout: the words in arrival order, each label's index in
+        # them, and the reads of changed words; None once the pairs moved on
+        self._words: list[np.ndarray] | None = None
+        self._word_index: dict[int, int] = {}
+        self._word_reads = 0
         if not self._slabs_fit(1):
             self._hash_slabs()
+        elif state_neurons < _WORD_BITS - 1:
+            self._words = []
 
     @property
     def num_neurons(self) -> int:
@@ -199,6 +217,16 @@ class JointCounts:
         if not len(labels):
             return
         values, counts = distinct
+        engine.read_with(self)
+        if self._words is not None:
+            index = self._word_indices(values)
+            if index is not None and self._words_fit(len(states)):
+                engine.count(states, None, threads)
+                self._words.append(_table.pair_words(states, max(per_sample, 1),
+                                                     _index_of(labels, values, index),
+                                                     self.state_neurons))
+                return
+            self._words_to_slabs()
         if self._hashed is None:
             slab_of_value = self._slabs_of(values, (counts * per_sample).tolist())
             if slab_of_value is not None:
@@ -211,7 +239,6 @@ class JointCounts:
                                          threads)
                 return
         engine.count(states, None, threads)
-        engine.read_with(self._hashed)
         label_columns = np.repeat(self._label_columns(labels), per_sample, axis=0)
         self._hashed.count(np.concatenate([states, label_columns], axis=1), None, threads)
 
@@ -222,6 +249,7 @@ class JointCounts:
         self._sums = None
         if not len(keys):
             return
+        self._words_to_slabs()
         if self._hashed is None:
             label_part = np.zeros((len(keys), 8), np.uint8)
             label_part[:, :self.label_bytes] = keys[:, self.state_bytes:]
@@ -240,7 +268,59 @@ class JointCounts:
                 return
         self._hashed.count(np.ascontiguousarray(keys), weights, threads)
 
+    def _word_indices(self, values: np.ndarray) -> np.ndarray | None:
+        """The index in the words of each of the distinct label ``values`` (new
+        ones numbered on), or None once they would not fit beside the states."""
+        for value in values.tolist():
+            self._word_index.setdefault(value, len(self._word_index))
+        if len(self._word_index) > 1 << (_WORD_BITS - self.state_neurons):
+            return None
+        return np.array([self._word_index[value] for value in values.tolist()], np.int32)
+
+    def _words_fit(self, rows: int) -> bool:
+        """Whether ``rows`` more words (and their read) fit a quarter of the cap."""
+        buffered = sum(len(words) for words in self._words)
+        return (buffered + rows) * _WORD_BYTES <= self.memory_limit // 4
+
+    def _all_words(self) -> np.ndarray:
+        """The buffered words in one array (kept so)."""
+        if len(self._words) != 1:
+            self._words = [np.concatenate(self._words) if self._words
+                           else np.empty(0, np.uint32)]
+        return self._words[0]
+
+    def _word_bits(self) -> int:
+        return self.state_neurons + max(1, (len(self._word_index) - 1).bit_length())
+
+    def _words_to_slabs(self) -> None:
+        """Move the buffered pairs into slabs (or a hash engine, where they do
+        not fit), counted once each with how often it came; the states' own
+        table holds them already."""
+        if self._words is None:
+            return
+        words = self._all_words()
+        labels = np.zeros(max(len(self._word_index), 1), np.int64)
+        labels[list(self._word_index.values())] = list(self._word_index.keys())
+        self._words, self._word_index = None, {}
+        if not len(words):
+            return
+        pairs, counts = np.unique(words, return_counts=True)
+        states = (pairs & ((1 << self.state_neurons) - 1)).astype("<u4")
+        state_bytes = states.view(np.uint8).reshape(-1, 4)[:, :self.state_bytes]
+        label_bytes = self._label_columns(labels[pairs >> self.state_neurons])
+        self.count(np.ascontiguousarray(np.concatenate([state_bytes, label_bytes], axis=1)),
+                   counts.astype(np.uint64), self.threads)
+
     # -- reading ---------------------------------------------------------------
+    def settle(self) -> None:
+        """Put every pair's count in place before the states' engine reads (it
+        calls this first: see :meth:`~._engine.CountEngine.read_with`): the
+        buffered words' sums, or the hash engine's buffered rows."""
+        if self._words is not None:
+            self.sums()
+        elif self._hashed is not None:
+            self._hashed.settle()
+
     def fold_into(self, table) -> None:
         """Make the states' dense ``table`` hold each state's count over every
         label (see :meth:`~._engine.CountEngine.derive_from`), and keep the
@@ -259,6 +339,16 @@ class JointCounts:
             IncompleteCountsError: the counts are incomplete.
         """
         self.check()
+        if self._words is not None and self._sums is None:
+            self._word_reads += 1
+            if self._word_reads > _WORD_READS:  # read often: slabs keep their sums
+                self._words_to_slabs()
+        if self._words is not None:
+            if self._sums is None:
+                words = self._all_words()
+                self._sums = (CountSums(*_table.word_sums(words, self._word_bits()))
+                              if len(words) else _NO_PAIRS)
+            return self._sums
         if self._hashed is not None:
             return self._hashed.sums()
         if self._states is not None:
@@ -278,6 +368,7 @@ class JointCounts:
     def count_chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(keys, counts)`` chunks; each distinct (state, label) pair is in
         exactly one."""
+        self._words_to_slabs()
         if self._hashed is not None:
             yield from self._hashed.count_chunks()
         else:
@@ -285,6 +376,7 @@ class JointCounts:
 
     def count_arrays(self) -> Iterator[np.ndarray]:
         """The counts of :meth:`count_chunks` alone."""
+        self._words_to_slabs()
         if self._hashed is not None:
             yield from self._hashed.count_arrays()
         else:
@@ -297,5 +389,6 @@ class JointCounts:
             self._states.derive_from(None)
             self._states = None
         self._slabs, self._slab_index, self._totals = [], {}, []
+        self._words = None
         if self._hashed is not None:
             self._hashed.close()
