@@ -58,7 +58,8 @@ cdef extern from "ts_dense.h" nogil:
     void ts_dense_fold(ts_table *into, ts_table *source)
     int ts_pair_words(const uint8_t *keys, int64_t nb, int64_t samples, int64_t per_sample,
                       const int32_t *index, uint32_t labels, int state_bits, uint32_t *words)
-    ts_status ts_word_sums(const uint32_t *words, int64_t n, int word_bits, ts_sums *out)
+    ts_status ts_count_words(const uint32_t *words, int64_t n, int word_bits, ts_sums *out,
+                             uint32_t *distinct_words, uint64_t *counts, int64_t *n_distinct)
     void ts_dense_items(const ts_table *t, uint8_t *keys, uint64_t *counts)
     void ts_read_table(ts_gather *g, const ts_table *t)
     ts_sums ts_dense_sum(ts_table *into, ts_table *const *slabs, int n_slabs)
@@ -457,6 +458,28 @@ def pair_words(const uint8_t[:, ::1] keys, int64_t per_sample, const int32_t[::1
     return out
 
 
+cdef _count_words(const uint32_t[::1] words, int word_bits, bint distinct):
+    if not 1 <= word_bits <= 32:
+        raise ValueError(f"word_bits={word_bits} must be in [1, 32]")
+    cdef int64_t n = words.shape[0], found = 0
+    if n and word_bits < 32 and np.max(words) >> word_bits:
+        raise ValueError(f"words must be below 2**{word_bits}")
+    values = np.empty(n if distinct else 0, dtype=np.uint32)
+    counts = np.empty(n if distinct else 0, dtype=np.uint64)
+    cdef uint32_t[::1] v = values
+    cdef uint64_t[::1] c = counts
+    cdef ts_sums sums
+    cdef ts_status status
+    with nogil:
+        status = ts_count_words(&words[0] if n else NULL, n, word_bits, &sums,
+                                &v[0] if distinct and n else NULL,
+                                &c[0] if distinct and n else NULL, &found)
+    if status != TS_OK:
+        raise MemoryError("out of memory counting (state, label) words")
+    return (sums.distinct, sums.singletons, sums.largest, sums.c_log2_c), values[:found], \
+        counts[:found]
+
+
 def word_sums(const uint32_t[::1] words, int word_bits):
     """``(distinct, singletons, largest, c_log2_c)`` (as :func:`read_tables`) of
     how often each distinct value occurs among ``words`` (each below
@@ -466,18 +489,17 @@ def word_sums(const uint32_t[::1] words, int word_bits):
     >>> word_sums(np.array([7, 3, 7, 7], np.uint32), 3)[:3]
     (2, 1, 3)
     """
-    if not 1 <= word_bits <= 32:
-        raise ValueError(f"word_bits={word_bits} must be in [1, 32]")
-    cdef int64_t n = words.shape[0]
-    if n and word_bits < 32 and np.max(words) >> word_bits:
-        raise ValueError(f"words must be below 2**{word_bits}")
-    cdef ts_sums sums
-    cdef ts_status status
-    with nogil:
-        status = ts_word_sums(&words[0] if n else NULL, n, word_bits, &sums)
-    if status != TS_OK:
-        raise MemoryError("out of memory counting (state, label) words")
-    return sums.distinct, sums.singletons, sums.largest, sums.c_log2_c
+    return _count_words(words, word_bits, False)[0]
+
+
+def word_counts(const uint32_t[::1] words, int word_bits):
+    """``(values, counts)`` as ``np.unique(words, return_counts=True)`` gives
+    them (uint32 and uint64), by the counting sort of :func:`word_sums`.
+
+    >>> [part.tolist() for part in word_counts(np.array([7, 3, 7, 7], np.uint32), 3)]
+    [[3, 7], [1, 3]]
+    """
+    return _count_words(words, word_bits, True)[1:]
 
 
 def narrow_memory(int dense_bits):

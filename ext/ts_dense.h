@@ -361,8 +361,10 @@ static int ts_pair_words(const uint8_t *keys, int64_t nb, int64_t samples, int64
     return 0;
 }
 
-/* The sums (ts_sums) over the counts of the distinct words among words[0,
- * n) of word_bits (1 .. 32) bits: the words are partitioned by their high
+/* The sums (ts_sums) over how often each distinct word occurs among
+ * words[0, n) of word_bits (1 .. 32) bits, and unless `distinct` is NULL the
+ * distinct words themselves, in increasing order, with their counts (at
+ * most n of them; *n_distinct set): the words are partitioned by their high
  * bits into blocks of at most 2**16 values (a counting sort, keeping only the
  * low bits), and each block is counted in a table of 2**16 32-bit cells that
  * stays in cache, listing the cells it counts, whose counts are then read
@@ -370,7 +372,13 @@ static int ts_pair_words(const uint8_t *keys, int64_t nb, int64_t samples, int64
  * scratch (2 bytes a word, 256 KiB, the blocks' offsets) cannot be had. */
 #define TS_WORD_BLOCK_BITS 16
 
-static ts_status ts_word_sums(const uint32_t *words, int64_t n, int word_bits, ts_sums *out)
+static int ts_compare_u16(const void *a, const void *b)
+{
+    return (int)*(const uint16_t *)a - (int)*(const uint16_t *)b;
+}
+
+static ts_status ts_count_words(const uint32_t *words, int64_t n, int word_bits, ts_sums *out,
+                                uint32_t *distinct_words, uint64_t *counts, int64_t *n_distinct)
 {
     const int low_bits = word_bits < TS_WORD_BLOCK_BITS ? word_bits : TS_WORD_BLOCK_BITS;
     const int64_t blocks = (int64_t)1 << (word_bits - low_bits);
@@ -382,6 +390,7 @@ static ts_status ts_word_sums(const uint32_t *words, int64_t n, int word_bits, t
     uint64_t freqs[TS_SMALL_COUNTS] = {0};
     ts_sums sums = {0, 0, 0, 0.0, 0.0};
     ts_status status = TS_OK;
+    if (n_distinct != NULL) *n_distinct = 0;
     if (starts == NULL || lows == NULL || cells == NULL || listed == NULL) {
         status = TS_NO_MEMORY;
         goto done;
@@ -398,12 +407,18 @@ static ts_status ts_word_sums(const uint32_t *words, int64_t n, int word_bits, t
             distinct += cells[cell] == 0;
             cells[cell] += 1;
         }
+        if (distinct_words != NULL) qsort(listed, (size_t)distinct, sizeof(uint16_t),
+                                          ts_compare_u16);
         for (int64_t k = 0; k < distinct; ++k) {
             const uint64_t c = cells[listed[k]];
             if (c < TS_SMALL_COUNTS)
                 freqs[c] += 1;
             else
                 ts_sums_add(&sums, &c, 1, 1);
+            if (distinct_words != NULL) {
+                distinct_words[*n_distinct] = (uint32_t)(b << low_bits) | listed[k];
+                counts[(*n_distinct)++] = c;
+            }
             cells[listed[k]] = 0;
         }
     }

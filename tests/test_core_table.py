@@ -302,6 +302,10 @@ def test_word_sums_equal_numpy(word_bits):
     expected = numpy_sums(np.unique(words, return_counts=True)[1])
     got = _table.word_sums(words, word_bits)
     assert got[:3] == expected[:3] and got[3] == pytest.approx(expected[3], rel=1e-12)
+    values, counts = _table.word_counts(words, word_bits)
+    expected_values, expected_counts = np.unique(words, return_counts=True)
+    np.testing.assert_array_equal(values, expected_values)
+    np.testing.assert_array_equal(counts, expected_counts)
     assert _table.word_sums(np.empty(0, np.uint32), word_bits) == (0, 0, 0, 0.0)
     with pytest.raises(ValueError, match="word_bits=33"):
         _table.word_sums(words, 33)

@@ -271,10 +271,11 @@ class JointCounts:
     def _word_indices(self, values: np.ndarray) -> np.ndarray | None:
         """The index in the words of each of the distinct label ``values`` (new
         ones numbered on), or None once they would not fit beside the states."""
-        for value in values.tolist():
-            self._word_index.setdefault(value, len(self._word_index))
-        if len(self._word_index) > 1 << (_WORD_BITS - self.state_neurons):
+        new = [value for value in values.tolist() if value not in self._word_index]
+        if len(self._word_index) + len(new) > 1 << (_WORD_BITS - self.state_neurons):
             return None
+        for value in new:
+            self._word_index[value] = len(self._word_index)
         return np.array([self._word_index[value] for value in values.tolist()], np.int32)
 
     def _words_fit(self, rows: int) -> bool:
@@ -299,12 +300,13 @@ class JointCounts:
         if self._words is None:
             return
         words = self._all_words()
-        labels = np.zeros(max(len(self._word_index), 1), np.int64)
+        if not len(words):
+            self._words, self._word_index = None, {}
+            return
+        pairs, counts = _table.word_counts(words, self._word_bits())
+        labels = np.zeros(len(self._word_index), np.int64)
         labels[list(self._word_index.values())] = list(self._word_index.keys())
         self._words, self._word_index = None, {}
-        if not len(words):
-            return
-        pairs, counts = np.unique(words, return_counts=True)
         states = (pairs & ((1 << self.state_neurons) - 1)).astype("<u4")
         state_bytes = states.view(np.uint8).reshape(-1, 4)[:, :self.state_bytes]
         label_bytes = self._label_columns(labels[pairs >> self.state_neurons])
