@@ -78,6 +78,52 @@ def test_hooks_removed_after_fit_and_after_a_crash(tmp_path):
     assert all(not m._forward_hooks for m in crashing.modules())
 
 
+class HooksSeen(L.Callback):
+    """How many hooks the module's submodules carry at each kind of batch."""
+
+    def __init__(self):
+        self.seen = {}
+
+    def _see(self, kind, pl_module):
+        count = sum(len(m._forward_hooks) + len(m._forward_pre_hooks)
+                    for m in pl_module.modules())
+        self.seen.setdefault(kind, set()).add(count)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._see("train", pl_module)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx,
+                                  dataloader_idx=0):
+        self._see("sanity check" if trainer.sanity_checking else "validation", pl_module)
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self._see("test", pl_module)
+
+    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self._see("predict", pl_module)
+
+
+class Predicts(SmallConvNet):
+    def test_step(self, batch, batch_idx):
+        return self.validation_step(batch, batch_idx)
+
+    def predict_step(self, batch, batch_idx):
+        return self(batch[0])
+
+
+def test_hooks_only_while_measuring(tmp_path):
+    """Training steps, the sanity check, an unmeasured test and predict run the
+    model without our hooks (PyTorch's fast paths stay on); validation has them."""
+    model, seen = Predicts(), HooksSeen()
+    trainer, valid = fit(tmp_path, StateSpaceCallback(attach_to=["Conv2d"]), epochs=2,
+                         extra_callbacks=[seen], model=model, num_sanity_val_steps=1)
+    assert seen.seen["validation"] == {3}  # two probes and the pass hook
+    assert seen.seen["train"] == seen.seen["sanity check"] == {0}
+    for run in (trainer.test, trainer.predict):
+        run(model, valid)
+    assert seen.seen["test"] == seen.seen["predict"] == {0}
+
+
 def test_missing_accuracy_warns_once_and_skips_aiq(tmp_path):
     callback = StateSpaceCallback(attach_to=["conv_b"], accuracy_key="val_acc")
     with warnings.catch_warnings(record=True) as caught:

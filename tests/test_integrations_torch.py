@@ -9,7 +9,7 @@ from torch import nn  # noqa: E402
 
 import tensorstate_callbacks as ts  # noqa: E402
 from tensorstate_callbacks.lenet5_torch import LeNet5  # noqa: E402
-from tensorstate_callbacks.torch import remove_efficiency_probes  # noqa: E402
+from tensorstate_callbacks.torch import attach_probes, remove_efficiency_probes  # noqa: E402
 
 
 class Block(nn.Module):
@@ -102,6 +102,52 @@ def test_outputs_gradients_and_hooks_unchanged():
     assert len(model.conv._forward_hooks) == before_hooks
     assert foreign.id in model.conv._forward_hooks
     assert all(len(m._forward_pre_hooks) == 0 for m in model.modules())
+
+
+def hooks_on(model):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def test_paused_probes_leave_the_model_without_hooks():
+    torch.manual_seed(4)
+    model, x = Net(), torch.randn(5, 3, 9, 9)
+    conv_out = outputs_of(model, model.conv, x)
+    probes = attach_probes(model, ["Conv2d", "Linear"])
+    assert hooks_on(model) > 0
+    probes.enabled = False
+    assert hooks_on(model) == 0
+    model(x)  # paused: not counted
+    probes.enabled = True
+    model(x)
+    assert_counts_match(probes[0], Expected.of_values(conv_out.numpy(), 1))
+    probes.detach()
+    assert hooks_on(model) == 0
+    probes.enabled = True  # detached probes stay off the model
+    assert hooks_on(model) == 0
+
+
+def test_paused_probes_keep_the_fused_transformer_path():
+    torch.manual_seed(5)
+    layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+    model = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+    x = torch.randn(3, 7, 16)
+    calls = []
+    for block in model.layers:  # counted without a hook: a hook turns the fused path off
+        forward = block.linear1.forward
+        block.linear1.forward = lambda t, forward=forward: (calls.append(1), forward(t))[1]
+    with torch.no_grad():
+        reference = model(x)
+    assert not calls  # PyTorch's fused path ran
+    probes = attach_probes(model, ["Linear"])
+    with torch.no_grad():
+        model(x)
+    linear1 = next(probe for probe in probes if "linear1" in probe.name)
+    assert len(calls) == 2 and linear1.state_count == 3 * 7
+    probes.enabled = False
+    with torch.no_grad():
+        paused = model(x)
+    assert len(calls) == 2 and torch.equal(paused, reference)
+    probes.detach()
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])

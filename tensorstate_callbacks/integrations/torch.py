@@ -262,12 +262,26 @@ class _CallSites:
         self.make_probe = make_probe  # k -> StateCaptureHook
         self.sites: list[StateCaptureHook | None] = []
         self.calls = 0
-        if where == "after":
-            self._handle = module.register_forward_hook(
+        self._module, self._where = module, where
+        self._handle = None
+        self.hook()
+
+    def hook(self) -> None:
+        """Put the hook on the module, unless it is there or every probe is gone."""
+        if self._handle is not None or (self.sites and not any(self.sites)):
+            return
+        if self._where == "after":
+            self._handle = self._module.register_forward_hook(
                 lambda module, inputs, output: self.called(module, output))
         else:
-            self._handle = module.register_forward_pre_hook(
+            self._handle = self._module.register_forward_pre_hook(
                 lambda module, inputs: self.called(module, inputs))
+
+    def unhook(self) -> None:
+        """Take the hook off the module (the probes stay, with their counts)."""
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
 
     def add_site(self) -> StateCaptureHook:
         probe = self.make_probe(len(self.sites))
@@ -292,14 +306,17 @@ class _CallSites:
     def drop(self, probe: StateCaptureHook) -> None:
         self.sites[self.sites.index(probe)] = None
         if not any(self.sites):
-            self._handle.remove()
+            self.unhook()
 
 
 class ProbeList(list):
     """The probes of one :func:`attach_probes` call, in model order.
 
     It grows when a module runs more than once in a forward pass (one probe per
-    call site).  ``enabled`` pauses or resumes them all; :meth:`new_pass`
+    call site).  ``enabled`` pauses or resumes them all: paused, they take
+    their hooks off the model, which then runs exactly as without them
+    (PyTorch skips its fast paths, such as the fused inference of
+    ``TransformerEncoderLayer``, on modules that carry hooks).  :meth:`new_pass`
     starts counting call sites again (called by a hook before each forward
     pass of the model, and by the Lightning callback before each batch).
     """
@@ -308,14 +325,16 @@ class ProbeList(list):
         super().__init__()
         self._model = model
         self._enabled = True
+        self._attached = True
         self.labels = None  # one integer per sample of the current batch (set by a callback)
         self._call_sites: list[_CallSites] = []
         self._tracker: LayoutTracker | None = None
-        self._pass_hook = model.register_forward_pre_hook(lambda module, inputs: self.new_pass())
+        self._pass_hook = None
+        self._sync_hooks()
 
     @property
     def enabled(self) -> bool:
-        """Whether the probes capture."""
+        """Whether the probes capture (and are hooked to the model)."""
         return self._enabled
 
     @enabled.setter
@@ -323,6 +342,22 @@ class ProbeList(list):
         self._enabled = bool(value)
         for probe in self:
             probe.enabled = self._enabled
+        self._sync_hooks()
+
+    def _sync_hooks(self) -> None:
+        """Hooks on the model while the probes capture, none while paused or detached."""
+        hooked = self._enabled and self._attached
+        for sites in self._call_sites:
+            if hooked:
+                sites.hook()
+            else:
+                sites.unhook()
+        if hooked and self._pass_hook is None:
+            self._pass_hook = self._model.register_forward_pre_hook(
+                lambda module, inputs: self.new_pass())
+        elif not hooked and self._pass_hook is not None:
+            self._pass_hook.remove()
+            self._pass_hook = None
         self._sync_tracker()
 
     def layout_context(self) -> tuple[str, int] | None:
@@ -340,7 +375,7 @@ class ProbeList(list):
     def _sync_tracker(self) -> None:
         """Watch layouts only while a probe still has to take its neuron axis
         from them, and only while capturing."""
-        needed = self._enabled and self._pass_hook is not None \
+        needed = self._enabled and self._attached \
             and any(probe.needs_layout_context for probe in self)
         if needed and self._tracker is None:
             self._tracker = LayoutTracker(self._model)
@@ -352,9 +387,8 @@ class ProbeList(list):
         """Remove every hook of these probes (the model is as before)."""
         for probe in self:
             probe.remove()
-        self._pass_hook.remove()
-        self._pass_hook = None
-        self._sync_tracker()
+        self._attached = False
+        self._sync_hooks()
 
 
 def find_modules(model: torch.nn.Module, attach_to: Sequence[str], exclude: Sequence[str] = ()):
@@ -440,7 +474,7 @@ def attach_probes(model: torch.nn.Module, attach_to=("Conv2d",), exclude=(),
             sites = _CallSites(probes, module, where, make_probe)
             probes._call_sites.append(sites)
             sites.add_site()
-    probes._sync_tracker()
+    probes._sync_hooks()
     return probes
 
 
