@@ -9,8 +9,13 @@
   site (each block's ReLU module runs twice: two probes).
 * A 4-layer ``nn.TransformerEncoder`` (d=256, 4 heads, feed-forward 1024,
   batch first) over 256 random sequences of 128 tokens, batch 32: without the
-  callback and with probes on every Linear (the attention's ``out_proj`` never
-  runs as a module in PyTorch's attention, so its probes stay empty).
+  callback, with forward hooks that do nothing on every Linear during
+  validation, and with probes on every Linear (the attention's ``out_proj``
+  never runs as a module in PyTorch's attention, so its probes stay empty).
+  Without hooks PyTorch runs each encoder layer as one fused kernel in eval
+  mode; any forward hook on a submodule turns that off (PyTorch's rule), and
+  a layer's activations cannot be read without one: the do-nothing hooks show
+  what that alone costs, apart from the callback's own work.
 
 Runs alternate between configurations (the order rotates every repeat), so
 every configuration sees the same machine noise; the table shows median wall
@@ -115,23 +120,49 @@ class TimedCallback(StateSpaceCallback):
 StateCaptureHook.capture = TimedCallback.timed(StateCaptureHook.capture)
 
 
+class EmptyHooks(L.Callback):
+    """Forward hooks that do nothing on every module of a class, during validation."""
+
+    def __init__(self, class_name: str):
+        self.class_name = class_name
+        self.handles = []
+
+    def on_validation_epoch_start(self, trainer, pl_module):
+        self.handles = [module.register_forward_hook(lambda *_: None)
+                        for module in pl_module.modules()
+                        if type(module).__name__ == self.class_name]
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        for handle in self.handles:
+            handle.remove()
+
+
+def callbacks_for(configuration) -> list[L.Callback]:
+    """None: no callback; a list of class names: the (timed) callback on them;
+    a callback: itself."""
+    if configuration is None:
+        return []
+    if isinstance(configuration, list):
+        return [TimedCallback(configuration)]
+    return [configuration]
+
+
 def measure(name: str, model, data, configurations: dict, repeats: int) -> None:
-    """Alternate the configurations (None: no callback) and print one table."""
-    for attach_to in configurations.values():  # warm-ups
-        validate(model, data, [] if attach_to is None else [callback_for(attach_to)])
+    """Alternate the configurations (see callbacks_for) and print one table."""
+    for configuration in configurations.values():  # warm-ups
+        validate(model, data, callbacks_for(configuration))
     times = {label: [] for label in configurations}
     inside = {label: [] for label in configurations}
     probes = {}
     labels = list(configurations)
     for repeat in range(repeats):
         for label in labels[repeat % len(labels):] + labels[:repeat % len(labels)]:
-            attach_to = configurations[label]
-            callback = None if attach_to is None else TimedCallback(attach_to)
-            times[label].append(validate(model, data, [] if callback is None else [callback]))
-            if callback is not None:
-                inside[label].append(callback.inside)
-                probes[label] = len(callback.history[-1].layers) + len(
-                    callback.history[-1].skipped_layers)
+            callbacks = callbacks_for(configurations[label])
+            times[label].append(validate(model, data, callbacks))
+            if callbacks and isinstance(callbacks[0], TimedCallback):
+                inside[label].append(callbacks[0].inside)
+                probes[label] = len(callbacks[0].history[-1].layers) + len(
+                    callbacks[0].history[-1].skipped_layers)
     base_label = labels[0]
     base = statistics.median(times[base_label])
     print(f"\n{name}, torch threads {torch.get_num_threads()}, {repeats} repeats")
@@ -172,7 +203,8 @@ def main() -> None:
     sequences = loader((128, 256), args.sequences, 32)
     measure(f"TransformerEncoder, 4 layers, d=256, {args.sequences} sequences of 128, batch 32",
             encoder,
-            sequences, {"without callback": None, "Linear": ["Linear"]}, args.repeats)
+            sequences, {"without callback": None, "forward hooks doing nothing": EmptyHooks(
+                "Linear"), "Linear": ["Linear"]}, args.repeats)
     if args.profile:
         profiler = cProfile.Profile()
         profiler.enable()
