@@ -245,17 +245,13 @@ static ts_status ts_pack(ts_kind kind, const ts_view *v, uint8_t *out,
     }
     switch (kind) {
 #ifdef TS_PACK_X86
-    case TS_FLOAT32:
-        if (ts_pack_isa() >= TS_ISA_SSE2 && ts_run_packable(v)) {
-            ts_pack_run_f32(ts_pack_isa(), v, out, row_begin, row_end);
-            break;
-        }
-        switch (ts_pack_isa()) {
-        case TS_ISA_AVX2: ts_pack_rows_f32_avx2(v, out, row_begin, row_end); break;
-        case TS_ISA_SSE2: ts_pack_rows_f32_sse2(v, out, row_begin, row_end); break;
-        default: ts_pack_rows_f32(v, out, row_begin, row_end); break;
-        }
+    case TS_FLOAT32: {
+        const ts_isa isa = ts_pack_isa();
+        if (isa == TS_ISA_PORTABLE) ts_pack_rows_f32(v, out, row_begin, row_end);
+        else if (ts_run_packable(v)) ts_pack_run_f32(isa, v, out, row_begin, row_end);
+        else ts_pack_rows_f32_x86(isa, v, out, row_begin, row_end);
         break;
+    }
 #else
     case TS_FLOAT32: ts_pack_rows_f32(v, out, row_begin, row_end); break;
 #endif

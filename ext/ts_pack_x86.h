@@ -27,80 +27,9 @@ static ts_isa ts_pack_isa(void)
     return (ts_isa)(detected < ts_isa_limit ? detected : ts_isa_limit);
 }
 
-/* ---- Rows with contiguous neurons: eight neurons per output byte ---- */
+/* ---- Contiguous values: eight per output byte, value j -> bit j ---- */
 
-static void ts_pack_rows_f32_sse2(const ts_view *v, uint8_t *out,
-                                  int64_t row_begin, int64_t row_end)
-{
-    const int64_t n = v->n_neurons, nb = (n + 7) / 8, full = n / 8;
-    const __m128 zero = _mm_setzero_ps();
-    int64_t a = row_begin / v->n_states, s = row_begin % v->n_states;
-    for (int64_t row = row_begin; row < row_end; ++row, ++s) {
-        if (s == v->n_states) { s = 0; ++a; }
-        const float *x = (const float *)(v->base + a * v->stride_outer
-                                         + s * v->stride_state);
-        uint8_t *o = out + row * nb;
-        for (int64_t byte = 0; byte < full; ++byte) {
-            const __m128 lo = _mm_loadu_ps(x + byte * 8);
-            const __m128 hi = _mm_loadu_ps(x + byte * 8 + 4);
-            o[byte] = (uint8_t)(_mm_movemask_ps(_mm_cmpgt_ps(lo, zero))
-                                | (_mm_movemask_ps(_mm_cmpgt_ps(hi, zero)) << 4));
-        }
-        if (full < nb) {
-            uint8_t bits = 0;
-            for (int64_t k = 0; k < n - full * 8; ++k)
-                bits |= (uint8_t)((x[full * 8 + k] > 0) << k);
-            o[full] = bits;
-        }
-    }
-}
-
-/* One compare and one movemask per output byte: lane k is bit k. */
-__attribute__((target("avx2")))
-static void ts_pack_rows_f32_avx2(const ts_view *v, uint8_t *out,
-                                  int64_t row_begin, int64_t row_end)
-{
-    const int64_t n = v->n_neurons, nb = (n + 7) / 8, full = n / 8;
-    const __m256 zero = _mm256_setzero_ps();
-    int64_t a = row_begin / v->n_states, s = row_begin % v->n_states;
-    for (int64_t row = row_begin; row < row_end; ++row, ++s) {
-        if (s == v->n_states) { s = 0; ++a; }
-        const float *x = (const float *)(v->base + a * v->stride_outer
-                                         + s * v->stride_state);
-        uint8_t *o = out + row * nb;
-        int64_t byte = 0;
-        for (; byte + 4 <= full; byte += 4) {
-            const uint32_t word =
-                (uint32_t)_mm256_movemask_ps(
-                    _mm256_cmp_ps(_mm256_loadu_ps(x + byte * 8), zero, _CMP_GT_OQ))
-                | (uint32_t)_mm256_movemask_ps(
-                    _mm256_cmp_ps(_mm256_loadu_ps(x + byte * 8 + 8), zero, _CMP_GT_OQ)) << 8
-                | (uint32_t)_mm256_movemask_ps(
-                    _mm256_cmp_ps(_mm256_loadu_ps(x + byte * 8 + 16), zero, _CMP_GT_OQ)) << 16
-                | (uint32_t)_mm256_movemask_ps(
-                    _mm256_cmp_ps(_mm256_loadu_ps(x + byte * 8 + 24), zero, _CMP_GT_OQ)) << 24;
-            memcpy(o + byte, &word, 4); /* little-endian: byte k holds neurons 8k.. */
-        }
-        for (; byte < full; ++byte)
-            o[byte] = (uint8_t)_mm256_movemask_ps(
-                _mm256_cmp_ps(_mm256_loadu_ps(x + byte * 8), zero, _CMP_GT_OQ));
-        if (full < nb) {
-            uint8_t bits = 0;
-            for (int64_t k = 0; k < n - full * 8; ++k)
-                bits |= (uint8_t)((x[full * 8 + k] > 0) << k);
-            o[full] = bits;
-        }
-    }
-}
-
-/* ---- Runs: neurons and states both contiguous (row-major rows) ----
- *
- * The firing bits of a C-contiguous (states, neurons) run, in order, are the
- * rows' bits one after another: the run is compared eight values per output
- * byte, then row r's n bits are cut out at bit r * n (or, when n is a
- * multiple of 8, the bits already are the packed rows). */
-
-/* bits[0, ceil(count / 8)) from `count` contiguous values, value j -> bit j. */
+/* bits[0, ceil(count / 8)) from `count` contiguous values. */
 static void ts_fire_bits_f32_sse2(const float *x, int64_t count, uint8_t *bits)
 {
     const __m128 zero = _mm_setzero_ps();
@@ -138,6 +67,28 @@ static void ts_fire_bits_f32_avx2(const float *x, int64_t count, uint8_t *bits)
     }
     ts_fire_bits_f32_sse2(x + j, count - j, bits + j / 8);
 }
+
+/* ---- Rows with contiguous neurons: a row's bits are those of its n values ---- */
+
+static void ts_pack_rows_f32_x86(ts_isa isa, const ts_view *v, uint8_t *out,
+                                 int64_t row_begin, int64_t row_end)
+{
+    const int64_t n = v->n_neurons, nb = (n + 7) / 8;
+    int64_t a = row_begin / v->n_states, s = row_begin % v->n_states;
+    for (int64_t row = row_begin; row < row_end; ++row, ++s) {
+        if (s == v->n_states) { s = 0; ++a; }
+        const float *x = (const float *)(v->base + a * v->stride_outer + s * v->stride_state);
+        if (isa == TS_ISA_AVX2) ts_fire_bits_f32_avx2(x, n, out + row * nb);
+        else ts_fire_bits_f32_sse2(x, n, out + row * nb);
+    }
+}
+
+/* ---- Runs: neurons and states both contiguous (row-major rows) ----
+ *
+ * The firing bits of a C-contiguous (states, neurons) run, in order, are the
+ * rows' bits one after another: the run is compared as one, then row r's n
+ * bits are cut out at bit r * n (or, when n is a multiple of 8, the bits
+ * already are the packed rows). */
 
 #define TS_RUN_ROWS 512       /* rows compared at a time when bits are cut out */
 #define TS_RUN_MAX_NEURONS 56 /* a row's bits and their offset fit one 64-bit word */
