@@ -126,6 +126,26 @@ def test_paused_probes_leave_the_model_without_hooks():
     assert hooks_on(model) == 0
 
 
+def test_resumed_probe_on_the_models_own_input_keeps_its_call_site():
+    """The pass hook starts each pass before any probe's pre-hook on the model
+    itself, after a pause too: the model's one call stays call site 0."""
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU())
+    batches = [torch.randn(5, 4) for _ in range(4)]
+    probes = attach_probes(model, ["Sequential"], method="before")
+    model(batches[0])
+    probes.enabled = False
+    model(batches[1])  # paused: not counted
+    probes.enabled = True
+    model(batches[2])
+    model(batches[3])
+    assert [probe.name for probe in probes] == ["model_pre_states"]
+    counted = torch.cat([batches[0], batches[2], batches[3]])
+    assert_counts_match(probes[0], Expected.of_values(counted.numpy(), -1))
+    probes.detach()
+    assert hooks_on(model) == 0
+
+
 def test_paused_probes_keep_the_fused_transformer_path():
     torch.manual_seed(5)
     layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)

@@ -345,19 +345,22 @@ class ProbeList(list):
         self._sync_hooks()
 
     def _sync_hooks(self) -> None:
-        """Hooks on the model while the probes capture, none while paused or detached."""
+        """Hooks on the model while the probes capture, none while paused or detached.
+
+        The pass hook goes first among the model's pre-hooks: a pass starts
+        before a probe on the model's own input sees it."""
         hooked = self._enabled and self._attached
+        if hooked and self._pass_hook is None:
+            self._pass_hook = self._model.register_forward_pre_hook(
+                lambda module, inputs: self.new_pass(), prepend=True)
+        elif not hooked and self._pass_hook is not None:
+            self._pass_hook.remove()
+            self._pass_hook = None
         for sites in self._call_sites:
             if hooked:
                 sites.hook()
             else:
                 sites.unhook()
-        if hooked and self._pass_hook is None:
-            self._pass_hook = self._model.register_forward_pre_hook(
-                lambda module, inputs: self.new_pass())
-        elif not hooked and self._pass_hook is not None:
-            self._pass_hook.remove()
-            self._pass_hook = None
         self._sync_tracker()
 
     def layout_context(self) -> tuple[str, int] | None:
