@@ -84,6 +84,28 @@ def test_float32_kernels_of_every_instruction_set(instruction_set, shape, axis, 
                                   packed_states(x, neuron_axis=axis))
 
 
+@pytest.mark.parametrize("neurons", [20, 55, 57, 64])
+def test_float32_kernels_on_reversed_and_padded_views(instruction_set, neurons):
+    """Negative strides on every axis, and states that are contiguous within an
+    image but not across images (the run kernel's rows stop at each image)."""
+    rng = np.random.default_rng(neurons)
+    rows = random_array(rng, (5, 260, neurons), "float32")  # (images, states, neurons)
+    channels = random_array(rng, (5, neurons, 260), "float32")  # (images, neurons, states)
+    views = {
+        "images apart": (rows[:, :253], -1),
+        "images reversed": (rows[::-1, 7:], -1),
+        "states reversed": (rows[:, 252::-1], -1),
+        "neurons reversed": (rows[:, :253, ::-1], -1),
+        "rows apart": (rows[:, :253, :neurons - 3], -1),
+        "channels first, images apart": (channels[:, :, 7:], 1),
+        "channels first, neurons reversed": (channels[:, ::-1, :253], 1),
+        "channels first, images reversed": (channels[::-1, :, 7:], 1),
+    }
+    for name, (x, axis) in views.items():
+        np.testing.assert_array_equal(pack(x, neuron_axis=axis), packed_states(x, neuron_axis=axis),
+                                      err_msg=name)
+
+
 def test_instruction_set_names_the_kernels_in_use(instruction_set):
     used = _pack.instruction_set()
     assert _pack.INSTRUCTION_SETS.index(used) <= _pack.INSTRUCTION_SETS.index(instruction_set)
