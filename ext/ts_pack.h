@@ -293,6 +293,7 @@ static ts_status ts_pack_view(int kind, const ts_view *v, uint8_t *out, int thre
 {
     if (kind < 0 || kind >= TS_KINDS) return TS_BAD_ARGUMENT;
     const int64_t rows = v->n_outer * v->n_states;
+    if (rows == 0) return TS_OK; /* (the row loops divide by n_states) */
     if (threads > rows) threads = (int)rows;
     if (threads > TS_MAX_THREADS) threads = TS_MAX_THREADS;
     if (threads < 1) threads = 1;

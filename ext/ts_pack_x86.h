@@ -16,15 +16,19 @@
 #include <stdint.h>
 #include <string.h>
 
-/* The set the kernels use now: the highest this CPU has, within the limit. */
+/* The set the kernels use now: the highest this CPU has, within the limit.
+ * The packing threads of a first call may detect it at once: they store the
+ * same value, atomically (a plain load on x86-64). */
 static ts_isa ts_pack_isa(void)
 {
     static int detected = -1;
-    if (detected < 0) {
+    int isa = __atomic_load_n(&detected, __ATOMIC_RELAXED);
+    if (isa < 0) {
         __builtin_cpu_init();
-        detected = __builtin_cpu_supports("avx2") ? TS_ISA_AVX2 : TS_ISA_SSE2;
+        isa = __builtin_cpu_supports("avx2") ? TS_ISA_AVX2 : TS_ISA_SSE2;
+        __atomic_store_n(&detected, isa, __ATOMIC_RELAXED);
     }
-    return (ts_isa)(detected < ts_isa_limit ? detected : ts_isa_limit);
+    return (ts_isa)(isa < ts_isa_limit ? isa : ts_isa_limit);
 }
 
 /* ---- Contiguous values: eight per output byte, value j -> bit j ---- */
