@@ -433,12 +433,13 @@ def count_dense_slabs(list slabs, const uint8_t[:, ::1] keys, int64_t per_sample
 
 
 def pair_words(const uint8_t[:, ::1] keys, int64_t per_sample, const int32_t[::1] index,
-               int state_bits):
+               int state_bits, uint32_t[::1] out=None):
     """``uint32[samples * per_sample]``: each state of ``keys`` (of
     ``state_bits`` neurons, ``per_sample`` rows per sample, each sample's rows
     together) as one word, ``state | index[sample] << state_bits`` (a
     (state, label) pair: ``index`` holds each sample's label index, below
-    ``2 ** (32 - state_bits)``).  Releases the GIL."""
+    ``2 ** (32 - state_bits)``), written to ``out`` if given (one word a row).
+    Releases the GIL."""
     cdef int64_t samples = index.shape[0]
     if per_sample < 1 or samples * per_sample != keys.shape[0]:
         raise ValueError(f"{keys.shape[0]} rows are not {samples} samples of "
@@ -446,7 +447,10 @@ def pair_words(const uint8_t[:, ::1] keys, int64_t per_sample, const int32_t[::1
     if not 1 <= state_bits <= 31 or (state_bits + 7) // 8 != keys.shape[1]:
         raise ValueError(f"state_bits={state_bits} must be in [1, 31] and match rows of "
                          f"{keys.shape[1]} bytes")
-    out = np.empty(keys.shape[0], dtype=np.uint32)
+    if out is None:
+        out = np.empty(keys.shape[0], dtype=np.uint32)
+    elif out.shape[0] != keys.shape[0]:
+        raise ValueError(f"out holds {out.shape[0]} words for {keys.shape[0]} rows")
     cdef uint32_t[::1] o = out
     cdef int bad = 0
     if keys.shape[0]:
@@ -455,15 +459,13 @@ def pair_words(const uint8_t[:, ::1] keys, int64_t per_sample, const int32_t[::1
                                 <uint32_t>1 << (32 - state_bits), state_bits, &o[0])
     if bad:
         raise ValueError(f"label indices must be in [0, 2**{32 - state_bits})")
-    return out
+    return np.asarray(out)
 
 
 cdef _count_words(const uint32_t[::1] words, int word_bits, bint distinct):
     if not 1 <= word_bits <= 32:
         raise ValueError(f"word_bits={word_bits} must be in [1, 32]")
     cdef int64_t n = words.shape[0], found = 0
-    if n and word_bits < 32 and np.max(words) >> word_bits:
-        raise ValueError(f"words must be below 2**{word_bits}")
     values = np.empty(n if distinct else 0, dtype=np.uint32)
     counts = np.empty(n if distinct else 0, dtype=np.uint64)
     cdef uint32_t[::1] v = values
@@ -474,6 +476,8 @@ cdef _count_words(const uint32_t[::1] words, int word_bits, bint distinct):
         status = ts_count_words(&words[0] if n else NULL, n, word_bits, &sums,
                                 &v[0] if distinct and n else NULL,
                                 &c[0] if distinct and n else NULL, &found)
+    if status == TS_BAD_ARGUMENT:
+        raise ValueError(f"words must be below 2**{word_bits}")
     if status != TS_OK:
         raise MemoryError("out of memory counting (state, label) words")
     return (sums.distinct, sums.singletons, sums.largest, sums.c_log2_c), values[:found], \
@@ -513,9 +517,8 @@ def narrow_memory(int dense_bits):
 def sum_dense(CountTable into, list slabs):
     """Make the dense table ``into`` (64-bit counts; None: no table) hold the
     sum of the dense tables ``slabs`` (32-bit counts, one width, at least
-    one): each state's count over every label.  ``into`` must hold the sum
-    of the slabs as they were at its last ``sum_dense`` (zeros before the
-    first): the cells of slabs that list theirs are the only ones read.
+    one): each state's count over every label (what it held before is
+    overwritten).
 
     Returns:
         ``(distinct, singletons, largest, c_log2_c)`` of the slabs' counts,

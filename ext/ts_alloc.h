@@ -8,9 +8,7 @@
  * freed blocks are kept in a cache (ts_cache), one list per power-of-two
  * size, up to a byte limit: ts_slot_cache for the slot arrays of hash
  * tables, ts_scratch_cache for the scratch of partitioning (ts_batch.h),
- * ts_dense_cache for dense tables (ts_dense.h), ts_clean_cache for those
- * given back already zeroed (the per-label tables that know which of their
- * cells they touched: zeroing those costs less than a memset).
+ * ts_dense_cache for dense tables (ts_dense.h).
  *
  * The caches are shared by every thread and guarded by a mutex each.  A
  * child forked while another thread held one would wait for it forever, so
@@ -69,9 +67,6 @@ static ts_cache ts_scratch_cache = {PTHREAD_MUTEX_INITIALIZER, {NULL}, 0, (int64
 /* Dense tables (ts_dense.h): a counter of a 20-neuron layer with 10 labels
  * takes 11 of 8 MiB each, anew every epoch. */
 static ts_cache ts_dense_cache = {PTHREAD_MUTEX_INITIALIZER, {NULL}, 0, (int64_t)128 << 20};
-/* Dense tables given back zeroed: the per-label tables of one such counter,
- * 40 MiB, a memset saved each epoch. */
-static ts_cache ts_clean_cache = {PTHREAD_MUTEX_INITIALIZER, {NULL}, 0, (int64_t)128 << 20};
 
 /* The size class of a block of `bytes`: log2 of the power of two it is
  * rounded up to (so a block of a class fits any request of it). */
@@ -80,42 +75,22 @@ static inline int ts_cache_class(size_t bytes)
     return bytes <= 1 ? 0 : 64 - __builtin_clzll((unsigned long long)(bytes - 1));
 }
 
-/* A cached block of at least `bytes` (> 0), as it was given back, or NULL
- * when the cache holds none of its size. */
-static void *ts_cache_pop(ts_cache *cache, size_t bytes)
-{
-    const int cls = ts_cache_class(bytes);
-    pthread_mutex_lock(&cache->lock);
-    void *block = cache->head[cls];
-    if (block != NULL) {
-        memcpy(&cache->head[cls], block, sizeof(void *));
-        cache->bytes -= (int64_t)1 << cls;
-    }
-    pthread_mutex_unlock(&cache->lock);
-    return block;
-}
-
 /* A block of at least `bytes` (> 0) from the cache, or fresh; zeroed if
  * asked.  Give it back with ts_cache_release and the same `bytes`. */
 static void *ts_cache_take(ts_cache *cache, size_t bytes, int zeroed)
 {
-    const size_t size = (size_t)1 << ts_cache_class(bytes);
-    void *block = ts_cache_pop(cache, bytes);
+    const int cls = ts_cache_class(bytes);
+    const size_t size = (size_t)1 << cls;
+    pthread_mutex_lock(&cache->lock);
+    void *block = cache->head[cls];
+    if (block != NULL) {
+        memcpy(&cache->head[cls], block, sizeof(void *));
+        cache->bytes -= (int64_t)size;
+    }
+    pthread_mutex_unlock(&cache->lock);
     if (block == NULL) return zeroed ? ts_alloc_zeroed(size) : ts_alloc(size);
     if (zeroed) memset(block, 0, size);
     return block;
-}
-
-/* A zeroed block of at least `bytes` (> 0), from the clean cache if it
- * holds one, else as ts_cache_take from `cache`. */
-static void *ts_cache_take_zeroed(ts_cache *cache, size_t bytes)
-{
-    void *block = ts_cache_pop(&ts_clean_cache, bytes);
-    if (block != NULL) {
-        memset(block, 0, sizeof(void *)); /* the cache's link to the next block */
-        return block;
-    }
-    return ts_cache_take(cache, bytes, 1);
 }
 
 /* Keeps `block` (taken for `bytes`; may be NULL) for reuse, or frees it
@@ -141,12 +116,10 @@ static void ts_caches_lock(void)
     pthread_mutex_lock(&ts_slot_cache.lock);
     pthread_mutex_lock(&ts_scratch_cache.lock);
     pthread_mutex_lock(&ts_dense_cache.lock);
-    pthread_mutex_lock(&ts_clean_cache.lock);
 }
 
 static void ts_caches_unlock(void)
 {
-    pthread_mutex_unlock(&ts_clean_cache.lock);
     pthread_mutex_unlock(&ts_dense_cache.lock);
     pthread_mutex_unlock(&ts_scratch_cache.lock);
     pthread_mutex_unlock(&ts_slot_cache.lock);

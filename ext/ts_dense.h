@@ -26,14 +26,10 @@
  * 64-bit counts (dense), or with `narrow` of 32-bit ones (dense32), the
  * per-label tables of labelled counting, half the memory (their callers
  * keep each table's total below 2**32).  A per-label table also keeps, as it
- * counts (see ts_dense32_add):
- * - the list of the cells it counted while at most 1 / TS_TOUCHED_SHARE of
- *   its cells are: an epoch of few states per label then zeroes and sums
- *   those cells alone, not the whole table (ts_dense_sum, ts_table_free);
- * - how many of its cells hold each count below TS_SMALL_COUNTS, and the
- *   list of its cells of larger counts: the sums over its counts (what the
- *   entropy of the (state, label) pairs needs) without a pass over them
- *   (ts_dense32_sums). */
+ * counts (see ts_dense32_add), how many of its cells hold each count below
+ * TS_SMALL_COUNTS, and the list of its cells of larger counts: the sums over
+ * its counts (what the entropy of the (state, label) pairs needs) without a
+ * pass over them (ts_dense32_sums). */
 static ts_status ts_dense_init(ts_table *t, int64_t key_bytes, int dense_bits, int narrow)
 {
     memset(t, 0, sizeof(*t));
@@ -46,30 +42,23 @@ static ts_status ts_dense_init(ts_table *t, int64_t key_bytes, int dense_bits, i
         t->dense = (uint64_t *)ts_cache_take(&ts_dense_cache, cells * sizeof(uint64_t), 1);
         return t->dense == NULL ? TS_NO_MEMORY : TS_OK;
     }
-    t->touched_cap = (int64_t)(cells / TS_TOUCHED_SHARE);
     t->large_cap = (int64_t)(cells / TS_SMALL_COUNTS);
-    t->touched = (uint32_t *)malloc(((size_t)t->touched_cap + 1) * sizeof(uint32_t)); /* >= 1 */
     t->large = (uint32_t *)malloc(((size_t)t->large_cap + 1) * sizeof(uint32_t));
     t->freqs = (uint32_t *)calloc(TS_SMALL_COUNTS, sizeof(uint32_t));
-    if (t->touched == NULL || t->large == NULL || t->freqs == NULL) return TS_NO_MEMORY;
-    t->dense32 = (uint32_t *)ts_cache_take_zeroed(&ts_dense_cache, cells * sizeof(uint32_t));
+    if (t->large == NULL || t->freqs == NULL) return TS_NO_MEMORY;
+    t->dense32 = (uint32_t *)ts_cache_take(&ts_dense_cache, cells * sizeof(uint32_t), 1);
     return t->dense32 == NULL ? TS_NO_MEMORY : TS_OK;
 }
 
 /* Adds `count` (> 0) to cell `state` of the 32-bit dense table t, keeping
- * its lists and frequencies (see ts_dense_init).  The frequencies of counts
+ * its frequencies and list (see ts_dense_init).  The frequencies of counts
  * out of range go to their unused entry 0 (unsigned: it wraps), without a
- * branch.  A new cell is listed behind a branch: a store at the list's next
- * place in every case (its size, just counted) made each count wait on the
- * one before (LeNet's conv_1 states, 10 labels: 2.5 times slower). */
+ * branch. */
 static inline void ts_dense32_add(ts_table *t, uint32_t state, uint32_t count)
 {
     uint32_t *const cell = &t->dense32[state];
     const uint32_t was = *cell, now = was + count;
-    if (was == 0) {
-        if (t->size < t->touched_cap) t->touched[t->size] = state;
-        t->size += 1;
-    }
+    t->size += was == 0;
     *cell = now;
     t->freqs[was < TS_SMALL_COUNTS ? was : 0] -= 1;
     t->freqs[now < TS_SMALL_COUNTS ? now : 0] += 1;
@@ -262,24 +251,12 @@ static void ts_dense_count_slabs(ts_table *const *slabs, const uint8_t *keys,
     ts_run_tasks(ts_dense_count_slab_share, shares, sizeof(ts_slab_share), threads);
 }
 
-/* Whether every slab still lists the cells it counted (ts_table.touched). */
-static int ts_slabs_listed(ts_table *const *slabs, int n_slabs)
-{
-    for (int i = 0; i < n_slabs; ++i)
-        if (slabs[i]->size > slabs[i]->touched_cap) return 0;
-    return 1;
-}
-
 /* Makes the dense table `into` (unless NULL) hold the sum of the 32-bit
  * dense tables `slabs` (n_slabs >= 1, of its width): a state's count over
  * every label; and returns the sums (ts_sums) over the slabs' counts, the
- * counts of the (state, label) pairs (see ts_dense32_sums).  While every
- * slab lists its cells, only those are read, and `into` must hold the sum
- * of the slabs as they were (zeros where none has counted): their cells are
- * zeroed first (unless `into` is empty), then summed, each prefetched
- * TS_DENSE_AHEAD cells before it is read.  Otherwise block by block over
- * every cell, so that each block of `into` stays in cache while the slabs
- * stream past it. */
+ * counts of the (state, label) pairs (see ts_dense32_sums).  Block by block,
+ * so that each block of `into` stays in cache while the slabs stream past
+ * it. */
 #define TS_SUM_BLOCK 4096
 
 static ts_sums ts_dense_sum(ts_table *into, ts_table *const *slabs, int n_slabs)
@@ -288,31 +265,6 @@ static ts_sums ts_dense_sum(ts_table *into, ts_table *const *slabs, int n_slabs)
     for (int i = 0; i < n_slabs; ++i) ts_dense32_sums(slabs[i], &sums);
     if (into == NULL) return sums;
     uint64_t *const to = into->dense;
-    if (ts_slabs_listed(slabs, n_slabs)) {
-        int64_t size = into->size;
-        for (int i = 0; size != 0 && i < n_slabs; ++i) {
-            const uint32_t *const listed = slabs[i]->touched;
-            for (int64_t k = 0; k < slabs[i]->size; ++k) {
-                if (k + TS_DENSE_AHEAD < slabs[i]->size)
-                    __builtin_prefetch(&to[listed[k + TS_DENSE_AHEAD]], 1);
-                size -= to[listed[k]] != 0;
-                to[listed[k]] = 0;
-            }
-        }
-        for (int i = 0; i < n_slabs; ++i) {
-            const uint32_t *const cells = slabs[i]->dense32, *const listed = slabs[i]->touched;
-            for (int64_t k = 0; k < slabs[i]->size; ++k) {
-                if (k + TS_DENSE_AHEAD < slabs[i]->size) {
-                    __builtin_prefetch(&cells[listed[k + TS_DENSE_AHEAD]], 0);
-                    __builtin_prefetch(&to[listed[k + TS_DENSE_AHEAD]], 1);
-                }
-                size += to[listed[k]] == 0;
-                to[listed[k]] += cells[listed[k]];
-            }
-        }
-        into->size = size;
-        return sums;
-    }
     const uint64_t cells = (uint64_t)1 << into->dense_bits;
     int64_t size = 0;
     for (uint64_t begin = 0; begin < cells; begin += TS_SUM_BLOCK) {
@@ -368,8 +320,9 @@ static int ts_pair_words(const uint8_t *keys, int64_t nb, int64_t samples, int64
  * bits into blocks of at most 2**16 values (a counting sort, keeping only the
  * low bits), and each block is counted in a table of 2**16 32-bit cells that
  * stays in cache, listing the cells it counts, whose counts are then read
- * into frequencies (see ts_sums_add_freqs) and zeroed.  TS_NO_MEMORY when the
- * scratch (2 bytes a word, 256 KiB, the blocks' offsets) cannot be had. */
+ * into frequencies (see ts_sums_add_freqs) and zeroed.  TS_BAD_ARGUMENT (and
+ * nothing counted) for a word of more bits; TS_NO_MEMORY when the scratch (2
+ * bytes a word, 256 KiB, the blocks' offsets) cannot be had. */
 #define TS_WORD_BLOCK_BITS 16
 
 static int ts_compare_u16(const void *a, const void *b)
@@ -395,7 +348,15 @@ static ts_status ts_count_words(const uint32_t *words, int64_t n, int word_bits,
         status = TS_NO_MEMORY;
         goto done;
     }
-    for (int64_t i = 0; i < n; ++i) starts[(words[i] >> low_bits) + 1] += 1;
+    uint64_t above = 0; /* bits past word_bits: a bad argument */
+    for (int64_t i = 0; i < n; ++i) {
+        above |= (uint64_t)words[i] >> word_bits;
+        starts[((words[i] >> low_bits) & (uint32_t)(blocks - 1)) + 1] += 1;
+    }
+    if (above) {
+        status = TS_BAD_ARGUMENT;
+        goto done;
+    }
     for (int64_t b = 0; b < blocks; ++b) starts[b + 1] += starts[b];
     for (int64_t i = 0; i < n; ++i) /* starts[b] moves to the end of block b */
         lows[starts[words[i] >> low_bits]++] = (uint16_t)(words[i] & low_mask);

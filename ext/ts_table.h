@@ -52,14 +52,10 @@ typedef struct {
     int dense_bits;       /* > 0: a dense table of 2**dense_bits counts */
     uint64_t *dense;
     uint32_t *dense32;    /* instead of dense: 32-bit counts (per-label tables, ts_dense.h) */
-    /* dense32 only (see ts_dense.h): the cells counted, in first-counted
-     * order, while there are at most touched_cap of them (size <=
-     * touched_cap);
-     * how many cells hold each count below TS_SMALL_COUNTS (freqs[0]
-     * unused); and the cells whose count reached TS_SMALL_COUNTS, while at
-     * most large_cap did (large_cap + 1 entries, as touched). */
-    uint32_t *touched;
-    int64_t touched_cap;
+    /* dense32 only (see ts_dense.h): how many cells hold each count below
+     * TS_SMALL_COUNTS (freqs[0] unused), and the cells whose count reached
+     * TS_SMALL_COUNTS, while at most large_cap did (large_cap + 1 entries,
+     * the last written past the cap). */
     uint32_t *freqs;
     uint32_t *large;
     int64_t n_large, large_cap;
@@ -104,33 +100,24 @@ static void ts_table_free(ts_table *t)
     if (t->dense != NULL)
         ts_cache_release(&ts_dense_cache, t->dense,
                          ((size_t)1 << t->dense_bits) * sizeof(uint64_t));
-    if (t->dense32 != NULL && t->size <= t->touched_cap) { /* zero the cells it counted */
-        for (int64_t i = 0; i < t->size; ++i) t->dense32[t->touched[i]] = 0;
-        ts_cache_release(&ts_clean_cache, t->dense32,
-                         ((size_t)1 << t->dense_bits) * sizeof(uint32_t));
-    } else if (t->dense32 != NULL) {
+    if (t->dense32 != NULL)
         ts_cache_release(&ts_dense_cache, t->dense32,
                          ((size_t)1 << t->dense_bits) * sizeof(uint32_t));
-    }
-    free(t->touched);
     free(t->freqs);
     free(t->large);
     memset(t, 0, sizeof(*t));
 }
 
-/* Per-label tables (dense32, ts_dense.h): the share of their cells they list
- * at most, and the counts of which they keep how many cells hold each. */
-#define TS_TOUCHED_SHARE 16
+/* Per-label tables (dense32, ts_dense.h) keep how many of their cells hold
+ * each count below this. */
 #define TS_SMALL_COUNTS 64
 
 /* Bytes of memory a dense table of 32-bit counts of dense_bits holds: its
- * cells, the list of those it counted, its counts' frequencies and the list
- * of its cells of large counts. */
+ * cells, its counts' frequencies and the list of its cells of large counts. */
 static int64_t ts_dense32_memory(int dense_bits)
 {
     const int64_t cells = (int64_t)1 << dense_bits;
-    return (int64_t)sizeof(uint32_t) * (cells + (cells / TS_TOUCHED_SHARE + 1)
-                                        + TS_SMALL_COUNTS + (cells / TS_SMALL_COUNTS + 1));
+    return (int64_t)sizeof(uint32_t) * (cells + TS_SMALL_COUNTS + (cells / TS_SMALL_COUNTS + 1));
 }
 
 /* Bytes of memory the table holds. */

@@ -128,7 +128,7 @@ def labelled_images(channels, offset):
 
 @pytest.mark.parametrize("layout, channels, memory_limit", [
     ("words, then slabs (merged)", 6, None),
-    # 2 slabs of 64 cells (540 bytes with what they keep) fit a quarter, not 3
+    # 2 slabs of 64 cells (520 bytes with what they keep) fit a quarter, not 3
     ("slabs, then hashed and spilled", 6, 4320),
     ("hashed", 24, None),  # states too wide for dense tables
 ])
@@ -170,28 +170,35 @@ def test_mutual_information_is_exact_in_every_layout_of_the_pairs(layout, channe
     assert spilled == (memory_limit is not None)  # the pairs went to disk, the states not
 
 
-@pytest.mark.parametrize("layout, memory_limit, read_after", [
-    ("words", None, (3, 7)),  # changed words read twice: they stay words
-    ("words, then slabs: read often", None, range(8)),  # the fourth read moves them
-    ("words, then slabs: past their memory", 64 << 10, (0, 3, 7)),  # 1,365 words fit
+@pytest.mark.parametrize("layout, channels, memory_limit, read_after", [
+    ("words", 16, None, (3, 7)),  # changed words read twice: they stay words
+    ("words, then slabs: read often", 16, None, range(8)),  # the fourth read moves them
+    # 4 labels of 12 neurons: words pay up to 1,024 (a sixteenth of the slabs' cells)
+    ("words, then slabs: past what words pay", 12, None, (0, 3, 7)),
+    ("words, then hashed: past their memory", 16, 64 << 10, (0, 3, 7)),  # 1,365 words fit
 ])
-def test_pairs_buffered_as_words_are_exact_and_move_to_slabs(layout, memory_limit, read_after):
+def test_pairs_buffered_as_words_are_exact_and_move_on(layout, channels, memory_limit,
+                                                       read_after):
     """A narrow layer's pairs are buffered as words and counted at the read:
     the mutual information equals NumPy's after each read, and the states'
     counts np.unique's, while they stay words and after they move to slabs
-    (then counting on into slabs)."""
-    images, labels = labelled_images(6, 0)
+    or a hash engine (then counting on there)."""
+    images, labels = labelled_images(channels, 0)
     packed = packed_states(images, neuron_axis=1)
     per_state = np.repeat(labels, 16)
     counter = StateCounter("words", memory_limit=memory_limit)
     for index, batch in enumerate(np.array_split(np.arange(400), 8)):
-        counter.add(images[batch], neuron_axis=1, labels=labels[batch])
+        with warnings.catch_warnings():  # the hashed pairs spill: warned elsewhere
+            warnings.simplefilter("ignore", ts.StateSpaceMemoryWarning)
+            counter.add(images[batch], neuron_axis=1, labels=labels[batch])
         if index in read_after:
             rows = (batch[-1] + 1) * 16
             expected = joint_reference(packed[:rows], per_state[:rows])
             assert counter.mutual_information() == pytest.approx(expected, rel=1e-12)
             assert counter.mutual_information() == pytest.approx(expected, rel=1e-12)
-    assert (counter._joint._words is not None) == (layout == "words")
+    joint = counter._joint
+    assert (joint._words is not None, bool(joint._slabs), joint._hashed is not None) == (
+        layout == "words", "slabs" in layout, "hashed" in layout)
     _, state_counts = unique_counts(packed)
     np.testing.assert_array_equal(np.sort(counter.counts()), np.sort(state_counts))
     keys = np.concatenate([packed, per_state[:, None].astype(np.uint8)], axis=1)
@@ -201,6 +208,21 @@ def test_pairs_buffered_as_words_are_exact_and_move_to_slabs(layout, memory_limi
                                   np.sort(pair_counts))
     assert counter.mutual_information() == pytest.approx(
         joint_reference(packed, per_state), rel=1e-12)
+
+
+def test_a_counter_whose_last_measurement_had_many_pairs_starts_with_slabs():
+    """Each measurement of a counter starts its pairs as words, unless the one
+    before had more than words pay for (then slabs from the first batch)."""
+    images, labels = labelled_images(12, 0)  # words pay up to 512 with 2 labels, 1,024 with 4
+    counter = StateCounter("epochs")
+    # 256 pairs: words; 6,400: words, then slabs; 256 after 6,400: slabs
+    for samples, words in ((16, True), (400, False), (16, False)):
+        counter.reset_states()
+        counter.add(images[:samples], neuron_axis=1, labels=labels[:samples])
+        assert (counter._joint._words is not None) == words
+        packed = packed_states(images[:samples], neuron_axis=1)
+        assert counter.mutual_information() == pytest.approx(
+            joint_reference(packed, np.repeat(labels[:samples], 16)), rel=1e-12)
 
 
 def test_pairs_whose_counts_pass_32_bits_move_to_the_hashed_layout():

@@ -8,8 +8,10 @@ A :class:`JointCounts` keeps the pairs of one counter in one of three layouts:
   own table as without labels, and the pairs' sums are made at the next read
   by a counting sort of the words (``_table.word_sums``: a few sequential
   passes, where a count per pair in a table per label touches a cache line
-  of its own in tens of MiB).  Past that budget, or when changed words are
-  read a fourth time, or for merging and pickling, the words move to
+  of its own in tens of MiB).  That pays while the words are fewer than a
+  sixteenth of the slabs' cells (below); past that (a counter whose last
+  epoch had more starts with slabs), past their memory budget, when changed
+  words are read a fourth time, or for merging and pickling, they move to
 - *slabs*: while the states fit a dense table (narrow layers) and one dense
   table per label fits a quarter of the memory cap, each label has a dense
   table of its own (its "slab", of 32-bit counts: a slab whose total would
@@ -46,6 +48,7 @@ _SLAB_MAX_TOTAL = (1 << 32) - 1  # a slab's counts are 32-bit
 _WORD_BITS = 32  # a buffered (state, label) pair: the state, then its label's index
 _WORD_BYTES = 12  # a word's memory, with the scratch of its read (see _words_fit)
 _WORD_READS = 3  # reads of changed words that they stay words for (see sums)
+_SLAB_CELLS_PER_WORD = 16  # words pay below a sixteenth of the slabs' cells
 _NO_PAIRS = CountSums(0, 0, 0, 0.0)
 
 
@@ -87,6 +90,8 @@ class JointCounts:
         state_neurons: neurons of a state (None: unknown, hashed layout).
         label_bytes: bytes of a label in the keys (1, 2 or 8: see the counter).
         memory_limit, spill_dir, threads, on_spill: as for a CountEngine.
+        last_epoch: ``(states, labels)`` that the counter's previous
+            measurement counted, or None: too many for words start in slabs.
 
     >>> states = CountEngine("fc", num_neurons=3, memory_limit=1 << 30)
     >>> joint = JointCounts("fc", state_neurons=3, label_bytes=1, memory_limit=1 << 30)
@@ -101,7 +106,7 @@ class JointCounts:
 
     def __init__(self, name: str, state_neurons: int | None, label_bytes: int,
                  memory_limit: int, spill_dir=None, threads: int | None = None,
-                 on_spill=None):
+                 on_spill=None, last_epoch: tuple[int, int] | None = None):
         self.name = name
         self.label_bytes = label_bytes
         self.state_neurons = state_neurons
@@ -120,13 +125,15 @@ class JointCounts:
         self._sums: CountSums | None = None  # of the pairs, once read (see sums)
         # the words layout: the words in arrival order, each label's index in
         # them, and the reads of changed words; None once the pairs moved on
-        self._words: list[np.ndarray] | None = None
+        self._words: np.ndarray | None = None  # room for more: _buffered are words
+        self._buffered = 0
         self._word_index: dict[int, int] = {}
         self._word_reads = 0
         if not self._slabs_fit(1):
             self._hash_slabs()
-        elif state_neurons < _WORD_BITS - 1:
-            self._words = []
+        elif state_neurons < _WORD_BITS - 1 and (
+                last_epoch is None or last_epoch[0] <= self._words_pay(last_epoch[1])):
+            self._words = np.empty(0, np.uint32)
 
     @property
     def num_neurons(self) -> int:
@@ -220,11 +227,12 @@ class JointCounts:
         engine.read_with(self)
         if self._words is not None:
             index = self._word_indices(values)
-            if index is not None and self._words_fit(len(states)):
+            if index is not None and self._words_fit(len(states)) and (
+                    self._buffered + len(states) <= self._words_pay(len(self._word_index))):
                 engine.count(states, None, threads)
-                self._words.append(_table.pair_words(states, max(per_sample, 1),
-                                                     _index_of(labels, values, index),
-                                                     self.state_neurons))
+                _table.pair_words(states, max(per_sample, 1), _index_of(labels, values, index),
+                                  self.state_neurons, self._room_for_words(len(states)))
+                self._buffered += len(states)
                 return
             self._words_to_slabs()
         if self._hashed is None:
@@ -278,17 +286,26 @@ class JointCounts:
             self._word_index[value] = len(self._word_index)
         return np.array([self._word_index[value] for value in values.tolist()], np.int32)
 
+    def _words_pay(self, labels: int) -> int:
+        """Words that count faster than slabs would for ``labels`` labels."""
+        return (max(labels, 1) << self.state_neurons) // _SLAB_CELLS_PER_WORD
+
     def _words_fit(self, rows: int) -> bool:
         """Whether ``rows`` more words (and their read) fit a quarter of the cap."""
-        buffered = sum(len(words) for words in self._words)
-        return (buffered + rows) * _WORD_BYTES <= self.memory_limit // 4
+        return (self._buffered + rows) * _WORD_BYTES <= self.memory_limit // 4
+
+    def _room_for_words(self, rows: int) -> np.ndarray:
+        """Where the next ``rows`` words go (the buffer doubles when full)."""
+        if self._buffered + rows > len(self._words):
+            grown = np.empty(max(2 * len(self._words), self._buffered + rows, 1 << 16),
+                             np.uint32)
+            grown[:self._buffered] = self._words[:self._buffered]
+            self._words = grown
+        return self._words[self._buffered:self._buffered + rows]
 
     def _all_words(self) -> np.ndarray:
-        """The buffered words in one array (kept so)."""
-        if len(self._words) != 1:
-            self._words = [np.concatenate(self._words) if self._words
-                           else np.empty(0, np.uint32)]
-        return self._words[0]
+        """The buffered words."""
+        return self._words[:self._buffered]
 
     def _word_bits(self) -> int:
         return self.state_neurons + max(1, (len(self._word_index) - 1).bit_length())
@@ -301,12 +318,12 @@ class JointCounts:
             return
         words = self._all_words()
         if not len(words):
-            self._words, self._word_index = None, {}
+            self._words, self._word_index, self._buffered = None, {}, 0
             return
         pairs, counts = _table.word_counts(words, self._word_bits())
         labels = np.zeros(len(self._word_index), np.int64)
         labels[list(self._word_index.values())] = list(self._word_index.keys())
-        self._words, self._word_index = None, {}
+        self._words, self._word_index, self._buffered = None, {}, 0
         states = (pairs & ((1 << self.state_neurons) - 1)).astype("<u4")
         state_bytes = states.view(np.uint8).reshape(-1, 4)[:, :self.state_bytes]
         label_bytes = self._label_columns(labels[pairs >> self.state_neurons])
@@ -391,6 +408,6 @@ class JointCounts:
             self._states.derive_from(None)
             self._states = None
         self._slabs, self._slab_index, self._totals = [], {}, []
-        self._words = None
+        self._words, self._buffered = None, 0
         if self._hashed is not None:
             self._hashed.close()

@@ -243,6 +243,8 @@ class StateCounter:
             for engine in (self._engine, getattr(self, "_joint", None)):
                 if engine is not None:
                     engine.close()
+            if getattr(self, "_labelled", None):  # how the pairs of the next epoch start
+                self._last_labelled = (self._state_count, len(self._label_counts))
             self._engine: CountEngine | None = None  # created by the first batch
             self._state_count = 0
             # With labels: (state, label) pairs and labels are counted too.
@@ -524,7 +526,8 @@ class StateCounter:
             state_bytes = None if self._engine is None else self._engine.key_bytes
             self._joint = JointCounts(self.name, self.num_neurons, width // 8 - (state_bytes or 0),
                                       self.memory_limit, self.spill_dir, self.threads,
-                                      self._warn_spilled)
+                                      self._warn_spilled,
+                                      last_epoch=getattr(self, "_last_labelled", None))
         elif width != self._joint.num_neurons:
             raise ValueError(f"{self.name}: cannot merge counts whose labels have another "
                              "width (label values beyond 255 or 65535 in one counter only); "
