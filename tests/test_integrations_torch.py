@@ -146,6 +146,30 @@ def test_resumed_probe_on_the_models_own_input_keeps_its_call_site():
     assert hooks_on(model) == 0
 
 
+def test_probes_read_the_modules_own_input_and_output_whatever_other_hooks_do():
+    torch.manual_seed(6)
+    model, x = Net(), torch.randn(5, 3, 9, 9)
+    conv_in = x.numpy()
+    with torch.no_grad():  # .forward skips hooks: what the module makes of what it receives
+        conv_out = model.conv.forward(x.abs() - 1)
+    replace_input = model.conv.register_forward_pre_hook(lambda m, i: (i[0].abs(),))
+    replace_output = model.conv.register_forward_hook(lambda m, i, o: torch.ones_like(o))
+    probes = attach_probes(model, ["MyConv"], method="both")
+    replace_input_later = model.conv.register_forward_pre_hook(lambda m, i: (i[0] - 1,))
+    for _ in range(2):  # as attached, then paused and resumed (hooks put back)
+        for probe in probes:
+            probe.reset_states()
+        model(x)
+        before, after = probes
+        assert_counts_match(before, Expected.of_values(conv_in, 1))
+        assert_counts_match(after, Expected.of_values(conv_out.numpy(), 1))
+        probes.enabled = False
+        probes.enabled = True
+    probes.detach()
+    for handle in (replace_input, replace_output, replace_input_later):
+        handle.remove()
+
+
 def test_paused_probes_keep_the_fused_transformer_path():
     torch.manual_seed(5)
     layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)

@@ -267,15 +267,20 @@ class _CallSites:
         self.hook()
 
     def hook(self) -> None:
-        """Put the hook on the module, unless it is there or every probe is gone."""
+        """Put the hook on the module, unless it is there or every probe is gone.
+
+        The hook goes first in line, wherever other hooks are and whenever
+        they came: a probe reads the module's input as the module was called
+        and its output as its ``forward`` returned it, before another hook
+        could replace them."""
         if self._handle is not None or (self.sites and not any(self.sites)):
             return
         if self._where == "after":
             self._handle = self._module.register_forward_hook(
-                lambda module, inputs, output: self.called(module, output))
+                lambda module, inputs, output: self.called(module, output), prepend=True)
         else:
             self._handle = self._module.register_forward_pre_hook(
-                lambda module, inputs: self.called(module, inputs))
+                lambda module, inputs: self.called(module, inputs), prepend=True)
 
     def unhook(self) -> None:
         """Take the hook off the module (the probes stay, with their counts)."""
@@ -347,20 +352,21 @@ class ProbeList(list):
     def _sync_hooks(self) -> None:
         """Hooks on the model while the probes capture, none while paused or detached.
 
-        The pass hook goes first among the model's pre-hooks: a pass starts
-        before a probe on the model's own input sees it."""
+        The pass hook is put on last and first in line among the model's
+        pre-hooks: a pass starts before any probe sees it, a probe on the
+        model's own input too."""
         hooked = self._enabled and self._attached
-        if hooked and self._pass_hook is None:
-            self._pass_hook = self._model.register_forward_pre_hook(
-                lambda module, inputs: self.new_pass(), prepend=True)
-        elif not hooked and self._pass_hook is not None:
-            self._pass_hook.remove()
-            self._pass_hook = None
         for sites in self._call_sites:
             if hooked:
                 sites.hook()
             else:
                 sites.unhook()
+        if self._pass_hook is not None:
+            self._pass_hook.remove()
+            self._pass_hook = None
+        if hooked:
+            self._pass_hook = self._model.register_forward_pre_hook(
+                lambda module, inputs: self.new_pass(), prepend=True)
         self._sync_tracker()
 
     def layout_context(self) -> tuple[str, int] | None:
