@@ -49,7 +49,13 @@ def instruction_set():
 def limit_instruction_set(str name):
     """Let the float32 kernels use at most `name` (one of INSTRUCTION_SETS),
     so that tests run every kernel on one machine; "avx2" restores the
-    default.  Affects every thread; not for use while packing."""
+    default.  Affects every thread; not for use while packing.
+
+    Raises:
+        ValueError: ``name`` is not one of INSTRUCTION_SETS.
+    """
+    if name not in INSTRUCTION_SETS:
+        raise ValueError(f"unknown instruction set {name!r}: use one of {INSTRUCTION_SETS}")
     ts_pack_set_isa_limit(INSTRUCTION_SETS.index(name))
 
 

@@ -109,6 +109,8 @@ def test_float32_kernels_on_reversed_and_padded_views(instruction_set, neurons):
 def test_instruction_set_names_the_kernels_in_use(instruction_set):
     used = _pack.instruction_set()
     assert _pack.INSTRUCTION_SETS.index(used) <= _pack.INSTRUCTION_SETS.index(instruction_set)
+    with pytest.raises(ValueError, match="unknown instruction set 'avx512'.*portable"):
+        _pack.limit_instruction_set("avx512")
 
 
 @settings(max_examples=40, deadline=None)
