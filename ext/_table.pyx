@@ -522,8 +522,8 @@ def sum_dense(CountTable into, list slabs):
 
     Returns:
         ``(distinct, singletons, largest, c_log2_c)`` of the slabs' counts,
-        the (state, label) pairs (as :func:`read_tables`), from what the
-        slabs keep as they count (no pass over their cells).
+        the (state, label) pairs (as :func:`read_tables`), read in the same
+        pass (``into`` None: that pass alone).
 
     Releases the GIL.
     """

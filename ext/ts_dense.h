@@ -25,11 +25,7 @@
  * TS_DENSE_MAX_BITS), stored in key_bytes = (dense_bits + 7) / 8 bytes: of
  * 64-bit counts (dense), or with `narrow` of 32-bit ones (dense32), the
  * per-label tables of labelled counting, half the memory (their callers
- * keep each table's total below 2**32).  A per-label table also keeps, as it
- * counts (see ts_dense32_add), how many of its cells hold each count below
- * TS_SMALL_COUNTS, and the list of its cells of larger counts: the sums over
- * its counts (what the entropy of the (state, label) pairs needs) without a
- * pass over them (ts_dense32_sums). */
+ * keep each table's total below 2**32). */
 static ts_status ts_dense_init(ts_table *t, int64_t key_bytes, int dense_bits, int narrow)
 {
     memset(t, 0, sizeof(*t));
@@ -37,34 +33,54 @@ static ts_status ts_dense_init(ts_table *t, int64_t key_bytes, int dense_bits, i
         return TS_BAD_ARGUMENT;
     t->key_bytes = key_bytes;
     t->dense_bits = dense_bits;
-    const size_t cells = (size_t)1 << dense_bits;
-    if (!narrow) {
-        t->dense = (uint64_t *)ts_cache_take(&ts_dense_cache, cells * sizeof(uint64_t), 1);
-        return t->dense == NULL ? TS_NO_MEMORY : TS_OK;
-    }
-    t->large_cap = (int64_t)(cells / TS_SMALL_COUNTS);
-    t->large = (uint32_t *)malloc(((size_t)t->large_cap + 1) * sizeof(uint32_t));
-    t->freqs = (uint32_t *)calloc(TS_SMALL_COUNTS, sizeof(uint32_t));
-    if (t->large == NULL || t->freqs == NULL) return TS_NO_MEMORY;
-    t->dense32 = (uint32_t *)ts_cache_take(&ts_dense_cache, cells * sizeof(uint32_t), 1);
-    return t->dense32 == NULL ? TS_NO_MEMORY : TS_OK;
+    const size_t cell_bytes = narrow ? sizeof(uint32_t) : sizeof(uint64_t);
+    void *cells = ts_cache_take(&ts_dense_cache, ((size_t)1 << dense_bits) * cell_bytes, 1);
+    if (narrow)
+        t->dense32 = (uint32_t *)cells;
+    else
+        t->dense = (uint64_t *)cells;
+    return cells == NULL ? TS_NO_MEMORY : TS_OK;
 }
 
-/* Adds `count` (> 0) to cell `state` of the 32-bit dense table t, keeping
- * its frequencies and list (see ts_dense_init).  The frequencies of counts
- * out of range go to their unused entry 0 (unsigned: it wraps), without a
- * branch. */
+/* Adds `count` (> 0) to cell `state` of the 32-bit dense table t. */
 static inline void ts_dense32_add(ts_table *t, uint32_t state, uint32_t count)
 {
     uint32_t *const cell = &t->dense32[state];
-    const uint32_t was = *cell, now = was + count;
-    t->size += was == 0;
-    *cell = now;
-    t->freqs[was < TS_SMALL_COUNTS ? was : 0] -= 1;
-    t->freqs[now < TS_SMALL_COUNTS ? now : 0] += 1;
-    if (now >= TS_SMALL_COUNTS && was < TS_SMALL_COUNTS) {
-        t->large[t->n_large < t->large_cap ? t->n_large : t->large_cap] = state;
-        t->n_large += 1;
+    t->size += *cell == 0;
+    *cell += count;
+}
+
+/* Sums over counts by how many counts have each small value: counts below
+ * TS_SMALL_COUNTS are tallied in four lanes (counts that repeat, zeros most
+ * of all, would otherwise wait on each other's stores; zeros are skipped
+ * four at a time), instead of a logarithm and a compensated add each;
+ * larger ones go to `large` as they come.  ts_values_sums gives the sums. */
+#define TS_SMALL_COUNTS 64
+
+typedef struct {
+    uint64_t lanes[4][TS_SMALL_COUNTS]; /* lanes[l][c]: counts c (0: unused) */
+    ts_sums large;
+} ts_values;
+
+static void ts_values_add(ts_values *v, const uint32_t *counts, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        uint64_t four[2];
+        memcpy(four, counts + i, sizeof(four));
+        if ((four[0] | four[1]) == 0) continue;
+        for (int lane = 0; lane < 4; ++lane) {
+            const uint64_t c = counts[i + lane];
+            v->lanes[lane][c < TS_SMALL_COUNTS ? c : 0] += 1;
+            if (c >= TS_SMALL_COUNTS) ts_sums_add(&v->large, &c, 1, 1);
+        }
+    }
+    for (; i < n; ++i) {
+        const uint64_t c = counts[i];
+        if (c < TS_SMALL_COUNTS)
+            v->lanes[0][c] += 1;
+        else
+            ts_sums_add(&v->large, &c, 1, 1);
     }
 }
 
@@ -85,26 +101,15 @@ static void ts_sums_add_freqs(ts_sums *s, const uint64_t *freqs)
     s->c_log2_c = next;
 }
 
-/* Adds the sums over the counts of the 32-bit dense table t to s, from its
- * frequencies of small counts and its cells of large ones (every cell, for
- * those, where more than large_cap reached them). */
-static void ts_dense32_sums(const ts_table *t, ts_sums *s)
+/* The sums over the counts added to v. */
+static ts_sums ts_values_sums(const ts_values *v)
 {
     uint64_t freqs[TS_SMALL_COUNTS];
-    for (int c = 0; c < TS_SMALL_COUNTS; ++c) freqs[c] = t->freqs[c];
-    ts_sums_add_freqs(s, freqs);
-    if (t->n_large <= t->large_cap) {
-        for (int64_t i = 0; i < t->n_large; ++i) {
-            const uint64_t c = t->dense32[t->large[i]];
-            ts_sums_add(s, &c, 1, 1);
-        }
-    } else {
-        const uint64_t cells = (uint64_t)1 << t->dense_bits;
-        for (uint64_t state = 0; state < cells; ++state) {
-            const uint64_t c = t->dense32[state];
-            if (c >= TS_SMALL_COUNTS) ts_sums_add(s, &c, 1, 1);
-        }
-    }
+    for (int c = 0; c < TS_SMALL_COUNTS; ++c)
+        freqs[c] = v->lanes[0][c] + v->lanes[1][c] + v->lanes[2][c] + v->lanes[3][c];
+    ts_sums s = v->large;
+    ts_sums_add_freqs(&s, freqs);
+    return s;
 }
 
 /* Counts rows [0, n) of `keys` into the 32-bit dense table t, `weights[i]`
@@ -254,31 +259,34 @@ static void ts_dense_count_slabs(ts_table *const *slabs, const uint8_t *keys,
 /* Makes the dense table `into` (unless NULL) hold the sum of the 32-bit
  * dense tables `slabs` (n_slabs >= 1, of its width): a state's count over
  * every label; and returns the sums (ts_sums) over the slabs' counts, the
- * counts of the (state, label) pairs (see ts_dense32_sums).  Block by block,
- * so that each block of `into` stays in cache while the slabs stream past
- * it. */
+ * counts of the (state, label) pairs, read in the same pass (ts_values).
+ * Block by block, so that each block of `into` stays in cache while the
+ * slabs stream past it. */
 #define TS_SUM_BLOCK 4096
 
 static ts_sums ts_dense_sum(ts_table *into, ts_table *const *slabs, int n_slabs)
 {
-    ts_sums sums = {0, 0, 0, 0.0, 0.0};
-    for (int i = 0; i < n_slabs; ++i) ts_dense32_sums(slabs[i], &sums);
-    if (into == NULL) return sums;
-    uint64_t *const to = into->dense;
-    const uint64_t cells = (uint64_t)1 << into->dense_bits;
+    ts_values values;
+    memset(&values, 0, sizeof(values));
+    const uint64_t cells = (uint64_t)1 << slabs[0]->dense_bits;
+    uint64_t *const to = into != NULL ? into->dense : NULL;
     int64_t size = 0;
     for (uint64_t begin = 0; begin < cells; begin += TS_SUM_BLOCK) {
         const uint64_t end = begin + TS_SUM_BLOCK < cells ? begin + TS_SUM_BLOCK : cells;
-        const uint32_t *const first = slabs[0]->dense32;
-        for (uint64_t state = begin; state < end; ++state) to[state] = first[state];
-        for (int i = 1; i < n_slabs; ++i) {
+        for (int i = 0; i < n_slabs; ++i) {
             const uint32_t *const add = slabs[i]->dense32;
-            for (uint64_t state = begin; state < end; ++state) to[state] += add[state];
+            ts_values_add(&values, add + begin, (int64_t)(end - begin));
+            if (to == NULL) continue;
+            if (i == 0)
+                for (uint64_t state = begin; state < end; ++state) to[state] = add[state];
+            else
+                for (uint64_t state = begin; state < end; ++state) to[state] += add[state];
         }
-        for (uint64_t state = begin; state < end; ++state) size += to[state] != 0;
+        for (uint64_t state = begin; to != NULL && state < end; ++state)
+            size += to[state] != 0;
     }
-    into->size = size;
-    return sums;
+    if (into != NULL) into->size = size;
+    return ts_values_sums(&values);
 }
 
 /* (state, label) pairs of a narrow layer buffered as 32-bit words, state |

@@ -52,13 +52,6 @@ typedef struct {
     int dense_bits;       /* > 0: a dense table of 2**dense_bits counts */
     uint64_t *dense;
     uint32_t *dense32;    /* instead of dense: 32-bit counts (per-label tables, ts_dense.h) */
-    /* dense32 only (see ts_dense.h): how many cells hold each count below
-     * TS_SMALL_COUNTS (freqs[0] unused), and the cells whose count reached
-     * TS_SMALL_COUNTS, while at most large_cap did (large_cap + 1 entries,
-     * the last written past the cap). */
-    uint32_t *freqs;
-    uint32_t *large;
-    int64_t n_large, large_cap;
 } ts_table;
 
 /* A row on its way into a table: its hash and either its row index or, for
@@ -103,21 +96,13 @@ static void ts_table_free(ts_table *t)
     if (t->dense32 != NULL)
         ts_cache_release(&ts_dense_cache, t->dense32,
                          ((size_t)1 << t->dense_bits) * sizeof(uint32_t));
-    free(t->freqs);
-    free(t->large);
     memset(t, 0, sizeof(*t));
 }
 
-/* Per-label tables (dense32, ts_dense.h) keep how many of their cells hold
- * each count below this. */
-#define TS_SMALL_COUNTS 64
-
-/* Bytes of memory a dense table of 32-bit counts of dense_bits holds: its
- * cells, its counts' frequencies and the list of its cells of large counts. */
+/* Bytes of memory a dense table of 32-bit counts of dense_bits holds. */
 static int64_t ts_dense32_memory(int dense_bits)
 {
-    const int64_t cells = (int64_t)1 << dense_bits;
-    return (int64_t)sizeof(uint32_t) * (cells + TS_SMALL_COUNTS + (cells / TS_SMALL_COUNTS + 1));
+    return ((int64_t)1 << dense_bits) * (int64_t)sizeof(uint32_t);
 }
 
 /* Bytes of memory the table holds. */

@@ -128,8 +128,7 @@ def labelled_images(channels, offset):
 
 @pytest.mark.parametrize("layout, channels, memory_limit", [
     ("words, then slabs (merged)", 6, None),
-    # 2 slabs of 64 cells (520 bytes with what they keep) fit a quarter, not 3
-    ("slabs, then hashed and spilled", 6, 4320),
+    ("slabs, then hashed and spilled", 6, 2048),  # 2 slabs of 256 bytes fit a quarter
     ("hashed", 24, None),  # states too wide for dense tables
 ])
 @pytest.mark.parametrize("offset", [0, 1000, -5])  # labels of 1, 2 and 8 bytes

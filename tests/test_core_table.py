@@ -208,7 +208,7 @@ def test_dense_slabs_count_each_label_apart(bits, per_sample, threads):
     label_of_row = np.repeat(slab_of, per_sample)
     for slab, table in enumerate(slabs):
         assert_counts([table], keys[label_of_row == slab])
-    assert slabs[0].is_narrow and slabs[0].memory == _table.narrow_memory(bits) > 4 << bits
+    assert slabs[0].is_narrow and slabs[0].memory == _table.narrow_memory(bits) == 4 << bits
     total = _table.CountTable((bits + 7) // 8, bits)  # 64-bit counts: the sum over labels
     _table.sum_dense(total, slabs)
     assert_counts([total], keys)
@@ -224,8 +224,8 @@ def numpy_sums(counts):
 @pytest.mark.parametrize("rows_per_round", [40, 3_000])
 def test_sum_dense_gives_the_total_and_the_sums_of_the_pairs(rows_per_round):
     """Summing the slabs again after each round of counting into them (the
-    total overwritten), the total and the pairs' sums (kept by the slabs as
-    they count) equal NumPy's; slabs taken from the cache start empty."""
+    total overwritten), the total and the pairs' sums (read in the same pass)
+    equal NumPy's; slabs taken from the cache start empty."""
     rng = np.random.default_rng(rows_per_round)
     bits, labels = 12, 3  # lists of 256 cells
     slabs = [_table.CountTable(2, bits, narrow=True) for _ in range(labels)]
@@ -268,11 +268,11 @@ def test_firing_counts_from_byte_histograms_equal_numpy(width):
         _table.firing_counts(np.zeros((2, 255), np.uint64))
 
 
-@pytest.mark.parametrize("large_cells", [50, 200])  # within the list of 64, past it
-def test_slab_sums_from_the_frequencies_they_keep_equal_numpy(large_cells):
-    """A slab keeps how many cells hold each small count and which reached a
-    large one (64 or more): merged (weighted) counts, small and large, then
-    unit counts that carry cells past 64, give NumPy's sums."""
+@pytest.mark.parametrize("large_cells", [50, 200])
+def test_slab_sums_equal_numpy(large_cells):
+    """The sums over a slab's counts (tallied by value below 64, one by one
+    above): merged (weighted) counts, small and large, then unit counts that
+    carry cells past 64, give NumPy's sums."""
     rng = np.random.default_rng(large_cells)
     slab = _table.CountTable(2, 12, narrow=True)
     states = rng.permutation(1 << 12)[:1000].astype(np.uint16)

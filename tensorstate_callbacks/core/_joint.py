@@ -343,16 +343,16 @@ class JointCounts:
     def fold_into(self, table) -> None:
         """Make the states' dense ``table`` hold each state's count over every
         label (see :meth:`~._engine.CountEngine.derive_from`), and keep the
-        sums of the pairs' counts, which the slabs keep as they count (see
-        :meth:`sums`)."""
+        sums of the pairs' counts, read in the same pass (see :meth:`sums`)."""
         self._sums = CountSums(*_table.sum_dense(table, self._slabs))
         self.stale = False
 
     def sums(self) -> CountSums:
         """The :class:`~.metrics.CountSums` of the pairs' counts (what their
-        entropy needs): of the slabs, from the frequencies of their counts
-        that they keep as they count (read with the states' table); of the
-        hash engine, read from its tables in place.
+        entropy needs): of the words, by their counting sort; of the slabs,
+        read with the pass that sums them into the states' table (or by a
+        pass of their own, where none did since they changed); of the hash
+        engine, read from its tables in place.
 
         Raises:
             IncompleteCountsError: the counts are incomplete.
