@@ -52,9 +52,10 @@ static inline void ts_dense32_add(ts_table *t, uint32_t state, uint32_t count)
 
 /* Sums over counts by how many counts have each small value: counts below
  * TS_SMALL_COUNTS are tallied in four lanes (counts that repeat, zeros most
- * of all, would otherwise wait on each other's stores; zeros are skipped
- * four at a time), instead of a logarithm and a compensated add each;
- * larger ones go to `large` as they come.  ts_values_sums gives the sums. */
+ * of all, would otherwise wait on each other's stores), instead of a
+ * logarithm and a compensated add each; four counts of at most 1 (most of a
+ * slab's, zeros and ones) are added to the ones in a register, and larger
+ * counts go to `large` as they come.  ts_values_sums gives the sums. */
 #define TS_SMALL_COUNTS 64
 
 typedef struct {
@@ -64,11 +65,17 @@ typedef struct {
 
 static void ts_values_add(ts_values *v, const uint32_t *counts, int64_t n)
 {
+    const uint64_t above_one = 0xfffffffefffffffeULL; /* bits of two counts past 1 */
+    uint64_t ones = 0;
     int64_t i = 0;
     for (; i + 4 <= n; i += 4) {
         uint64_t four[2];
         memcpy(four, counts + i, sizeof(four));
-        if ((four[0] | four[1]) == 0) continue;
+        if (((four[0] | four[1]) & above_one) == 0) {
+            const uint64_t both = four[0] + four[1]; /* each 32-bit half: 0, 1 or 2 */
+            ones += (both & 0xffffffffULL) + (both >> 32);
+            continue;
+        }
         for (int lane = 0; lane < 4; ++lane) {
             const uint64_t c = counts[i + lane];
             v->lanes[lane][c < TS_SMALL_COUNTS ? c : 0] += 1;
@@ -82,6 +89,7 @@ static void ts_values_add(ts_values *v, const uint32_t *counts, int64_t n)
         else
             ts_sums_add(&v->large, &c, 1, 1);
     }
+    v->lanes[1][1] += ones;
 }
 
 /* Adds to s the sums over counts given by their frequencies: freqs[c] counts
