@@ -17,10 +17,11 @@ A :class:`JointCounts` keeps the pairs of one counter in one of three layouts:
   table of its own (its "slab", of 32-bit counts: a slab whose total would
   pass 2**32 - 1 moves every pair to the hashed layout) and a state counts
   into its label's slab alone (LeNet's ``conv_1``: 20 neurons, 10 labels,
-  40 MiB).  The states'
-  own dense table is then the sum of the slabs, made when it is next read
-  or counted into (:meth:`~._engine.CountEngine.derive_from`): a labelled
-  state costs one count, as an unlabelled one;
+  40 MiB).  The states' own dense table is then the sum of the slabs, made
+  when it is next read or counted into
+  (:meth:`~._engine.CountEngine.derive_from`), in a pass that also tallies
+  the pairs' counts for their sums: a labelled state costs one count, as an
+  unlabelled one;
 - *hashed*: otherwise a :class:`~._engine.CountEngine` of (state, label)
   keys, the packed state followed by the label in a few bytes (the first
   label past the slabs' budget moves the slabs' counts there).
