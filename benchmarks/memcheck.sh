@@ -11,8 +11,9 @@
 # 4 KiB and 8 KiB states, the float32 kernels of every instruction set
 # (portable C, SSE2, AVX2), unaligned and broadcast (zero-stride) inputs, views
 # whose state axes do not merge (several leading views), dense counting on
-# three threads into per-thread copies, and weighted counting into shards on
-# two and three threads.  Every result is also compared with plain NumPy.
+# three threads into per-thread copies, weighted counting into shards on
+# two and three threads, and counting with labels (pairs as words, per-label
+# tables and hashed pairs; mutual information, merge, pickle, firing rates).  Every result is also compared with plain NumPy.
 #
 # Valgrind reports some errors inside CPython and NumPy themselves; the script
 # fails (exit 1) only for errors whose stack goes through our extension
@@ -157,6 +158,34 @@ with warnings.catch_warnings():
     assert spilled.distinct_count == reference_counter.distinct_count
     spilled.reset_states()
 print("spill ok")
+
+import pickle
+
+
+def plug_in_entropy(keys):
+    _, counts = np.unique(keys, axis=0, return_counts=True)
+    p = counts / counts.sum()
+    return float(-(p * np.log2(p)).sum())
+
+
+for width, rows in ((12, 40_000), (20, 300_000), (45, 30_000)):  # labels: words, slabs, hashed
+    x = rng.random((rows, width)) < 0.3
+    y = rng.integers(0, 10, size=rows)
+    counter = StateCounter(f"labels{width}")
+    for part, labels in zip(np.array_split(x, 7), np.array_split(y, 7)):
+        counter.add(part, labels=labels)
+    keys = reference(x)
+    pairs = np.concatenate([keys, y.astype(np.uint8)[:, None]], axis=1)
+    expected = plug_in_entropy(keys) + plug_in_entropy(y[:, None]) - plug_in_entropy(pairs)
+    assert math.isclose(counter.mutual_information(), expected, rel_tol=1e-9, abs_tol=1e-9)
+    copy = pickle.loads(pickle.dumps(counter))
+    copy.merge(counter)
+    assert math.isclose(copy.mutual_information(), expected, rel_tol=1e-9, abs_tol=1e-9)
+    assert np.all(counter.firing_rates() == x.mean(axis=0))
+    counter.reset_states()
+    counter.add(x[:1000], labels=y[:1000])  # a second measurement, started as the first ended
+    assert counter.state_count == 1000
+print("labels ok")
 
 from tensorstate_callbacks.core import packing
 
