@@ -47,7 +47,7 @@ typedef struct {
 #define TS_FIRES_F16(v) ((v) > 0 && (v) <= 0x7c00)
 #define TS_FIRES_BF16(v) ((v) > 0 && (v) <= 0x7f80)
 
-/* (ts_pack_rows_f32 is unused where x86 kernels replace it.) */
+/* (Not every kind uses each function the macro defines.) */
 #define TS_DEFINE_PACK(SUFFIX, T, FIRES)                                        \
 __attribute__((unused))                                                         \
 static void ts_pack_rows_##SUFFIX(const ts_view *v, uint8_t *out,               \

@@ -72,6 +72,12 @@ static void ts_fire_bits_f32_avx2(const float *x, int64_t count, uint8_t *bits)
     ts_fire_bits_f32_sse2(x + j, count - j, bits + j / 8);
 }
 
+static void ts_fire_bits_f32(ts_isa isa, const float *x, int64_t count, uint8_t *bits)
+{
+    if (isa == TS_ISA_AVX2) ts_fire_bits_f32_avx2(x, count, bits);
+    else ts_fire_bits_f32_sse2(x, count, bits);
+}
+
 /* ---- Rows with contiguous neurons: a row's bits are those of its n values ---- */
 
 static void ts_pack_rows_f32_x86(ts_isa isa, const ts_view *v, uint8_t *out,
@@ -82,8 +88,7 @@ static void ts_pack_rows_f32_x86(ts_isa isa, const ts_view *v, uint8_t *out,
     for (int64_t row = row_begin; row < row_end; ++row, ++s) {
         if (s == v->n_states) { s = 0; ++a; }
         const float *x = (const float *)(v->base + a * v->stride_outer + s * v->stride_state);
-        if (isa == TS_ISA_AVX2) ts_fire_bits_f32_avx2(x, n, out + row * nb);
-        else ts_fire_bits_f32_sse2(x, n, out + row * nb);
+        ts_fire_bits_f32(isa, x, n, out + row * nb);
     }
 }
 
@@ -119,29 +124,23 @@ static void ts_pack_run_f32(ts_isa isa, const ts_view *v, uint8_t *out, int64_t 
         if (m > row_end - row) m = row_end - row;
         const float *x = (const float *)(v->base + a * v->stride_outer + s * v->stride_state);
         if (n % 8 == 0) {
-            if (isa == TS_ISA_AVX2) ts_fire_bits_f32_avx2(x, m * n, out + row * nb);
-            else ts_fire_bits_f32_sse2(x, m * n, out + row * nb);
+            ts_fire_bits_f32(isa, x, m * n, out + row * nb);
             row += m;
             continue;
         }
         if (m > TS_RUN_ROWS) m = TS_RUN_ROWS;
-        if (isa == TS_ISA_AVX2) ts_fire_bits_f32_avx2(x, m * n, bits);
-        else ts_fire_bits_f32_sse2(x, m * n, bits);
+        ts_fire_bits_f32(isa, x, m * n, bits);
         memset(bits + (m * n + 7) / 8, 0, 8);
         uint8_t *o = out + row * nb;
         const int64_t room = (row_end - row) * nb;
-        int64_t r = 0;
-        for (; r < m && r * nb + 8 <= room; ++r) { /* the word's surplus: the next row's */
+        for (int64_t r = 0; r < m; ++r) {
             uint64_t word;
             memcpy(&word, bits + r * n / 8, 8);
             word = (word >> (r * n % 8)) & keep;
-            memcpy(o + r * nb, &word, 8);
-        }
-        for (; r < m; ++r) {
-            uint64_t word;
-            memcpy(&word, bits + r * n / 8, 8);
-            word = (word >> (r * n % 8)) & keep;
-            for (int64_t byte = 0; byte < nb; ++byte) o[r * nb + byte] = (uint8_t)(word >> (8 * byte));
+            if (r * nb + 8 <= room) /* the word's surplus: the next row's */
+                memcpy(o + r * nb, &word, 8);
+            else
+                for (int64_t byte = 0; byte < nb; ++byte) o[r * nb + byte] = (uint8_t)(word >> (8 * byte));
         }
         row += m;
     }
