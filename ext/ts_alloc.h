@@ -43,10 +43,15 @@ static void *ts_alloc(size_t bytes)
     return memory;
 }
 
-/* Memory for `bytes`, zeroed. */
+/* Memory for `bytes`, zeroed by writing it.  Not calloc: it leaves fresh
+ * pages to the kernel, and a table's slots are read before they are written.
+ * The first read of such a page maps the shared zero page, the first write
+ * then copies it and flushes the TLB of every CPU the process runs on (an
+ * interprocessor interrupt, costly in a virtual machine: resizing the tables
+ * of a 64-channel layer spent half its time there).  A written page is
+ * faulted in once, already the process's own. */
 static void *ts_alloc_zeroed(size_t bytes)
 {
-    if (bytes < TS_HUGE_PAGE) return calloc(1, bytes);
     void *memory = ts_alloc(bytes);
     if (memory != NULL) memset(memory, 0, bytes);
     return memory;
