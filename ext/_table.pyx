@@ -6,6 +6,7 @@ A table holds the distinct states of one width and their counts; functions
 count rows into lists of tables on threads of their own, releasing the GIL.
 """
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from cpython.buffer cimport PyBuffer_FillInfo
 from libc.stdlib cimport free, malloc
 
 import numpy as np
@@ -22,6 +23,11 @@ cdef extern from "ts_hash.h" nogil:
                             int32_t *out)
 
 cdef extern from "ts_alloc.h" nogil:
+    ctypedef struct ts_cache:
+        pass
+    ts_cache ts_scratch_cache
+    void *ts_cache_take(ts_cache *cache, size_t bytes, int zeroed)
+    void ts_cache_release(ts_cache *cache, void *block, size_t bytes)
     int ts_register_fork_handlers()
 
 cdef extern from "ts_table.h" nogil:
@@ -504,6 +510,38 @@ def word_counts(const uint32_t[::1] words, int word_bits):
     [[3, 7], [1, 3]]
     """
     return _count_words(words, word_bits, True)[1:]
+
+
+cdef class _ScratchBlock:
+    """Memory from the scratch cache (ts_alloc.h), given back when freed; a
+    buffer of its bytes (see :func:`word_buffer`)."""
+    cdef void *block
+    cdef size_t size
+
+    def __getbuffer__(self, Py_buffer *buffer, int flags):
+        PyBuffer_FillInfo(buffer, self, self.block, self.size, 0, flags)
+
+    def __dealloc__(self):
+        ts_cache_release(&ts_scratch_cache, self.block, self.size)
+
+
+def word_buffer(int64_t words):
+    """``uint32[words]``, not zeroed, in memory that goes back to a cache of
+    the compiled core when the array is freed, for the next buffer: the words
+    of (state, label) pairs are buffered anew every epoch, and fresh memory
+    costs a page fault per page.
+
+    Raises:
+        MemoryError: when the memory cannot be had.
+    """
+    if words < 0:
+        raise ValueError(f"words={words} must be >= 0")
+    cdef _ScratchBlock owner = _ScratchBlock()
+    owner.size = <size_t>max(words, 1) * sizeof(uint32_t)
+    owner.block = ts_cache_take(&ts_scratch_cache, owner.size, 0)
+    if owner.block == NULL:
+        raise MemoryError(f"out of memory for {words} words")
+    return np.frombuffer(owner, np.uint32, words)
 
 
 def narrow_memory(int dense_bits):

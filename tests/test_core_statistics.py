@@ -224,6 +224,28 @@ def test_a_counter_whose_last_measurement_had_many_pairs_starts_with_slabs():
             joint_reference(packed, np.repeat(labels[:samples], 16)), rel=1e-12)
 
 
+def test_words_of_each_measurement_are_exact_in_reused_buffers():
+    """Each measurement buffers its words in memory that the one before gave
+    back (holding its words), sized by the one before: fewer words than
+    before, then more (the buffer grows), each exact against NumPy."""
+    images, labels = labelled_images(16, 0)
+    counter = StateCounter("epochs")
+    for first, samples in ((0, 200), (100, 40), (40, 360), (0, 8)):
+        counter.reset_states()
+        batches = np.array_split(np.arange(first, first + samples), 4)
+        for batch in batches:
+            counter.add(images[batch], neuron_axis=1, labels=labels[batch])
+        assert counter._joint._words is not None
+        packed = packed_states(images[first:first + samples], neuron_axis=1)
+        per_state = np.repeat(labels[first:first + samples], 16)
+        assert counter.mutual_information() == pytest.approx(
+            joint_reference(packed, per_state), rel=1e-12)
+        keys = np.concatenate([packed, per_state[:, None].astype(np.uint8)], axis=1)
+        _, pair_counts = np.unique(keys, axis=0, return_counts=True)
+        got = np.concatenate([c for _, c in counter.joint_count_chunks()])
+        np.testing.assert_array_equal(np.sort(got), np.sort(pair_counts))
+
+
 def test_pairs_whose_counts_pass_32_bits_move_to_the_hashed_layout():
     """Per-label tables hold 32-bit counts: merged counts that would pass
     2**32 - 1 move every pair to the hashed layout, and stay exact."""

@@ -312,6 +312,26 @@ def test_word_sums_equal_numpy(word_bits):
             _table.word_sums(np.array([1 << word_bits], np.uint32), word_bits)
 
 
+def test_word_buffers_reuse_memory_given_back():
+    """A word buffer's memory goes back to the core's cache when its array is
+    freed, and serves the next buffer; an array cut from a buffer keeps it."""
+    first = _table.word_buffer(1000)
+    assert first.dtype == np.uint32 and first.shape == (1000,) and first.flags.writeable
+    first[:] = np.arange(1000)
+    address = first.ctypes.data
+    part = first[10:20]
+    del first
+    np.testing.assert_array_equal(part, np.arange(10, 20))  # still held by `part`
+    del part
+    again = _table.word_buffer(900)  # of the same size class: the block given back
+    assert again.ctypes.data == address
+    again[:] = 7
+    assert np.all(again == 7) and again.shape == (900,)
+    assert _table.word_buffer(0).shape == (0,)
+    with pytest.raises(ValueError, match="words=-1"):
+        _table.word_buffer(-1)
+
+
 @pytest.mark.parametrize("bits, per_sample", [(6, 1), (6, 5), (20, 3)])
 def test_pair_words_put_the_label_index_above_the_state(bits, per_sample):
     rng = np.random.default_rng(bits + per_sample)

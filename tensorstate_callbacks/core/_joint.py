@@ -134,7 +134,10 @@ class JointCounts:
             self._hash_slabs()
         elif state_neurons < _WORD_BITS - 1 and (
                 last_epoch is None or last_epoch[0] <= self._words_pay(last_epoch[1])):
-            self._words = np.empty(0, np.uint32)
+            # room for as many words as the last measurement had (within the cap)
+            expected = 0 if last_epoch is None else last_epoch[0]
+            self._words = _table.word_buffer(
+                min(expected, self.memory_limit // 4 // _WORD_BYTES))
 
     @property
     def num_neurons(self) -> int:
@@ -296,10 +299,10 @@ class JointCounts:
         return (self._buffered + rows) * _WORD_BYTES <= self.memory_limit // 4
 
     def _room_for_words(self, rows: int) -> np.ndarray:
-        """Where the next ``rows`` words go (the buffer doubles when full)."""
+        """Where the next ``rows`` words go (the buffer doubles when full; its
+        memory is reused from epoch to epoch: see ``_table.word_buffer``)."""
         if self._buffered + rows > len(self._words):
-            grown = np.empty(max(2 * len(self._words), self._buffered + rows, 1 << 16),
-                             np.uint32)
+            grown = _table.word_buffer(max(2 * len(self._words), self._buffered + rows, 1 << 16))
             grown[:self._buffered] = self._words[:self._buffered]
             self._words = grown
         return self._words[self._buffered:self._buffered + rows]
