@@ -176,6 +176,16 @@ static ts_status ts_table_reserve(ts_table *t, int64_t keys, int upper_bound)
     return capacity == t->capacity ? TS_OK : ts_table_resize(t, capacity);
 }
 
+/* Forgets every key of a hash table but keeps its memory, zeroed: counting
+ * as many keys again (the next epoch of a layer) neither grows the table nor
+ * faults in fresh pages. */
+static void ts_table_clear(ts_table *t)
+{
+    memset(t->slots, 0, (size_t)t->capacity * sizeof(ts_slot));
+    memset(t->sketch, 0, sizeof(t->sketch));
+    t->size = 0;
+}
+
 /* Adds `count` (> 0) occurrences of one wide key (> 8 bytes) whose hash is h. */
 static ts_status ts_table_add_wide(ts_table *t, const uint8_t *key, uint64_t h, uint64_t count)
 {

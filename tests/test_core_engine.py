@@ -295,3 +295,54 @@ def test_reads_between_batches_see_every_state(width, rows, how, tmp_path):
             np.testing.assert_array_equal(counter.firing_counts(), everything.sum(axis=0))
             assert counter.distinct_count == len(counts)
     assert counter.is_spilled == (how == "spilled")
+
+
+@pytest.mark.parametrize("width", [24, 64, 65, 300])
+def test_reset_keeps_the_hash_tables_for_the_next_epoch(width):
+    """A layer's next epoch counts into the tables of the last (cleared, not
+    made anew), exactly, with fewer and with more states than before, and
+    rows still buffered at the reset are forgotten."""
+    rng = np.random.default_rng(width)
+    epochs = [(rng.random((rows, width)) < 0.5).astype(np.float32)
+              for rows in (40_000, 5_000, 60_000)]
+    counter = StateCounter("layer")
+    engine = None
+    for x in epochs:
+        counter.add(x[:100])  # buffered: forgotten by the reset below
+        counter.reset_states()
+        for start in range(0, len(x), 4_096):  # probe-sized batches, buffered
+            counter.add(x[start:start + 4_096], threads=1)
+        counter.add(x[:7])
+        expected = np.concatenate([x, x[:7]])
+        assert_counts_match(counter, Expected.of_values(expected), alphas=[0, 1, math.inf])
+        assert engine is None or counter._engine is engine  # the same tables again
+        engine = counter._engine
+
+
+def test_reset_then_another_width_or_labels_counts_anew():
+    rng = np.random.default_rng(3)
+    counter = StateCounter("layer")
+    counter.add(rng.random((30_000, 40)) < 0.5)
+    counter.reset_states()
+    other = rng.random((20_000, 70)) < 0.5  # another width: new tables
+    counter.add(other)
+    assert_counts_match(counter, Expected.of_values(other), alphas=[1])
+    counter.reset_states()
+    labels = rng.integers(0, 3, size=len(other))
+    counter.add(other, labels=labels)
+    assert_counts_match(counter, Expected.of_values(other), alphas=[1])
+    counter.reset_states()
+    counter.add(other[:500])
+    assert_counts_match(counter, Expected.of_values(other[:500]), alphas=[1])
+
+
+def test_a_failed_first_batch_after_reset_leaves_the_counter_usable():
+    rng = np.random.default_rng(4)
+    x = rng.random((30_000, 40)) < 0.5
+    counter = StateCounter("layer")
+    counter.add(x)
+    counter.reset_states()
+    with pytest.raises(TypeError):
+        counter.add(np.array([["a", "b"]]))
+    counter.add(x[:9_000])
+    assert_counts_match(counter, Expected.of_values(x[:9_000]), alphas=[1])

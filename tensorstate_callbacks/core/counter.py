@@ -215,7 +215,9 @@ class StateCounter:
     def reset_states(self) -> None:
         """Forget every state seen so far, stored raw states included.
 
-        The next batch may have another number of neurons.
+        The next batch may have another number of neurons.  The hash tables'
+        memory is kept for the next states of the same width (a layer's next
+        epoch): they are counted without growing the tables again.
 
         Example:
             >>> counter = StateCounter()
@@ -243,6 +245,9 @@ class StateCounter:
             for engine in (self._engine, getattr(self, "_joint", None)):
                 if engine is not None:
                     engine.close()
+            # Tables sized by these states, for the next ones of the same width.
+            self._reusable_engine = (self._engine if self._engine is not None
+                                     and not self._labelled and self._engine.clear() else None)
             if getattr(self, "_labelled", None):  # how the pairs of the next epoch start
                 self._last_labelled = (self._state_count, len(self._label_counts))
             self._engine: CountEngine | None = None  # created by the first batch
@@ -509,8 +514,11 @@ class StateCounter:
         """The engine counting states of ``num_neurons`` neurons (made by the
         first batch); a ValueError for states of another width."""
         if self._engine is None:
-            self._engine = CountEngine(self.name, num_neurons, self.memory_limit,
-                                       self.spill_dir, self.threads, self._warn_spilled)
+            reusable, self._reusable_engine = self._reusable_engine, None
+            self._engine = (reusable if reusable is not None
+                            and reusable.num_neurons == num_neurons
+                            else CountEngine(self.name, num_neurons, self.memory_limit,
+                                             self.spill_dir, self.threads, self._warn_spilled))
         elif num_neurons != self._engine.num_neurons:
             raise ValueError(
                 f"{self.name}: got states of {num_neurons} neurons, but this counter holds "
@@ -994,7 +1002,7 @@ class StateCounter:
         copy (two counters must not share a storage path)."""
         with self._lock:
             state = {k: v for k, v in self.__dict__.items()
-                     if k not in ("_lock", "_engine", "_joint", "_store")}
+                     if k not in ("_lock", "_engine", "_joint", "_store", "_reusable_engine")}
             state["_joint_copy"] = None if self._joint is None else (
                 self._joint.num_neurons, *_concatenated(self._joint.count_chunks(),
                                                         self._joint.key_bytes))
