@@ -1,7 +1,7 @@
 """Lightning validation of models researchers train, with and without the callback.
 
     python benchmarks/bench_models.py [--repeats 5] [--images 500] [--sequences 256]
-                                      [--profile]
+                                      [--epochs 3] [--profile]
 
 * A CIFAR-shaped ResNet-18 (BasicBlocks 64-128-256-512, 1x1 projection
   shortcuts) over 500 random 32x32 images, batch 100: without the callback,
@@ -16,6 +16,11 @@
   mode; any forward hook on a submodule turns that off (PyTorch's rule), and
   a layer's activations cannot be read without one: the do-nothing hooks show
   what that alone costs, apart from the callback's own work.
+
+Each table is followed by the same configurations inside ``fit`` (``--epochs``
+epochs of one training batch each): the validations after the first, which
+is what each epoch of training costs once the callback's counters have
+measured one epoch (their tables are kept, cleared, from epoch to epoch).
 
 Runs alternate between configurations (the order rotates every repeat), so
 every configuration sees the same machine noise; the table shows median wall
@@ -70,6 +75,27 @@ class Classifier(L.LightningModule):
         x, y = batch
         self.log("val_acc", (self(x).argmax(1) == y).float().mean())
 
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.cross_entropy(self(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=1e-3)
+
+
+class ValidationClock(L.Callback):
+    """Wall seconds of each validation run inside ``fit`` (its epoch start and
+    end hooks included, every callback's)."""
+
+    def __init__(self):
+        self.seconds = []
+
+    def on_validation_start(self, trainer, pl_module):
+        self._start = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module):
+        self.seconds.append(time.perf_counter() - self._start)
+
 
 def validate(model, loader, callbacks) -> float:
     """Wall seconds of one ``trainer.validate`` run."""
@@ -78,6 +104,20 @@ def validate(model, loader, callbacks) -> float:
     start = time.perf_counter()
     trainer.validate(model, loader, verbose=False)
     return time.perf_counter() - start
+
+
+def later_epochs(model, loader, callbacks, epochs: int) -> float:
+    """Median wall seconds of the validations after the first in a ``fit`` of
+    ``epochs`` epochs (one training batch each): what every epoch of training
+    costs once the callback's counters have measured one epoch."""
+    clock = ValidationClock()
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, max_epochs=epochs,
+                        limit_train_batches=1, num_sanity_val_steps=0,
+                        callbacks=[*callbacks, clock], enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, loader, loader)
+    model.eval()
+    return statistics.median(clock.seconds[1:])
 
 
 def loader(shape: tuple[int, ...], count: int, batch: int) -> DataLoader:
@@ -177,6 +217,26 @@ def measure(name: str, model, data, configurations: dict, repeats: int) -> None:
               f"{', '.join(f'{t:.2f}' for t in times[label])} |")
 
 
+def measure_later_epochs(model, data, configurations: dict, repeats: int, epochs: int) -> None:
+    """Alternate the configurations as :func:`measure` does, each a ``fit`` of
+    ``epochs`` epochs timed by :func:`later_epochs`, and print one table."""
+    times = {label: [] for label in configurations}
+    labels = list(configurations)
+    for repeat in range(repeats):
+        for label in labels[repeat % len(labels):] + labels[:repeat % len(labels)]:
+            callbacks = callbacks_for(configurations[label])
+            times[label].append(later_epochs(model, data, callbacks, epochs))
+    base = statistics.median(times[labels[0]])
+    print(f"\nthe same inside fit: validations 2 to {epochs} of each run, {repeats} repeats")
+    print("| configuration | median s of a later validation | ratio of medians |"
+          " median of ratios | runs (s) |\n|---|---|---|---|---|")
+    for label in labels:
+        wall = statistics.median(times[label])
+        paired = statistics.median(t / b for t, b in zip(times[label], times[labels[0]]))
+        print(f"| {label} | {wall:.3f} | {wall / base:.3f} | {paired:.3f} | "
+              f"{', '.join(f'{t:.2f}' for t in times[label])} |")
+
+
 def callback_for(attach_to: list[str]) -> StateSpaceCallback:
     return StateSpaceCallback(attach_to=attach_to, accuracy_key="val_acc", log_histograms=False,
                               log_images=False, log_hparams=False)
@@ -188,23 +248,29 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=500, help="ResNet images (batch 100)")
     parser.add_argument("--sequences", type=int, default=256,
                         help="Transformer sequences (batch 32)")
+    parser.add_argument("--epochs", type=int, default=3,
+                        help="epochs of the fit whose later validations are timed (< 2: none)")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
     resnet = Classifier(ResNet()).eval()
     images = loader((3, 32, 32), args.images, 100)
-    measure(f"CIFAR-shaped ResNet-18, {args.images} images, batch 100", resnet, images, {
-        "without callback": None,
-        "Conv2d": ["Conv2d"],
-        "Conv2d + BatchNorm2d + ReLU": ["Conv2d", "BatchNorm2d", "ReLU"],
-    }, args.repeats)
-    encoder = Classifier(Encoder()).eval()
-    sequences = loader((128, 256), args.sequences, 32)
-    measure(f"TransformerEncoder, 4 layers, d=256, {args.sequences} sequences of 128, batch 32",
-            encoder,
-            sequences, {"without callback": None, "forward hooks doing nothing": EmptyHooks(
-                "Linear"), "Linear": ["Linear"]}, args.repeats)
+    models = [
+        (f"CIFAR-shaped ResNet-18, {args.images} images, batch 100", resnet, images, {
+            "without callback": None,
+            "Conv2d": ["Conv2d"],
+            "Conv2d + BatchNorm2d + ReLU": ["Conv2d", "BatchNorm2d", "ReLU"]}),
+        (f"TransformerEncoder, 4 layers, d=256, {args.sequences} sequences of 128, batch 32",
+         Classifier(Encoder()).eval(), loader((128, 256), args.sequences, 32), {
+             "without callback": None,
+             "forward hooks doing nothing": EmptyHooks("Linear"),
+             "Linear": ["Linear"]}),
+    ]
+    for name, model, data, configurations in models:
+        measure(name, model, data, configurations, args.repeats)
+        if args.epochs >= 2:
+            measure_later_epochs(model, data, configurations, args.repeats, args.epochs)
     if args.profile:
         profiler = cProfile.Profile()
         profiler.enable()
