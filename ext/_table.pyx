@@ -35,12 +35,12 @@ cdef extern from "ts_table.h" nogil:
         int64_t key_bytes
         int64_t size
         int dense_bits
-        uint32_t *dense32
+        uint8_t *dense8
     ts_status ts_table_init(ts_table *t, int64_t key_bytes)
     void ts_table_free(ts_table *t)
     void ts_table_clear(ts_table *t)
     int64_t ts_table_memory(const ts_table *t)
-    int64_t ts_dense32_memory(int dense_bits)
+    int64_t ts_dense8_memory(int dense_bits)
     void ts_table_items(const ts_table *t, uint8_t *keys, uint64_t *counts)
     void ts_byte_histograms(const uint8_t *keys, const uint64_t *counts, int64_t n,
                             int64_t nb, uint64_t *hist)
@@ -59,7 +59,8 @@ cdef extern from "ts_table.h" nogil:
 
 cdef extern from "ts_dense.h" nogil:
     ts_status ts_dense_init(ts_table *t, int64_t key_bytes, int dense_bits, int narrow)
-    void ts_dense32_count(ts_table *t, const uint8_t *keys, const uint64_t *weights, int64_t n)
+    ts_status ts_dense8_count(ts_table *t, const uint8_t *keys, const uint64_t *weights,
+                              int64_t n)
     void ts_dense_count_threads(ts_table *const *tables, int n_tables, const uint8_t *keys,
                                 const uint64_t *weights, int64_t n)
     void ts_dense_fold(ts_table *into, ts_table *source)
@@ -68,11 +69,12 @@ cdef extern from "ts_dense.h" nogil:
     ts_status ts_count_words(const uint32_t *words, int64_t n, int word_bits, ts_sums *out,
                              uint32_t *distinct_words, uint64_t *counts, int64_t *n_distinct)
     void ts_dense_items(const ts_table *t, uint8_t *keys, uint64_t *counts)
+    int64_t ts_dense8_size(const ts_table *t)
     void ts_read_table(ts_gather *g, const ts_table *t)
     ts_sums ts_dense_sum(ts_table *into, ts_table *const *slabs, int n_slabs)
-    void ts_dense_count_slabs(ts_table *const *slabs, const uint8_t *keys,
-                              const int32_t *slab_of, int64_t samples, int64_t per_sample,
-                              int threads)
+    ts_status ts_dense_count_slabs(ts_table *const *slabs, const uint8_t *keys,
+                                   const int32_t *slab_of, int64_t samples, int64_t per_sample,
+                                   int threads)
 
 cdef extern from "ts_batch.h" nogil:
     # Limits of the C side (macros of the headers above), given Python
@@ -102,8 +104,9 @@ cdef class CountTable:
 
     A hash table by default; ``dense_bits=n`` (1 <= n <= DENSE_MAX_BITS) makes
     a dense array of 2**n counts for states of exactly n neurons instead, of
-    32-bit counts with ``narrow=True`` (per-label tables: see
-    :func:`count_dense_slabs`; their callers keep each one's total below 2**32).
+    byte counts with ``narrow=True`` (per-label tables: see
+    :func:`count_dense_slabs`; a count past 255 goes on in a table of 32-bit
+    cells made then, and their callers keep each one's total below 2**32).
     """
     cdef ts_table table
 
@@ -152,13 +155,17 @@ cdef class CountTable:
 
     @property
     def is_narrow(self):
-        """True for a dense table of 32-bit counts."""
-        return self.table.dense32 != NULL
+        """True for a dense table of byte counts (``narrow=True``)."""
+        return self.table.dense8 != NULL
 
     @property
     def distinct(self):
         """Number of distinct states held."""
-        return self.table.size
+        return self._size()
+
+    cdef int64_t _size(self) noexcept nogil:
+        # a table of byte counts does not keep its size as it counts
+        return ts_dense8_size(&self.table) if self.table.dense8 != NULL else self.table.size
 
     @property
     def memory(self):
@@ -173,9 +180,9 @@ cdef class CountTable:
 
     def counts(self):
         """The counts of :meth:`items` alone (uint64[distinct]), without the keys."""
-        counts = np.empty(self.table.size, dtype=np.uint64)
+        counts = np.empty(self._size(), dtype=np.uint64)
         cdef uint64_t[::1] c = counts
-        if self.table.size:
+        if counts.shape[0]:
             with nogil:
                 self._items(NULL, &c[0])
         return counts
@@ -187,11 +194,12 @@ cdef class CountTable:
 
     def items(self):
         """Return (keys uint8[distinct, key_bytes], counts uint64[distinct])."""
-        keys = np.empty((self.table.size, self.table.key_bytes), dtype=np.uint8)
-        counts = np.empty(self.table.size, dtype=np.uint64)
+        cdef int64_t size = self._size()
+        keys = np.empty((size, self.table.key_bytes), dtype=np.uint8)
+        counts = np.empty(size, dtype=np.uint64)
         cdef uint8_t[:, ::1] k = keys
         cdef uint64_t[::1] c = counts
-        if self.table.size:
+        if size:
             with nogil:
                 self._items(&k[0, 0], &c[0])
         return keys, counts
@@ -212,7 +220,7 @@ cdef ts_table **_tables(list tables, int64_t key_bytes, bint dense,
                         bint narrow=False) except NULL:
     """A malloc'd array of the tables' C structs (the caller frees it), after
     checking that they are CountTables of the right kind (``narrow``: of
-    32-bit counts) and width."""
+    byte counts) and width."""
     if not tables:
         raise ValueError("no tables to count into")
     for table in tables:
@@ -225,7 +233,7 @@ cdef ts_table **_tables(list tables, int64_t key_bytes, bint dense,
             raise ValueError("count_dense takes dense tables, count_rows hash tables"
                              f" (got {'a dense' if not dense else 'a hash'} table)")
         if (<CountTable>table).is_narrow != narrow:
-            raise ValueError(f"expected dense tables of {32 if narrow else 64}-bit counts")
+            raise ValueError(f"expected dense tables of {'byte' if narrow else '64-bit'} counts")
     if dense and len({(<CountTable>table).table.dense_bits for table in tables}) != 1:
         raise ValueError("dense tables of different widths")
     return _pointers(tables)
@@ -389,7 +397,7 @@ def read_tables(list tables, uint64_t[:, ::1] out=None):
     Releases the GIL.
 
     Raises:
-        ValueError: tables of different widths or of 32-bit counts, or an
+        ValueError: tables of different widths or of byte counts, or an
             ``out`` of the wrong shape.
     """
     if not tables:
@@ -422,7 +430,7 @@ def count_dense_slabs(list slabs, const uint8_t[:, ::1] keys, int64_t per_sample
     """Count (state, label) pairs into one dense table per label (its "slab").
 
     Args:
-        slabs: dense tables of 32-bit counts (``CountTable(..., narrow=True)``)
+        slabs: dense tables of byte counts (``CountTable(..., narrow=True)``)
             of one width, one per label; the caller keeps each one's total
             below 2**32.
         keys: uint8[samples * per_sample, key_bytes], the states of each sample
@@ -436,6 +444,9 @@ def count_dense_slabs(list slabs, const uint8_t[:, ::1] keys, int64_t per_sample
 
     Raises:
         ValueError: for bad arguments (nothing is counted then).
+        MemoryError: a slab's first count past 255 found no memory for the
+            table of what its counts hold past their byte (the counts are
+            then incomplete).
     """
     cdef int64_t samples = slab_of.shape[0]
     if per_sample < 1 or samples * per_sample != keys.shape[0]:
@@ -447,11 +458,14 @@ def count_dense_slabs(list slabs, const uint8_t[:, ::1] keys, int64_t per_sample
         raise ValueError(f"threads={threads} must be >= 1")
     threads = min(threads, len(slabs), TS_MAX_THREADS)
     cdef ts_table **pointers = _tables(slabs, keys.shape[1], True, True)
+    cdef ts_status status = TS_OK
     if samples:
         with nogil:
-            ts_dense_count_slabs(pointers, &keys[0, 0], &slab_of[0], samples, per_sample,
-                                 threads)
+            status = ts_dense_count_slabs(pointers, &keys[0, 0], &slab_of[0], samples,
+                                          per_sample, threads)
     free(pointers)
+    if status != TS_OK:
+        raise MemoryError("out of memory counting (state, label) pairs")
 
 
 def pair_words(const uint8_t[:, ::1] keys, int64_t per_sample, const int32_t[::1] index,
@@ -561,16 +575,17 @@ def word_buffer(int64_t words):
 
 
 def narrow_memory(int dense_bits):
-    """Bytes of memory a dense table of 32-bit counts (``narrow=True``) of
-    ``dense_bits`` neurons holds: its cells and what it keeps as it counts."""
+    """Bytes of memory a dense table of byte counts (``narrow=True``) of
+    ``dense_bits`` neurons holds at most: its cells, and the 32-bit cells its
+    first count past 255 adds."""
     if not 1 <= dense_bits <= TS_DENSE_MAX_BITS:
         raise ValueError(f"dense_bits={dense_bits} must be in [1, {TS_DENSE_MAX_BITS}]")
-    return ts_dense32_memory(dense_bits)
+    return ts_dense8_memory(dense_bits)
 
 
 def sum_dense(CountTable into, list slabs):
     """Make the dense table ``into`` (64-bit counts; None: no table) hold the
-    sum of the dense tables ``slabs`` (32-bit counts, one width, at least
+    sum of the dense tables ``slabs`` (byte counts, one width, at least
     one): each state's count over every label (what it held before is
     overwritten).
 
@@ -599,12 +614,20 @@ def sum_dense(CountTable into, list slabs):
 
 def count_narrow(CountTable table, const uint8_t[:, ::1] keys, const uint64_t[::1] weights=None):
     """Count the rows of ``keys`` (each ``weights[i]`` times, or once) into the
-    dense table of 32-bit counts ``table``; the caller keeps its total below
-    2**32.  Releases the GIL."""
+    dense table of byte counts ``table``; the caller keeps its total below
+    2**32.  Releases the GIL.
+
+    Raises:
+        MemoryError: no memory for the table of what counts hold past their
+            byte (part of the rows are counted then).
+    """
     cdef int64_t n = keys.shape[0]
     cdef const uint64_t *w = _weights(weights, n)
     cdef ts_table **pointers = _tables([table], keys.shape[1], True, True)
+    cdef ts_status status = TS_OK
     if n:
         with nogil:
-            ts_dense32_count(pointers[0], &keys[0, 0], w, n)
+            status = ts_dense8_count(pointers[0], &keys[0, 0], w, n)
     free(pointers)
+    if status != TS_OK:
+        raise MemoryError("out of memory counting (state, label) pairs")

@@ -23,9 +23,9 @@
 
 /* An empty dense table for states of dense_bits neurons (1 ..
  * TS_DENSE_MAX_BITS), stored in key_bytes = (dense_bits + 7) / 8 bytes: of
- * 64-bit counts (dense), or with `narrow` of 32-bit ones (dense32), the
- * per-label tables of labelled counting, half the memory (their callers
- * keep each table's total below 2**32). */
+ * 64-bit counts (dense), or with `narrow` of byte counts (dense8), the
+ * per-label tables of labelled counting (see ts_dense8_add_one; their
+ * callers keep each table's total below 2**32). */
 static ts_status ts_dense_init(ts_table *t, int64_t key_bytes, int dense_bits, int narrow)
 {
     memset(t, 0, sizeof(*t));
@@ -33,21 +33,76 @@ static ts_status ts_dense_init(ts_table *t, int64_t key_bytes, int dense_bits, i
         return TS_BAD_ARGUMENT;
     t->key_bytes = key_bytes;
     t->dense_bits = dense_bits;
-    const size_t cell_bytes = narrow ? sizeof(uint32_t) : sizeof(uint64_t);
+    const size_t cell_bytes = narrow ? sizeof(uint8_t) : sizeof(uint64_t);
     void *cells = ts_cache_take(&ts_dense_cache, ((size_t)1 << dense_bits) * cell_bytes, 1);
     if (narrow)
-        t->dense32 = (uint32_t *)cells;
+        t->dense8 = (uint8_t *)cells;
     else
         t->dense = (uint64_t *)cells;
     return cells == NULL ? TS_NO_MEMORY : TS_OK;
 }
 
-/* Adds `count` (> 0) to cell `state` of the 32-bit dense table t. */
-static inline void ts_dense32_add(ts_table *t, uint32_t state, uint32_t count)
+/* A table of byte counts (dense8): a (state, label) pair's cell of the
+ * slabs touches a byte, and ten slabs of 2**20 cells (10 MiB) stay in the
+ * last-level cache where 32-bit ones (40 MiB) did not.  A state's count is
+ * its byte plus, once the table has one, its cell of the excess table (of
+ * 32-bit cells, made by the first count past a byte, with a list of the
+ * states whose excess is not 0): a counted state's byte is 1 .. 255 (0: not
+ * counted), and a byte that would pass 255 moves 255 to the excess and
+ * starts again from 1.  Its size is not kept as it
+ * counts (an add to it per count, waiting on the one before, cost more
+ * than the count: ts_dense8_size counts the bytes set when asked). */
+static inline uint64_t ts_dense8_count_of(const ts_table *t, uint64_t state)
 {
-    uint32_t *const cell = &t->dense32[state];
-    t->size += *cell == 0;
-    *cell += count;
+    return t->dense8[state] + (t->excess != NULL ? (uint64_t)t->excess[state] : 0);
+}
+
+/* Sets the count of `state` (counted, > 255) of the dense8 table t; out of
+ * memory for the excess table, nothing is changed. */
+static ts_status ts_dense8_set_large(ts_table *t, uint32_t state, uint64_t count)
+{
+    if (t->excess == NULL) {
+        const size_t bytes = ((size_t)1 << t->dense_bits) * sizeof(uint32_t);
+        t->excess_states = (uint32_t *)ts_cache_take(&ts_dense_cache, bytes, 0);
+        t->excess = (uint32_t *)ts_cache_take(&ts_dense_cache, bytes, 1);
+        if (t->excess == NULL || t->excess_states == NULL) {
+            ts_cache_release(&ts_dense_cache, t->excess, bytes);
+            ts_cache_release(&ts_dense_cache, t->excess_states, bytes);
+            t->excess = t->excess_states = NULL;
+            return TS_NO_MEMORY;
+        }
+    }
+    if (t->excess[state] == 0) t->excess_states[t->n_excess++] = state;
+    t->excess[state] = (uint32_t)(count - 1);
+    t->dense8[state] = 1;
+    return TS_OK;
+}
+
+/* Adds `count` (> 0) to cell `state` of the dense8 table t. */
+static ts_status ts_dense8_add(ts_table *t, uint32_t state, uint64_t count)
+{
+    const uint64_t total = ts_dense8_count_of(t, state) + count;
+    if (total > 255) return ts_dense8_set_large(t, state, total);
+    t->dense8[state] = (uint8_t)total;
+    return TS_OK;
+}
+
+/* Adds 1 to cell `state` of the dense8 table t (the hot path). */
+static inline ts_status ts_dense8_add_one(ts_table *t, uint32_t state)
+{
+    uint8_t *const cell = &t->dense8[state];
+    if (__builtin_expect(*cell == 255, 0)) return ts_dense8_add(t, state, 1);
+    *cell += 1;
+    return TS_OK;
+}
+
+/* The states counted in the dense8 table t. */
+static int64_t ts_dense8_size(const ts_table *t)
+{
+    const uint64_t cells = (uint64_t)1 << t->dense_bits;
+    int64_t size = 0;
+    for (uint64_t state = 0; state < cells; ++state) size += t->dense8[state] != 0;
+    return size;
 }
 
 /* Sums over counts by how many counts have each small value: counts below
@@ -56,7 +111,7 @@ static inline void ts_dense32_add(ts_table *t, uint32_t state, uint32_t count)
  * logarithm and a compensated add each; four counts of at most 1 (most of a
  * slab's, zeros and ones) are added to the ones in a register, and larger
  * counts go to `large` as they come.  ts_values_sums gives the sums. */
-#define TS_SMALL_COUNTS 64
+#define TS_SMALL_COUNTS 256
 
 typedef struct {
     uint64_t lanes[4][TS_SMALL_COUNTS]; /* lanes[l][c]: counts c (0: unused) */
@@ -92,6 +147,27 @@ static void ts_values_add(ts_values *v, const uint32_t *counts, int64_t n)
     v->lanes[1][1] += ones;
 }
 
+/* ts_values_add of n byte counts: eight counts of at most 1 (most of a slab's)
+ * are added in a register, by their bits. */
+static void ts_values_add_bytes(ts_values *restrict v, const uint8_t *restrict counts,
+                                int64_t n)
+{
+    const uint64_t above_one = 0xfefefefefefefefeULL; /* bits of eight counts past 1 */
+    uint64_t ones = 0;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t eight;
+        memcpy(&eight, counts + i, sizeof(eight));
+        if ((eight & above_one) == 0) {
+            ones += (uint64_t)__builtin_popcountll(eight);
+            continue;
+        }
+        for (int lane = 0; lane < 8; ++lane) v->lanes[lane & 3][counts[i + lane]] += 1;
+    }
+    for (; i < n; ++i) v->lanes[0][counts[i]] += 1;
+    v->lanes[1][1] += ones;
+}
+
 /* Adds to s the sums over counts given by their frequencies: freqs[c] counts
  * of c, for 1 <= c < TS_SMALL_COUNTS (freqs[0] unused). */
 static void ts_sums_add_freqs(ts_sums *s, const uint64_t *freqs)
@@ -120,18 +196,22 @@ static ts_sums ts_values_sums(const ts_values *v)
     return s;
 }
 
-/* Counts rows [0, n) of `keys` into the 32-bit dense table t, `weights[i]`
- * times each (merging counts: not the hot path). */
-static void ts_dense32_count(ts_table *t, const uint8_t *keys, const uint64_t *weights,
-                             int64_t n)
+/* Counts rows [0, n) of `keys` into the dense8 table t, `weights[i]` times
+ * each (merging counts: not the hot path); TS_NO_MEMORY (and the counts of
+ * the rows that needed the excess table missing) without memory for it. */
+static ts_status ts_dense8_count(ts_table *t, const uint8_t *keys, const uint64_t *weights,
+                                 int64_t n)
 {
     const uint64_t mask = ((uint64_t)1 << t->dense_bits) - 1;
+    ts_status status = TS_OK;
     for (int64_t i = 0; i < n; ++i) {
-        const uint32_t count = weights ? (uint32_t)weights[i] : 1;
-        if (count != 0)
-            ts_dense32_add(t, (uint32_t)(ts_load_word(keys + i * t->key_bytes, t->key_bytes)
-                                         & mask), count);
+        const uint64_t count = weights ? weights[i] : 1;
+        if (count != 0 && ts_dense8_add(t, (uint32_t)(ts_load_word(keys + i * t->key_bytes,
+                                                                   t->key_bytes) & mask),
+                                        count) != TS_OK)
+            status = TS_NO_MEMORY;
     }
+    return status;
 }
 
 /* Counts rows [0, n) of `keys` into the dense table t.  Each row's state is
@@ -202,7 +282,7 @@ static void ts_dense_count_threads(ts_table *const *tables, int n_tables, const 
     ts_run_tasks(ts_dense_count_share, shares, sizeof(ts_dense_share), n_tables);
 }
 
-/* Counting (state, label) pairs: one 32-bit dense table per label ("slab"),
+/* Counting (state, label) pairs: one dense8 table per label ("slab"),
  * all of one width.  Rows [0, samples * per_sample) of `keys` are the states of
  * `samples` samples, each sample's per_sample rows together; sample s's rows
  * count into slabs[slab_of[s]].  Thread `thread` of `threads` counts the
@@ -218,16 +298,18 @@ typedef struct {
     int64_t per_sample;
     int thread;
     int threads;
+    ts_status status; /* TS_NO_MEMORY: a count needed an excess table that was not had */
 } ts_slab_share;
 
 static void ts_dense_count_slab_share(void *task)
 {
-    const ts_slab_share *share = (const ts_slab_share *)task;
+    ts_slab_share *share = (ts_slab_share *)task;
     const int64_t nb = share->slabs[0]->key_bytes;
     const uint64_t mask = ((uint64_t)1 << share->slabs[0]->dense_bits) - 1;
     uint32_t states[TS_DENSE_AHEAD];
     ts_table *owners[TS_DENSE_AHEAD];
     int64_t queued = 0;
+    int failed = 0;
     for (int64_t s = 0; s < share->samples; ++s) {
         const int32_t slab = share->slab_of[s];
         if (share->threads > 1 && slab % share->threads != share->thread) continue; /* 1: no division */
@@ -235,21 +317,23 @@ static void ts_dense_count_slab_share(void *task)
         const uint8_t *row = share->keys + s * share->per_sample * nb;
         for (int64_t r = 0; r < share->per_sample; ++r, row += nb, ++queued) {
             const int64_t at = queued % TS_DENSE_AHEAD;
-            if (queued >= TS_DENSE_AHEAD) ts_dense32_add(owners[at], states[at], 1);
+            if (queued >= TS_DENSE_AHEAD) failed |= ts_dense8_add_one(owners[at], states[at]);
             states[at] = (uint32_t)(ts_load_word(row, nb) & mask);
             owners[at] = table;
-            __builtin_prefetch(&table->dense32[states[at]], 1);
+            __builtin_prefetch(&table->dense8[states[at]], 1);
         }
     }
     for (int64_t at = 0; at < queued && at < TS_DENSE_AHEAD; ++at)
-        ts_dense32_add(owners[at], states[at], 1);
+        failed |= ts_dense8_add_one(owners[at], states[at]);
+    share->status = failed ? TS_NO_MEMORY : TS_OK;
 }
 
 /* Counts the states of `samples` samples into the slabs of their labels (see
- * ts_slab_share) on `threads` threads (1 .. TS_MAX_THREADS). */
-static void ts_dense_count_slabs(ts_table *const *slabs, const uint8_t *keys,
-                                 const int32_t *slab_of, int64_t samples, int64_t per_sample,
-                                 int threads)
+ * ts_slab_share) on `threads` threads (1 .. TS_MAX_THREADS); TS_NO_MEMORY
+ * where an excess table was not had (those counts are missing). */
+static ts_status ts_dense_count_slabs(ts_table *const *slabs, const uint8_t *keys,
+                                      const int32_t *slab_of, int64_t samples,
+                                      int64_t per_sample, int threads)
 {
     ts_slab_share shares[TS_MAX_THREADS];
     for (int i = 0; i < threads; ++i) {
@@ -262,14 +346,18 @@ static void ts_dense_count_slabs(ts_table *const *slabs, const uint8_t *keys,
         shares[i].threads = threads;
     }
     ts_run_tasks(ts_dense_count_slab_share, shares, sizeof(ts_slab_share), threads);
+    for (int i = 0; i < threads; ++i)
+        if (shares[i].status != TS_OK) return shares[i].status;
+    return TS_OK;
 }
 
-/* Makes the dense table `into` (unless NULL) hold the sum of the 32-bit
- * dense tables `slabs` (n_slabs >= 1, of its width): a state's count over
+/* Makes the dense table `into` (unless NULL) hold the sum of the dense8
+ * tables `slabs` (n_slabs >= 1, of its width): a state's count over
  * every label; and returns the sums (ts_sums) over the slabs' counts, the
  * counts of the (state, label) pairs, read in the same pass (ts_values).
  * Block by block, so that each block of `into` stays in cache while the
- * slabs stream past it. */
+ * slabs' bytes stream past it; the counts past a byte are put right after,
+ * from the slabs' lists of them. */
 #define TS_SUM_BLOCK 4096
 
 static ts_sums ts_dense_sum(ts_table *into, ts_table *const *slabs, int n_slabs)
@@ -282,16 +370,30 @@ static ts_sums ts_dense_sum(ts_table *into, ts_table *const *slabs, int n_slabs)
     for (uint64_t begin = 0; begin < cells; begin += TS_SUM_BLOCK) {
         const uint64_t end = begin + TS_SUM_BLOCK < cells ? begin + TS_SUM_BLOCK : cells;
         for (int i = 0; i < n_slabs; ++i) {
-            const uint32_t *const add = slabs[i]->dense32;
-            ts_values_add(&values, add + begin, (int64_t)(end - begin));
+            /* restrict: bytes may alias anything, which would keep the
+             * loops below from being vectorised */
+            const uint8_t *restrict const bytes = slabs[i]->dense8 + begin;
+            const int64_t n = (int64_t)(end - begin);
+            uint64_t *restrict const out = to != NULL ? to + begin : NULL;
+            ts_values_add_bytes(&values, bytes, n);
             if (to == NULL) continue;
             if (i == 0)
-                for (uint64_t state = begin; state < end; ++state) to[state] = add[state];
+                for (int64_t k = 0; k < n; ++k) out[k] = bytes[k];
             else
-                for (uint64_t state = begin; state < end; ++state) to[state] += add[state];
+                for (int64_t k = 0; k < n; ++k) out[k] += bytes[k];
         }
         for (uint64_t state = begin; to != NULL && state < end; ++state)
             size += to[state] != 0;
+    }
+    for (int i = 0; i < n_slabs; ++i) { /* the counts past a byte, tallied above as it */
+        const ts_table *const slab = slabs[i];
+        for (int64_t k = 0; k < slab->n_excess; ++k) {
+            const uint32_t state = slab->excess_states[k];
+            const uint64_t byte = slab->dense8[state], count = byte + slab->excess[state];
+            values.lanes[0][byte] -= 1; /* tallied in some lane: their sum is right */
+            ts_sums_add(&values.large, &count, 1, 1); /* > 255 */
+            if (to != NULL) to[state] += slab->excess[state];
+        }
     }
     if (into != NULL) into->size = size;
     return ts_values_sums(&values);
@@ -433,12 +535,13 @@ static void ts_dense_items(const ts_table *t, uint8_t *keys, uint64_t *counts)
     const int64_t nb = t->key_bytes;
     int64_t k = 0;
     const uint64_t cells = (uint64_t)1 << t->dense_bits;
-    if (t->dense32 != NULL) {
-        for (uint64_t state = 0; state < cells && k < t->size; ++state) {
+    if (t->dense8 != NULL) {
+        const int64_t size = ts_dense8_size(t); /* not kept as it counts */
+        for (uint64_t state = 0; state < cells && k < size; ++state) {
             if (keys)
                 for (int64_t j = 0; j < nb; ++j) keys[k * nb + j] = (uint8_t)(state >> (8 * j));
-            counts[k] = t->dense32[state];
-            k += t->dense32[state] != 0; /* as below */
+            counts[k] = ts_dense8_count_of(t, state);
+            k += t->dense8[state] != 0; /* as below */
         }
         return;
     }

@@ -51,7 +51,10 @@ typedef struct {
     /* dense tables */
     int dense_bits;       /* > 0: a dense table of 2**dense_bits counts */
     uint64_t *dense;
-    uint32_t *dense32;    /* instead of dense: 32-bit counts (per-label tables, ts_dense.h) */
+    uint8_t *dense8;      /* instead of dense: per-label tables (ts_dense.h), a byte a count */
+    uint32_t *excess;     /* of a dense8 table, once a count passed its byte: the rest */
+    uint32_t *excess_states; /* the states whose excess is not 0, in no order */
+    int64_t n_excess;
 } ts_table;
 
 /* A row on its way into a table: its hash and either its row index or, for
@@ -93,23 +96,30 @@ static void ts_table_free(ts_table *t)
     if (t->dense != NULL)
         ts_cache_release(&ts_dense_cache, t->dense,
                          ((size_t)1 << t->dense_bits) * sizeof(uint64_t));
-    if (t->dense32 != NULL)
-        ts_cache_release(&ts_dense_cache, t->dense32,
+    if (t->dense8 != NULL)
+        ts_cache_release(&ts_dense_cache, t->dense8, (size_t)1 << t->dense_bits);
+    if (t->excess != NULL)
+        ts_cache_release(&ts_dense_cache, t->excess,
+                         ((size_t)1 << t->dense_bits) * sizeof(uint32_t));
+    if (t->excess_states != NULL)
+        ts_cache_release(&ts_dense_cache, t->excess_states,
                          ((size_t)1 << t->dense_bits) * sizeof(uint32_t));
     memset(t, 0, sizeof(*t));
 }
 
-/* Bytes of memory a dense table of 32-bit counts of dense_bits holds. */
-static int64_t ts_dense32_memory(int dense_bits)
+/* Bytes of memory a dense table of byte counts (dense8) of dense_bits holds
+ * at most: its bytes, and the excess table and list that its first count
+ * past a byte adds. */
+static int64_t ts_dense8_memory(int dense_bits)
 {
-    return ((int64_t)1 << dense_bits) * (int64_t)sizeof(uint32_t);
+    return ((int64_t)1 << dense_bits) * (int64_t)(1 + 2 * sizeof(uint32_t));
 }
 
 /* Bytes of memory the table holds. */
 static int64_t ts_table_memory(const ts_table *t)
 {
     if (t->dense != NULL) return ((int64_t)1 << t->dense_bits) * (int64_t)sizeof(uint64_t);
-    if (t->dense32 != NULL) return ts_dense32_memory(t->dense_bits);
+    if (t->dense8 != NULL) return ts_dense8_memory(t->dense_bits);
     return t->capacity * (int64_t)sizeof(ts_slot)
            + t->arena_capacity * (t->key_bytes + (int64_t)sizeof(uint64_t));
 }

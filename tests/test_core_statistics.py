@@ -128,7 +128,9 @@ def labelled_images(channels, offset):
 
 @pytest.mark.parametrize("layout, channels, memory_limit", [
     ("words, then slabs (merged)", 6, None),
-    ("slabs, then hashed and spilled", 6, 2048),  # 2 slabs of 256 bytes fit a quarter
+    # 2 slabs of 576 bytes fit a quarter (64 cells: a byte, and 32-bit cells
+    # and a list of 32-bit states for the counts past 255)
+    ("slabs, then hashed and spilled", 6, 4608),
     ("hashed", 24, None),  # states too wide for dense tables
 ])
 @pytest.mark.parametrize("offset", [0, 1000, -5])  # labels of 1, 2 and 8 bytes
@@ -247,8 +249,9 @@ def test_words_of_each_measurement_are_exact_in_reused_buffers():
 
 
 def test_pairs_whose_counts_pass_32_bits_move_to_the_hashed_layout():
-    """Per-label tables hold 32-bit counts: merged counts that would pass
-    2**32 - 1 move every pair to the hashed layout, and stay exact."""
+    """Per-label tables hold counts below 2**32 (a byte, and 32 bits past
+    255): merged counts that would pass 2**32 - 1 move every pair to the
+    hashed layout, and stay exact."""
     joint = JointCounts("layer", state_neurons=4, label_bytes=1, memory_limit=1 << 30)
     keys = np.array([[3, 1], [3, 2], [5, 1]], np.uint8)  # (state, label)
     expected = {(3, 1): 2**32 - 3, (3, 2): 7, (5, 1): 1}  # the label 1 slab: 2**32 - 2
@@ -287,3 +290,20 @@ def test_state_divergence_is_jensen_shannon_in_bits():
     only_ones = StateCounter()
     only_ones.add(np.ones((5, 6)))
     assert ts.state_divergence(disjoint, only_ones) == 1.0
+
+
+@pytest.mark.parametrize("width", [24, 64, 70, 130, 2050])
+@pytest.mark.parametrize("rows", [1_000, 40_000])
+def test_firing_counts_of_states_seen_once_and_repeated(width, rows):
+    """Hash tables add up the bits of their states counted once apart from the
+    repeated ones' byte histograms: exact either way, past the 255 states a
+    byte lane holds, on one table and on shards, with a partial last word."""
+    rng = np.random.default_rng(width + rows)
+    rows = min(rows, 4_000_000 // width)
+    x = (rng.random((rows, width)) < rng.random(width)).astype(np.float32)
+    x[rows // 3: rows // 2] = x[: rows // 2 - rows // 3]  # states seen twice
+    x[-300:] = x[0]  # one state seen 300 times
+    counter = StateCounter("layer")
+    for part in np.array_split(x, 5):
+        counter.add(part)
+    np.testing.assert_array_equal(counter.firing_counts(), (x > 0).sum(axis=0))

@@ -208,10 +208,56 @@ def test_dense_slabs_count_each_label_apart(bits, per_sample, threads):
     label_of_row = np.repeat(slab_of, per_sample)
     for slab, table in enumerate(slabs):
         assert_counts([table], keys[label_of_row == slab])
-    assert slabs[0].is_narrow and slabs[0].memory == _table.narrow_memory(bits) == 4 << bits
+    # a byte a cell, and the 32-bit cells and list of the counts past 255 (made by the first)
+    assert slabs[0].is_narrow and slabs[0].memory == _table.narrow_memory(bits) == 9 << bits
     total = _table.CountTable((bits + 7) // 8, bits)  # 64-bit counts: the sum over labels
     _table.sum_dense(total, slabs)
     assert_counts([total], keys)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_slab_counts_past_a_byte_are_exact(threads):
+    """A slab keeps a byte a count, and what passes 255 in cells of its own:
+    counts either side of 255, 510 and 765, counted one by one (on threads)
+    and with weights (merging), read as items, counts and the sum over
+    labels, with the pairs' sums, against NumPy; the slabs' memory comes back
+    zeroed from the cache of freed tables."""
+    rng = np.random.default_rng(threads)
+    bits = 10
+    for _ in range(2):  # the second time from the freed tables
+        slabs = [_table.CountTable(2, bits, narrow=True) for _ in range(3)]
+        targets = np.array([1, 254, 255, 256, 257, 509, 510, 511, 765, 766, 1000, 70_000])
+        states = rng.choice(1 << bits, size=len(targets), replace=False)
+        rows = np.repeat(states, targets)  # each state `target` times, one slab per state
+        slab_of_row = np.repeat(np.arange(len(targets)) % 3, targets).astype(np.int32)
+        order = rng.permutation(len(rows))
+        rows, slab_of_row = rows[order], slab_of_row[order]
+        keys = rows.astype("<u2").view(np.uint8).reshape(-1, 2)
+        half = len(rows) // 2
+        _table.count_dense_slabs(slabs, keys[:half], 1, slab_of_row[:half], threads)
+        _table.count_dense_slabs(slabs, keys[half:], 1, slab_of_row[half:], threads)
+        weighted = rng.choice(np.setdiff1d(np.arange(1 << bits), states), size=4, replace=False)
+        weights = np.array([200, 255, 256, 3_000_000], np.uint64)
+        for extra in (weights, weights):  # twice: past a byte from below and from above
+            _table.count_narrow(slabs[0], weighted.astype("<u2").view(np.uint8).reshape(-1, 2),
+                                extra)
+        for slab, table in enumerate(slabs):
+            expected = {int(state): int(target) for state, target, index
+                        in zip(states, targets, range(len(targets))) if index % 3 == slab}
+            if slab == 0:
+                expected.update({int(state): 2 * int(w) for state, w in zip(weighted, weights)})
+            got_keys, got_counts = table.items()
+            got = dict(zip(got_keys.view("<u2").reshape(-1).tolist(), got_counts.tolist()))
+            assert got == expected and table.distinct == len(expected)
+            np.testing.assert_array_equal(table.counts(), got_counts)
+        pairs = np.concatenate([slab.counts() for slab in slabs])
+        total = _table.CountTable(2, bits)
+        sums = _table.sum_dense(total, slabs)
+        expected = numpy_sums(pairs)
+        assert sums[:3] == expected[:3] and sums[3] == pytest.approx(expected[3], rel=1e-12)
+        total_keys, total_counts = total.items()
+        assert total_counts.sum() == pairs.sum() and len(total_counts) == len(pairs)
+        del slabs, total
 
 
 def numpy_sums(counts):
@@ -349,7 +395,7 @@ def test_pair_words_put_the_label_index_above_the_state(bits, per_sample):
 
 
 def test_narrow_dense_tables_count_weights():
-    """A dense table of 32-bit counts takes weighted rows (merged counts) and
+    """A dense table of byte counts takes weighted rows (merged counts) and
     reads back 64-bit arrays, as the 64-bit table does."""
     rng = np.random.default_rng(5)
     keys = dense_keys(rng, 20_000, 12)
@@ -373,7 +419,7 @@ def test_dense_slabs_bad_arguments():
         _table.count_dense_slabs([_table.CountTable(1)], keys, 6, np.zeros(1, np.int32))
     with pytest.raises(ValueError, match="threads=0"):
         _table.count_dense_slabs(slabs, keys, 6, np.zeros(1, np.int32), threads=0)
-    with pytest.raises(ValueError, match="expected dense tables of 32-bit counts"):
+    with pytest.raises(ValueError, match="expected dense tables of byte counts"):
         _table.count_dense_slabs([_table.CountTable(1, 8)], keys, 6, np.zeros(1, np.int32))
     with pytest.raises(ValueError, match="expected dense tables of 64-bit counts"):
         _table.count_dense(slabs, keys)

@@ -14,10 +14,11 @@ A :class:`JointCounts` keeps the pairs of one counter in one of three layouts:
   words are read a fourth time, or for merging and pickling, they move to
 - *slabs*: while the states fit a dense table (narrow layers) and one dense
   table per label fits a quarter of the memory cap, each label has a dense
-  table of its own (its "slab", of 32-bit counts: a slab whose total would
-  pass 2**32 - 1 moves every pair to the hashed layout) and a state counts
-  into its label's slab alone (LeNet's ``conv_1``: 20 neurons, 10 labels,
-  40 MiB).  The states' own dense table is then the sum of the slabs, made
+  table of its own (its "slab", a byte a count, and what passes 255 in
+  32-bit cells made then: a slab whose total would pass 2**32 - 1 moves
+  every pair to the hashed layout) and a state counts into its label's slab
+  alone (LeNet's ``conv_1``: 20 neurons, 10 labels, 10 MiB of bytes, which
+  stay in the last-level cache).  The states' own dense table is then the sum of the slabs, made
   when it is next read or counted into
   (:meth:`~._engine.CountEngine.derive_from`), in a pass that also tallies
   the pairs' counts for their sums: a labelled state costs one count, as an
@@ -45,7 +46,7 @@ from .packing import num_threads
 _PARALLEL_MIN_ROWS = 1 << 16
 # Labels in [0, _SMALL_LABELS) (class indices) are told apart by a count, not a sort.
 _SMALL_LABELS = 1 << 16
-_SLAB_MAX_TOTAL = (1 << 32) - 1  # a slab's counts are 32-bit
+_SLAB_MAX_TOTAL = (1 << 32) - 1  # a slab's counts pass their byte in 32-bit cells
 _WORD_BITS = 32  # a buffered (state, label) pair: the state, then its label's index
 _WORD_BYTES = 12  # a word's memory, with the scratch of its read (see _words_fit)
 _WORD_READS = 3  # reads of changed words that they stay words for (see sums)
@@ -177,8 +178,8 @@ class JointCounts:
     def _slabs_of(self, values: np.ndarray, added: list[int]) -> np.ndarray | None:
         """The slab index of each of the distinct label ``values`` (new slabs
         made) that ``added`` pairs are about to be counted with, or None once
-        the slabs would outgrow their memory budget or their 32-bit counts (the
-        counts then move to a hash engine)."""
+        the slabs would outgrow their memory budget or their counts 2**32 - 1
+        (the counts then move to a hash engine)."""
         values = values.tolist()
         new = [value for value in values if value not in self._slab_index]
         totals = [self._totals[self._slab_index[value]] if value in self._slab_index else 0
