@@ -54,6 +54,7 @@ cdef extern from "ts_table.h" nogil:
     ctypedef struct ts_gather:
         int64_t size, key_bytes
         uint64_t *hist
+        uint64_t *fired
         ts_sums sums
     void ts_gather_flush(ts_gather *g)
 
@@ -380,7 +381,7 @@ def firing_counts(const uint64_t[:, ::1] histograms):
     return out
 
 
-def read_tables(list tables, uint64_t[:, ::1] out=None):
+def read_tables(list tables, uint64_t[:, ::1] out=None, uint64_t[::1] fired=None):
     """What the metrics of a counter read from its tables (of one width, hash
     or dense, 64-bit counts), in one pass over each, in place.
 
@@ -388,6 +389,11 @@ def read_tables(list tables, uint64_t[:, ::1] out=None):
         tables: the CountTables.
         out: None, or uint64[key_bytes, 256], to which the byte histograms of
             the states are added (see :func:`byte_histograms`).
+        fired: None, or (with ``out``) uint64[8 * key_bytes], to which the
+            firing counts of the hash tables' states counted once are added,
+            instead of their byte histograms to ``out`` (cheaper: most states
+            of a wide layer are counted once); the states' firing counts are
+            then ``firing_counts(out) + fired``.
 
     Returns:
         ``(distinct, singletons, largest, c_log2_c)``: the number of counts > 0
@@ -404,6 +410,8 @@ def read_tables(list tables, uint64_t[:, ::1] out=None):
         return 0, 0, 0, 0.0
     if out is not None and isinstance(tables[0], CountTable):
         _check_histograms(out, (<CountTable>tables[0]).table.key_bytes)
+    if fired is not None and (out is None or fired.shape[0] != 8 * out.shape[0]):
+        raise ValueError("fired is uint64[8 * key_bytes] and comes with out")
     cdef ts_table **pointers = _wide_count_tables(tables, "sums and histograms")
     cdef ts_gather *gather = <ts_gather *>malloc(sizeof(ts_gather))
     if gather == NULL:
@@ -412,6 +420,7 @@ def read_tables(list tables, uint64_t[:, ::1] out=None):
     gather.size = 0
     gather.key_bytes = pointers[0].key_bytes
     gather.hist = NULL if out is None else &out[0, 0]
+    gather.fired = NULL if fired is None else &fired[0]
     gather.sums.distinct = gather.sums.singletons = gather.sums.largest = 0
     gather.sums.c_log2_c = gather.sums.compensation = 0.0
     cdef int i, n = len(tables)

@@ -401,21 +401,69 @@ static void ts_table_sums(const ts_table *t, ts_sums *s)
  * a neuron's firing count is then the sum over the values with its bit set. */
 #define TS_HISTOGRAM_BLOCK 64
 
+static void ts_byte_histograms_of(const uint8_t *keys, const uint64_t *counts, int64_t n,
+                                  int64_t nb, uint64_t *hist, int repeated_only);
+
 static void ts_byte_histograms(const uint8_t *keys, const uint64_t *counts, int64_t n,
                                int64_t nb, uint64_t *hist)
+{
+    ts_byte_histograms_of(keys, counts, n, nb, hist, 0);
+}
+
+/* ts_byte_histograms of the keys counted more than once alone, where
+ * repeated_only (the others go to ts_once_firing). */
+static void ts_byte_histograms_of(const uint8_t *keys, const uint64_t *counts, int64_t n,
+                                  int64_t nb, uint64_t *hist, int repeated_only)
 {
     /* A block of keys byte position by byte position: the histogram of one
      * position (2 KiB) stays in L1, where wide keys' whole histogram (nb *
      * 2 KiB) would not.  The block's counts are copied to a local, which the
      * histogram's stores cannot alias. */
     uint64_t block[TS_HISTOGRAM_BLOCK];
+    const uint8_t *taken[TS_HISTOGRAM_BLOCK];
     for (int64_t first = 0; first < n; first += TS_HISTOGRAM_BLOCK) {
-        const int64_t rows = n - first < TS_HISTOGRAM_BLOCK ? n - first : TS_HISTOGRAM_BLOCK;
-        memcpy(block, counts + first, (size_t)rows * sizeof(uint64_t));
-        const uint8_t *const base = keys + first * nb;
+        const int64_t stop = n - first < TS_HISTOGRAM_BLOCK ? n : first + TS_HISTOGRAM_BLOCK;
+        int64_t rows = 0;
+        for (int64_t i = first; i < stop; ++i) {
+            if (repeated_only && counts[i] == 1) continue;
+            block[rows] = counts[i];
+            taken[rows++] = keys + i * nb;
+        }
         for (int64_t j = 0; j < nb; ++j) {
             uint64_t *const row = hist + j * 256;
-            for (int64_t i = 0; i < rows; ++i) row[base[i * nb + j]] += block[i];
+            for (int64_t i = 0; i < rows; ++i) row[taken[i][j]] += block[i];
+        }
+    }
+}
+
+/* Adds to fired[8 i + b] how many of the n keys (rows `stride` bytes apart,
+ * nb bytes each) counted once (counts[k] == 1) have bit b of byte i set.
+ * Nearly every key of a wide layer's table is counted once (its own
+ * state), and bits need no histogram there: bit b of each byte of a 64-bit
+ * word, (w >> b) & 0x0101..01, is added to the byte lanes of accumulator b,
+ * eight neurons by one shift, mask and add where a histogram pays an
+ * increment per byte; lanes are emptied every 255 keys, before one could
+ * overflow. */
+#define TS_LANE_ROWS 255
+
+static void ts_once_firing(const uint8_t *keys, int64_t stride, int64_t nb,
+                           const uint64_t *counts, int64_t n, uint64_t *fired)
+{
+    const uint64_t ones = 0x0101010101010101ULL;
+    uint64_t words[TS_LANE_ROWS];
+    for (int64_t first = 0; first < n; first += TS_LANE_ROWS) {
+        const int64_t rows = n - first < TS_LANE_ROWS ? n - first : TS_LANE_ROWS;
+        for (int64_t w = 0; 8 * w < nb; ++w) {
+            const int64_t bytes = nb - 8 * w < 8 ? nb - 8 * w : 8;
+            for (int64_t i = 0; i < rows; ++i) /* the word, or 0 for a repeated key */
+                words[i] = ts_load_word(keys + (first + i) * stride + 8 * w, bytes)
+                           & -(uint64_t)(counts[first + i] == 1);
+            for (int b = 0; b < 8; ++b) { /* a sum over the rows: vectorised */
+                uint64_t lanes = 0;
+                for (int64_t i = 0; i < rows; ++i) lanes += (words[i] >> b) & ones;
+                for (int64_t j = 0; j < bytes; ++j)
+                    fired[64 * w + 8 * j + b] += (lanes >> (8 * j)) & 255;
+            }
         }
     }
 }
@@ -476,14 +524,29 @@ typedef struct {
     uint64_t words[TS_GATHER_KEYS], counts[TS_GATHER_KEYS];
     int64_t size, key_bytes;
     uint64_t *hist;
+    uint64_t *fired; /* NULL, or 8 x key_bytes: firing counts of the keys counted once
+                      * (ts_once_firing), kept out of hist (hashed tables only) */
     ts_sums sums;
 } ts_gather;
 
 static void ts_gather_flush(ts_gather *g)
 {
     ts_sums_add(&g->sums, g->counts, g->size, 1);
-    if (g->hist != NULL)
-        ts_word_histograms(g->words, g->counts, g->size, g->key_bytes, g->hist);
+    if (g->hist == NULL) {
+        g->size = 0;
+        return;
+    }
+    int64_t repeated = g->size;
+    if (g->fired != NULL) { /* the keys counted once by lanes; the rest, moved to the front */
+        ts_once_firing((const uint8_t *)g->words, 8, g->key_bytes, g->counts, g->size, g->fired);
+        repeated = 0;
+        for (int64_t i = 0; i < g->size; ++i) {
+            g->words[repeated] = g->words[i];
+            g->counts[repeated] = g->counts[i];
+            repeated += g->counts[i] != 1;
+        }
+    }
+    ts_word_histograms(g->words, g->counts, repeated, g->key_bytes, g->hist);
     g->size = 0;
 }
 
@@ -493,8 +556,11 @@ static void ts_gather_hashed(ts_gather *g, const ts_table *t)
 {
     if (t->key_bytes > 8 || g->hist == NULL) {
         ts_table_sums(t, &g->sums);
-        if (g->hist != NULL) ts_byte_histograms(t->arena, t->counts, t->size, t->key_bytes,
-                                                g->hist);
+        if (g->hist == NULL) return;
+        ts_byte_histograms_of(t->arena, t->counts, t->size, t->key_bytes, g->hist,
+                              g->fired != NULL);
+        if (g->fired != NULL)
+            ts_once_firing(t->arena, t->key_bytes, t->key_bytes, t->counts, t->size, g->fired);
         return;
     }
     int64_t k = g->size;

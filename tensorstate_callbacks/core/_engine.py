@@ -379,28 +379,33 @@ class CountEngine:
 
     def firing_counts(self) -> np.ndarray:
         """``uint64[num_neurons]``: for each neuron, the counts of the states in
-        which it fires, from the byte histograms of the read (per byte of the
-        states, its 256 values weighted by the counts: neuron ``8 j + b`` fires
-        in the states whose byte ``j`` has bit ``b`` set).  Not for an engine
-        made with ``histograms=False``."""
-        return _table.firing_counts(self._summary()[1])[:self.num_neurons]
+        which it fires, from the read: the byte histograms of the states (per
+        byte of the states, its 256 values weighted by the counts: neuron
+        ``8 j + b`` fires in the states whose byte ``j`` has bit ``b`` set),
+        and the hash tables' states counted once, whose bits are added up
+        directly.  Not for an engine made with ``histograms=False``."""
+        _, histograms, fired = self._summary()
+        return (_table.firing_counts(histograms) + fired)[:self.num_neurons]
 
-    def _summary(self) -> tuple[CountSums, np.ndarray]:
-        """``(sums, byte histograms)`` of the counts, read once the tables last
+    def _summary(self) -> tuple[CountSums, np.ndarray | None, np.ndarray | None]:
+        """``(sums, byte histograms, firing counts of the states counted once)``
+        of the counts (see :meth:`firing_counts`), read once the tables last
         changed: in one pass over the tables, in place, where they are in
         memory.  An epoch's metrics of a wide layer, whose states are mostly
         distinct, then cost one scan of its tables, without copying counts out."""
         self.settle()
         if self._read is None:
-            histograms = (np.zeros((self.key_bytes, 256), dtype=np.uint64) if self.histograms
-                          else None)
+            histograms = fired = None
+            if self.histograms:
+                histograms = np.zeros((self.key_bytes, 256), dtype=np.uint64)
+                fired = np.zeros(8 * self.key_bytes, dtype=np.uint64)
             if self._spill is None:
-                sums = CountSums(*_table.read_tables(self._shards, histograms))
+                sums = CountSums(*_table.read_tables(self._shards, histograms, fired))
             elif histograms is None:
                 sums = sums_of_counts(self.count_arrays())
             else:  # a partition of the spill files at a time
                 sums = sums_of_counts(self._with_histograms(self.count_chunks(), histograms))
-            self._read = (sums, histograms)
+            self._read = (sums, histograms, fired)
             if self.read_along is not None:
                 self.read_along.sums()
         return self._read
