@@ -307,20 +307,3 @@ def test_firing_counts_of_states_seen_once_and_repeated(width, rows):
     for part in np.array_split(x, 5):
         counter.add(part)
     np.testing.assert_array_equal(counter.firing_counts(), (x > 0).sum(axis=0))
-
-
-@pytest.mark.parametrize("width", [24, 64, 70, 130, 2050])
-@pytest.mark.parametrize("rows", [1_000, 40_000])
-def test_firing_counts_of_states_seen_once_and_repeated(width, rows):
-    """Hash tables add up the bits of their states counted once apart from the
-    repeated ones' byte histograms: exact either way, past the 255 states a
-    byte lane holds, on one table and on shards, with a partial last word."""
-    rng = np.random.default_rng(width + rows)
-    rows = min(rows, 4_000_000 // width)
-    x = (rng.random((rows, width)) < rng.random(width)).astype(np.float32)
-    x[rows // 3: rows // 2] = x[: rows // 2 - rows // 3]  # states seen twice
-    x[-300:] = x[0]  # one state seen 300 times
-    counter = StateCounter("layer")
-    for part in np.array_split(x, 5):
-        counter.add(part)
-    np.testing.assert_array_equal(counter.firing_counts(), (x > 0).sum(axis=0))
