@@ -356,9 +356,11 @@ static ts_status ts_dense_count_slabs(ts_table *const *slabs, const uint8_t *key
  * every label; and returns the sums (ts_sums) over the slabs' counts, the
  * counts of the (state, label) pairs, read in the same pass (ts_values).
  * Block by block, so that each block of `into` stays in cache while the
- * slabs' bytes stream past it; the counts past a byte are put right after,
- * from the slabs' lists of them. */
+ * slabs' bytes stream past it, added up in 16-bit sums first (of up to
+ * TS_SUM_SLABS slabs: 255 each) and these into `into`; the counts past a
+ * byte are put right after, from the slabs' lists of them. */
 #define TS_SUM_BLOCK 4096
+#define TS_SUM_SLABS 257
 
 static ts_sums ts_dense_sum(ts_table *into, ts_table *const *slabs, int n_slabs)
 {
@@ -369,18 +371,25 @@ static ts_sums ts_dense_sum(ts_table *into, ts_table *const *slabs, int n_slabs)
     int64_t size = 0;
     for (uint64_t begin = 0; begin < cells; begin += TS_SUM_BLOCK) {
         const uint64_t end = begin + TS_SUM_BLOCK < cells ? begin + TS_SUM_BLOCK : cells;
-        for (int i = 0; i < n_slabs; ++i) {
-            /* restrict: bytes may alias anything, which would keep the
-             * loops below from being vectorised */
-            const uint8_t *restrict const bytes = slabs[i]->dense8 + begin;
-            const int64_t n = (int64_t)(end - begin);
-            uint64_t *restrict const out = to != NULL ? to + begin : NULL;
-            ts_values_add_bytes(&values, bytes, n);
+        const int64_t n = (int64_t)(end - begin);
+        for (int first = 0; first < n_slabs; first += TS_SUM_SLABS) {
+            const int last = n_slabs - first < TS_SUM_SLABS ? n_slabs : first + TS_SUM_SLABS;
+            uint16_t sums16[TS_SUM_BLOCK];
+            if (to != NULL) memset(sums16, 0, (size_t)n * sizeof(uint16_t));
+            for (int i = first; i < last; ++i) {
+                /* restrict: bytes may alias anything, which would keep the
+                 * loop below from being vectorised */
+                const uint8_t *restrict const bytes = slabs[i]->dense8 + begin;
+                ts_values_add_bytes(&values, bytes, n);
+                if (to != NULL)
+                    for (int64_t k = 0; k < n; ++k) sums16[k] += bytes[k];
+            }
             if (to == NULL) continue;
-            if (i == 0)
-                for (int64_t k = 0; k < n; ++k) out[k] = bytes[k];
+            uint64_t *restrict const out = to + begin;
+            if (first == 0)
+                for (int64_t k = 0; k < n; ++k) out[k] = sums16[k];
             else
-                for (int64_t k = 0; k < n; ++k) out[k] += bytes[k];
+                for (int64_t k = 0; k < n; ++k) out[k] += sums16[k];
         }
         for (uint64_t state = begin; to != NULL && state < end; ++state)
             size += to[state] != 0;

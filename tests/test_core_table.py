@@ -260,6 +260,30 @@ def test_slab_counts_past_a_byte_are_exact(threads):
         del slabs, total
 
 
+def test_sum_dense_of_more_slabs_than_a_16_bit_sum_holds():
+    """The slabs' bytes are added up in 16-bit sums of up to 257 slabs (255
+    each at most) before the 64-bit total: 300 slabs of full bytes, some
+    past 255, sum exactly."""
+    bits = 3
+    every_state = np.arange(1 << bits, dtype=np.uint8).reshape(-1, 1)
+    slabs = [_table.CountTable(1, bits, narrow=True) for _ in range(300)]
+    expected = np.zeros(1 << bits, np.uint64)
+    for index, slab in enumerate(slabs):
+        weights = np.full(1 << bits, 255, np.uint64)
+        weights[index % (1 << bits)] = 1000 + index  # past a byte
+        _table.count_narrow(slab, every_state, weights)
+        expected += weights
+    total = _table.CountTable(1, bits)
+    sums = _table.sum_dense(total, slabs)
+    keys, counts = total.items()
+    np.testing.assert_array_equal(keys[:, 0], np.arange(1 << bits))
+    np.testing.assert_array_equal(counts, expected)
+    pairs = np.concatenate([slab.counts() for slab in slabs])
+    reference_sums = numpy_sums(pairs)
+    assert sums[:3] == reference_sums[:3]
+    assert sums[3] == pytest.approx(reference_sums[3], rel=1e-12)
+
+
 def numpy_sums(counts):
     """(distinct, singletons, largest, sum c log2 c) of counts, by NumPy."""
     counts = counts[counts > 0].astype(np.float64)
