@@ -42,8 +42,12 @@ from ._engine import CountEngine, IncompleteCountsError, _failure
 from .metrics import CountSums
 from .packing import num_threads
 
-# Below this many rows a labelled batch is counted into its slabs on one thread.
+# Below this many rows a labelled batch is counted into its slabs on one thread;
+# so is a batch of fewer rows a sample than the second: each thread reads every
+# sample's label to find its own (see ext/ts_dense.h), which costs more than
+# counting a few rows, and misses the branch half the time on two threads.
 _PARALLEL_MIN_ROWS = 1 << 16
+_PARALLEL_MIN_PER_SAMPLE = 16
 # Labels in [0, _SMALL_LABELS) (class indices) are told apart by a count, not a sort.
 _SMALL_LABELS = 1 << 16
 _SLAB_MAX_TOTAL = (1 << 32) - 1  # a slab's counts pass their byte in 32-bit cells
@@ -244,7 +248,9 @@ class JointCounts:
             slab_of_value = self._slabs_of(values, (counts * per_sample).tolist())
             if slab_of_value is not None:
                 slab_of = _index_of(labels, values, slab_of_value)
-                threads = (threads or num_threads()) if len(states) >= _PARALLEL_MIN_ROWS else 1
+                threads = (threads or num_threads()) if (
+                    len(states) >= _PARALLEL_MIN_ROWS
+                    and per_sample >= _PARALLEL_MIN_PER_SAMPLE) else 1
                 self._states = engine
                 engine.derive_from(self)
                 self.stale = True
