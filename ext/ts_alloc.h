@@ -74,10 +74,11 @@ static ts_cache ts_scratch_cache = {PTHREAD_MUTEX_INITIALIZER, {NULL}, 0, (int64
 static ts_cache ts_dense_cache = {PTHREAD_MUTEX_INITIALIZER, {NULL}, 0, (int64_t)128 << 20};
 
 /* The size class of a block of `bytes`: log2 of the power of two it is
- * rounded up to (so a block of a class fits any request of it). */
+ * rounded up to (so a block of a class fits any request of it), at least 8
+ * bytes: a free block in a cache holds the pointer to the next one. */
 static inline int ts_cache_class(size_t bytes)
 {
-    return bytes <= 1 ? 0 : 64 - __builtin_clzll((unsigned long long)(bytes - 1));
+    return bytes <= sizeof(void *) ? 3 : 64 - __builtin_clzll((unsigned long long)(bytes - 1));
 }
 
 /* A block of at least `bytes` (> 0) from the cache, or fresh; zeroed if
