@@ -461,7 +461,12 @@ def count_dense_slabs(list slabs, const uint8_t[:, ::1] keys, int64_t per_sample
     if per_sample < 1 or samples * per_sample != keys.shape[0]:
         raise ValueError(f"{keys.shape[0]} rows are not {samples} samples of "
                          f"{per_sample} rows (per_sample must be >= 1)")
-    if samples and (np.min(slab_of) < 0 or np.max(slab_of) >= len(slabs)):
+    cdef int64_t i
+    cdef uint32_t largest = 0, n_slabs = len(slabs)
+    with nogil:
+        for i in range(samples):  # negative indices too, as unsigned
+            largest = max(largest, <uint32_t>slab_of[i])
+    if samples and largest >= n_slabs:
         raise ValueError(f"slab_of must index the {len(slabs)} slabs")
     if threads < 1:
         raise ValueError(f"threads={threads} must be >= 1")
@@ -475,6 +480,35 @@ def count_dense_slabs(list slabs, const uint8_t[:, ::1] keys, int64_t per_sample
     free(pointers)
     if status != TS_OK:
         raise MemoryError("out of memory counting (state, label) pairs")
+
+
+def label_counts(const int64_t[::1] labels, int64_t limit):
+    """``int64[labels.max() + 1]``: how many ``labels`` have each value, as
+    ``np.bincount`` gives them, in two passes (the range, then the counts);
+    None where a label is outside ``[0, limit)`` (or there are none).
+    Releases the GIL.
+
+    >>> label_counts(np.array([3, 1, 3, 3]), 10).tolist()
+    [0, 1, 0, 3]
+    >>> label_counts(np.array([3, -1]), 10) is None
+    True
+    """
+    cdef int64_t n = labels.shape[0], i, smallest = 0, largest = -1
+    if n == 0:
+        return None
+    with nogil:
+        smallest = largest = labels[0]
+        for i in range(n):
+            smallest = min(smallest, labels[i])
+            largest = max(largest, labels[i])
+    if smallest < 0 or largest >= limit:
+        return None
+    counts = np.zeros(largest + 1, np.int64)
+    cdef int64_t[::1] c = counts
+    with nogil:
+        for i in range(n):
+            c[labels[i]] += 1
+    return counts
 
 
 def pair_words(const uint8_t[:, ::1] keys, int64_t per_sample, const int32_t[::1] index,

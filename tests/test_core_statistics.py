@@ -12,7 +12,7 @@ from reference import packed_states, unique_counts
 import tensorstate_callbacks as ts
 from tensorstate_callbacks import StateCounter
 from tensorstate_callbacks.core import metrics
-from tensorstate_callbacks.core._joint import JointCounts
+from tensorstate_callbacks.core._joint import JointCounts, distinct_labels
 
 RNG = np.random.default_rng(11)
 
@@ -246,6 +246,19 @@ def test_words_of_each_measurement_are_exact_in_reused_buffers():
         _, pair_counts = np.unique(keys, axis=0, return_counts=True)
         got = np.concatenate([c for _, c in counter.joint_count_chunks()])
         np.testing.assert_array_equal(np.sort(got), np.sort(pair_counts))
+
+
+@pytest.mark.parametrize("labels", [
+    np.array([3, 1, 3, 3, 0, 9]),
+    np.arange(12, dtype=np.int64)[::2],  # not contiguous
+    np.array([70_000, 5, 70_000]),  # past the labels counted by value: sorted
+    np.array([-4, 2, -4]),
+])
+def test_distinct_labels_equal_numpy_unique(labels):
+    values, counts = distinct_labels(labels)
+    expected_values, expected_counts = np.unique(labels, return_counts=True)
+    np.testing.assert_array_equal(values, expected_values)
+    np.testing.assert_array_equal(counts, expected_counts)
 
 
 def test_pairs_whose_counts_pass_32_bits_move_to_the_hashed_layout():

@@ -382,6 +382,16 @@ def test_word_sums_equal_numpy(word_bits):
             _table.word_sums(np.array([1 << word_bits], np.uint32), word_bits)
 
 
+def test_label_counts_equal_bincount_within_the_limit():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 1000, size=50_000)
+    np.testing.assert_array_equal(_table.label_counts(labels, 1000), np.bincount(labels))
+    assert _table.label_counts(np.append(labels, 1000), 1000) is None  # past the limit
+    assert _table.label_counts(np.append(labels, -1), 1000) is None  # negative
+    assert _table.label_counts(np.empty(0, np.int64), 1000) is None
+    np.testing.assert_array_equal(_table.label_counts(np.array([5]), 6), [0, 0, 0, 0, 0, 1])
+
+
 def test_word_buffers_reuse_memory_given_back():
     """A word buffer's memory goes back to the core's cache when its array is
     freed, and serves the next buffer; an array cut from a buffer keeps it."""

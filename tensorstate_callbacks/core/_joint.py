@@ -69,8 +69,8 @@ def distinct_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     >>> [part.tolist() for part in distinct_labels(np.array([3, 1, 3, 3]))]
     [[1, 3], [1, 3]]
     """
-    if _small(labels):
-        counts = np.bincount(labels)
+    counts = _table.label_counts(np.ascontiguousarray(labels, np.int64), _SMALL_LABELS)
+    if counts is not None:
         values = np.flatnonzero(counts)
         return values, counts[values]
     return np.unique(labels, return_counts=True)
