@@ -13,7 +13,8 @@
 # whose state axes do not merge (several leading views), dense counting on
 # three threads into per-thread copies, weighted counting into shards on
 # two and three threads, and counting with labels (pairs as words, per-label
-# tables and hashed pairs; mutual information, merge, pickle, firing rates).  Every result is also compared with plain NumPy.
+# tables of byte counts, with counts past 255, and hashed pairs; mutual
+# information, merge, pickle, firing rates).  Every result is also compared with plain NumPy.
 #
 # Valgrind reports some errors inside CPython and NumPy themselves; the script
 # fails (exit 1) only for errors whose stack goes through our extension
@@ -168,9 +169,14 @@ def plug_in_entropy(keys):
     return float(-(p * np.log2(p)).sum())
 
 
-for width, rows in ((12, 40_000), (20, 300_000), (45, 30_000)):  # labels: words, slabs, hashed
+# labels: words, slabs, hashed; slabs of 4 bytes; slabs whose counts pass a byte (20
+# states, 3 labels)
+for width, rows, patterns in ((12, 40_000, 0), (20, 300_000, 0), (45, 30_000, 0), (2, 5_000, 0),
+                              (8, 60_000, 20)):
     x = rng.random((rows, width)) < 0.3
-    y = rng.integers(0, 10, size=rows)
+    if patterns:
+        x = x[rng.integers(0, patterns, size=rows)]
+    y = rng.integers(0, 3 if patterns else 10, size=rows)
     counter = StateCounter(f"labels{width}")
     for part, labels in zip(np.array_split(x, 7), np.array_split(y, 7)):
         counter.add(part, labels=labels)
