@@ -390,10 +390,10 @@ def read_tables(list tables, uint64_t[:, ::1] out=None, uint64_t[::1] fired=None
         out: None, or uint64[key_bytes, 256], to which the byte histograms of
             the states are added (see :func:`byte_histograms`).
         fired: None, or (with ``out``) uint64[8 * key_bytes], to which the
-            firing counts of the hash tables' states counted once are added,
-            instead of their byte histograms to ``out`` (cheaper: most states
-            of a wide layer are counted once); the states' firing counts are
-            then ``firing_counts(out) + fired``.
+            firing counts of the states counted once in hash tables of more
+            than 8-byte states are added, instead of their byte histograms to
+            ``out`` (cheaper: most states of a wide layer are counted once);
+            the states' firing counts are then ``firing_counts(out) + fired``.
 
     Returns:
         ``(distinct, singletons, largest, c_log2_c)``: the number of counts > 0

@@ -436,34 +436,34 @@ static void ts_byte_histograms_of(const uint8_t *keys, const uint64_t *counts, i
     }
 }
 
-/* Adds to fired[8 i + b] how many of the n keys (rows `stride` bytes apart,
- * nb bytes each) counted once (counts[k] == 1) have bit b of byte i set.
- * Nearly every key of a wide layer's table is counted once (its own
- * state), and bits need no histogram there: bit b of each byte of a 64-bit
- * word, (w >> b) & 0x0101..01, is added to the byte lanes of accumulator b,
- * eight neurons by one shift, mask and add where a histogram pays an
- * increment per byte; lanes are emptied every 255 keys, before one could
- * overflow. */
+/* Adds to fired[8 i + b] how many of the n keys (nb bytes each, nb > 8)
+ * counted once (counts[k] == 1) have bit b of byte i set.  Nearly every key
+ * of a wide layer's table is counted once (its own state), and bits need no
+ * histogram there: bit b of each byte of a 64-bit word, (w >> b) &
+ * 0x0101..01, is added to the byte lanes of accumulator b, eight neurons by
+ * one shift, mask and add where a histogram pays an increment per byte;
+ * lanes are emptied every 255 keys, before one could overflow.  (Narrow
+ * keys gain nothing from it: their histograms, ts_word_histograms, cost
+ * as much.) */
 #define TS_LANE_ROWS 255
 
-static void ts_once_firing(const uint8_t *keys, int64_t stride, int64_t nb,
-                           const uint64_t *counts, int64_t n, uint64_t *fired)
+static void ts_once_firing(const uint8_t *keys, int64_t nb, const uint64_t *counts,
+                           int64_t n, uint64_t *fired)
 {
     const uint64_t ones = 0x0101010101010101ULL;
-    uint64_t words[TS_LANE_ROWS];
     for (int64_t first = 0; first < n; first += TS_LANE_ROWS) {
         const int64_t rows = n - first < TS_LANE_ROWS ? n - first : TS_LANE_ROWS;
         for (int64_t w = 0; 8 * w < nb; ++w) {
             const int64_t bytes = nb - 8 * w < 8 ? nb - 8 * w : 8;
-            for (int64_t i = 0; i < rows; ++i) /* the word, or 0 for a repeated key */
-                words[i] = ts_load_word(keys + (first + i) * stride + 8 * w, bytes)
-                           & -(uint64_t)(counts[first + i] == 1);
-            for (int b = 0; b < 8; ++b) { /* a sum over the rows: vectorised */
-                uint64_t lanes = 0;
-                for (int64_t i = 0; i < rows; ++i) lanes += (words[i] >> b) & ones;
-                for (int64_t j = 0; j < bytes; ++j)
-                    fired[64 * w + 8 * j + b] += (lanes >> (8 * j)) & 255;
+            uint64_t lanes[8] = {0};
+            for (int64_t i = 0; i < rows; ++i) { /* the word, or 0 for a repeated key */
+                const uint64_t x = ts_load_word(keys + (first + i) * nb + 8 * w, bytes)
+                                   & -(uint64_t)(counts[first + i] == 1);
+                for (int b = 0; b < 8; ++b) lanes[b] += (x >> b) & ones;
             }
+            for (int b = 0; b < 8; ++b)
+                for (int64_t j = 0; j < bytes; ++j)
+                    fired[64 * w + 8 * j + b] += (lanes[b] >> (8 * j)) & 255;
         }
     }
 }
@@ -524,29 +524,16 @@ typedef struct {
     uint64_t words[TS_GATHER_KEYS], counts[TS_GATHER_KEYS];
     int64_t size, key_bytes;
     uint64_t *hist;
-    uint64_t *fired; /* NULL, or 8 x key_bytes: firing counts of the keys counted once
-                      * (ts_once_firing), kept out of hist (hashed tables only) */
+    uint64_t *fired; /* NULL, or 8 x key_bytes: firing counts of wide keys counted
+                      * once (ts_once_firing), kept out of hist */
     ts_sums sums;
 } ts_gather;
 
 static void ts_gather_flush(ts_gather *g)
 {
     ts_sums_add(&g->sums, g->counts, g->size, 1);
-    if (g->hist == NULL) {
-        g->size = 0;
-        return;
-    }
-    int64_t repeated = g->size;
-    if (g->fired != NULL) { /* the keys counted once by lanes; the rest, moved to the front */
-        ts_once_firing((const uint8_t *)g->words, 8, g->key_bytes, g->counts, g->size, g->fired);
-        repeated = 0;
-        for (int64_t i = 0; i < g->size; ++i) {
-            g->words[repeated] = g->words[i];
-            g->counts[repeated] = g->counts[i];
-            repeated += g->counts[i] != 1;
-        }
-    }
-    ts_word_histograms(g->words, g->counts, repeated, g->key_bytes, g->hist);
+    if (g->hist != NULL)
+        ts_word_histograms(g->words, g->counts, g->size, g->key_bytes, g->hist);
     g->size = 0;
 }
 
@@ -560,7 +547,7 @@ static void ts_gather_hashed(ts_gather *g, const ts_table *t)
         ts_byte_histograms_of(t->arena, t->counts, t->size, t->key_bytes, g->hist,
                               g->fired != NULL);
         if (g->fired != NULL)
-            ts_once_firing(t->arena, t->key_bytes, t->key_bytes, t->counts, t->size, g->fired);
+            ts_once_firing(t->arena, t->key_bytes, t->counts, t->size, g->fired);
         return;
     }
     int64_t k = g->size;

@@ -382,8 +382,8 @@ class CountEngine:
         which it fires, from the read: the byte histograms of the states (per
         byte of the states, its 256 values weighted by the counts: neuron
         ``8 j + b`` fires in the states whose byte ``j`` has bit ``b`` set),
-        and the hash tables' states counted once, whose bits are added up
-        directly.  Not for an engine made with ``histograms=False``."""
+        and the states of more than 64 neurons counted once in hash tables,
+        whose bits are added up directly.  Not for an engine made with ``histograms=False``."""
         _, histograms, fired = self._summary()
         return (_table.firing_counts(histograms) + fired)[:self.num_neurons]
 
