@@ -12,9 +12,11 @@
 # (portable C, SSE2, AVX2), unaligned and broadcast (zero-stride) inputs, views
 # whose state axes do not merge (several leading views), dense counting on
 # three threads into per-thread copies, weighted counting into shards on
-# two and three threads, and counting with labels (pairs as words, per-label
-# tables of byte counts, with counts past 255, and hashed pairs; mutual
-# information, merge, pickle, firing rates).  Every result is also compared with plain NumPy.
+# two and three threads, tables cleared for a next epoch, firing counts
+# (byte lanes of wide states counted once), and counting with labels (pairs
+# as words, per-label tables of byte counts, with counts past 255, and
+# hashed pairs; mutual information, merge, pickle, firing rates).  Every
+# result is also compared with plain NumPy.
 #
 # Valgrind reports some errors inside CPython and NumPy themselves; the script
 # fails (exit 1) only for errors whose stack goes through our extension
@@ -108,6 +110,14 @@ for width, rows in ((5, 3000), (20, 3000), (37, 80_000), (64, 3000), (65, 70_000
     assert other.state_count == 2 * rows
     for alpha in (0, 0.5, 1, 2, math.inf):
         assert not math.isnan(counter.entropy(alpha))
+    assert np.all(counter.firing_counts() == x.sum(axis=0))  # byte lanes (wide), histograms
+    y = x[: rows // 2].copy()  # the next epoch into the same (cleared) tables, states repeated
+    y[len(y) // 2:] = y[: len(y) - len(y) // 2]
+    counter.reset_states()
+    counter.add(y)
+    assert sorted(counter.counts().tolist()) == sorted(
+        np.unique(reference(y), axis=0, return_counts=True)[1].tolist())
+    assert np.all(counter.firing_counts() == y.sum(axis=0))
 for threads in (1, 2):  # into shards: buffered batches, then one of several chunks (sketched first)
     x = rng.random((600_000, 40)) < 0.5
     counter = StateCounter(f"chunks{threads}", threads=threads)
