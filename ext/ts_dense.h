@@ -148,7 +148,8 @@ static void ts_values_add(ts_values *v, const uint32_t *counts, int64_t n)
 }
 
 /* ts_values_add of n byte counts: eight counts of at most 1 (most of a slab's)
- * are added in a register, by their bits. */
+ * are added in a register, by one multiply (no popcount instruction in the
+ * portable build: it is a call there). */
 static void ts_values_add_bytes(ts_values *restrict v, const uint8_t *restrict counts,
                                 int64_t n)
 {
@@ -159,7 +160,7 @@ static void ts_values_add_bytes(ts_values *restrict v, const uint8_t *restrict c
         uint64_t eight;
         memcpy(&eight, counts + i, sizeof(eight));
         if ((eight & above_one) == 0) {
-            ones += (uint64_t)__builtin_popcountll(eight);
+            ones += (eight * 0x0101010101010101ULL) >> 56; /* their sum, in the top byte */
             continue;
         }
         for (int lane = 0; lane < 8; ++lane) v->lanes[lane & 3][counts[i + lane]] += 1;
@@ -375,23 +376,31 @@ static ts_sums ts_dense_sum(ts_table *into, ts_table *const *slabs, int n_slabs)
         for (int first = 0; first < n_slabs; first += TS_SUM_SLABS) {
             const int last = n_slabs - first < TS_SUM_SLABS ? n_slabs : first + TS_SUM_SLABS;
             uint16_t sums16[TS_SUM_BLOCK];
-            if (to != NULL) memset(sums16, 0, (size_t)n * sizeof(uint16_t));
             for (int i = first; i < last; ++i) {
                 /* restrict: bytes may alias anything, which would keep the
-                 * loop below from being vectorised */
+                 * loops below from being vectorised */
                 const uint8_t *restrict const bytes = slabs[i]->dense8 + begin;
                 ts_values_add_bytes(&values, bytes, n);
-                if (to != NULL)
+                if (to == NULL) continue;
+                if (i == first)
+                    for (int64_t k = 0; k < n; ++k) sums16[k] = bytes[k];
+                else
                     for (int64_t k = 0; k < n; ++k) sums16[k] += bytes[k];
             }
             if (to == NULL) continue;
             uint64_t *restrict const out = to + begin;
-            if (first == 0)
-                for (int64_t k = 0; k < n; ++k) out[k] = sums16[k];
-            else
+            if (first == 0) {
+                int64_t counted = 0; /* the block's states, where one group holds them all */
+                for (int64_t k = 0; k < n; ++k) {
+                    out[k] = sums16[k];
+                    counted += sums16[k] != 0;
+                }
+                if (last == n_slabs) size += counted;
+            } else {
                 for (int64_t k = 0; k < n; ++k) out[k] += sums16[k];
+            }
         }
-        for (uint64_t state = begin; to != NULL && state < end; ++state)
+        for (uint64_t state = begin; to != NULL && n_slabs > TS_SUM_SLABS && state < end; ++state)
             size += to[state] != 0;
     }
     for (int i = 0; i < n_slabs; ++i) { /* the counts past a byte, tallied above as it */
