@@ -383,7 +383,8 @@ class CountEngine:
         byte of the states, its 256 values weighted by the counts: neuron
         ``8 j + b`` fires in the states whose byte ``j`` has bit ``b`` set),
         and the states of more than 64 neurons counted once in hash tables,
-        whose bits are added up directly.  Not for an engine made with ``histograms=False``."""
+        whose bits are added up directly.  Not for an engine made with
+        ``histograms=False``."""
         _, histograms, fired = self._summary()
         return (_table.firing_counts(histograms) + fired)[:self.num_neurons]
 
