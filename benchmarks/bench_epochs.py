@@ -6,10 +6,12 @@ For each layer below, a validation epoch as a probe sees it: the batches'
 activations (float32, random, so nearly every state is distinct, as in the
 first stages of a ResNet) added one batch at a time on one thread, then the
 epoch-end read (``efficiency()`` and ``firing_rates()``, what the callbacks
-report).  Three timings, each the median of ``--repeats``:
+report); "15 probes" counts the same batches into 15 counters alive at once,
+as the 15 probes of a ResNet-18's first stage.  Three timings, each the
+median of ``--repeats``:
 
-- first epoch:  into a new counter (its tables grow from nothing);
-- later epoch:  into the same counter after ``reset_states()`` (as probes do
+- first epoch:  into new counters (their tables grow from nothing);
+- later epoch:  into the same counters after ``reset_states()`` (as probes do
                 every epoch: the tables of the last epoch are kept, cleared);
 - read:         the epoch-end read alone, of the later epoch.
 
@@ -32,22 +34,25 @@ import time
 
 import numpy as np
 
-LAYERS = [  # (what, shape of one batch, neuron axis, batches)
-    ("ResNet stage 1, 100x64x32x32", (100, 64, 32, 32), 1, 5),
-    ("ResNet stage 2, 100x128x16x16", (100, 128, 16, 16), 1, 5),
-    ("ResNet stage 3, 100x256x8x8", (100, 256, 8, 8), 1, 5),
-    ("Transformer FF, 32x128x1024", (32, 128, 1024), 2, 8),
+LAYERS = [  # (what, shape of one batch, neuron axis, batches, probes)
+    ("ResNet stage 1, 100x64x32x32", (100, 64, 32, 32), 1, 5, 1),
+    ("ResNet stage 1, 15 probes", (100, 64, 32, 32), 1, 5, 15),
+    ("ResNet stage 2, 100x128x16x16", (100, 128, 16, 16), 1, 5, 1),
+    ("ResNet stage 3, 100x256x8x8", (100, 256, 8, 8), 1, 5, 1),
+    ("Transformer FF, 32x128x1024", (32, 128, 1024), 2, 8, 1),
 ]
 
 
-def epoch(counter, batches, axis) -> tuple[float, float]:
-    """(seconds adding the batches, seconds of the epoch-end read)."""
+def epoch(counters, batches, axis) -> tuple[float, float]:
+    """(seconds adding the batches to every counter, seconds of their epoch-end reads)."""
     start = time.perf_counter()
     for batch in batches:
-        counter.add(batch, axis, threads=1)
+        for counter in counters:
+            counter.add(batch, axis, threads=1)
     added = time.perf_counter()
-    counter.efficiency()
-    counter.firing_rates()
+    for counter in counters:
+        counter.efficiency()
+        counter.firing_rates()
     return added - start, time.perf_counter() - added
 
 
@@ -57,14 +62,16 @@ def measure(repeats: int) -> dict:
 
     rng = np.random.default_rng(0)
     results = {}
-    for what, shape, axis, count in LAYERS:
+    for what, shape, axis, count, probes in LAYERS:
         batches = [rng.standard_normal(shape, dtype=np.float32) for _ in range(count)]
-        later = StateCounter(what)
+        later = [StateCounter(what) for _ in range(probes)]
         epoch(later, batches, axis)
         first_runs, later_runs, reads = [], [], []
         for _ in range(repeats):
-            first_runs.append(sum(epoch(StateCounter(what), batches, axis)))
-            later.reset_states()
+            first_runs.append(sum(epoch([StateCounter(what) for _ in range(probes)], batches,
+                                        axis)))
+            for counter in later:
+                counter.reset_states()
             added, read = epoch(later, batches, axis)
             later_runs.append(added + read)
             reads.append(read)
