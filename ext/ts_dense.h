@@ -305,27 +305,36 @@ typedef struct {
 static void ts_dense_count_slab_share(void *task)
 {
     ts_slab_share *share = (ts_slab_share *)task;
-    const int64_t nb = share->slabs[0]->key_bytes;
+    const int64_t nb = share->slabs[0]->key_bytes, per_sample = share->per_sample;
     const uint64_t mask = ((uint64_t)1 << share->slabs[0]->dense_bits) - 1;
-    uint32_t states[TS_DENSE_AHEAD];
-    ts_table *owners[TS_DENSE_AHEAD];
+    const int threads = share->threads, thread = share->thread;
+    uint8_t *cells[TS_DENSE_AHEAD]; /* the ring: each row's cell, and its slab (for */
+    ts_table *owners[TS_DENSE_AHEAD]; /* a count past 255 alone) */
     int64_t queued = 0;
     int failed = 0;
-    for (int64_t s = 0; s < share->samples; ++s) {
+    const uint8_t *row = share->keys;
+    for (int64_t s = 0; s < share->samples; ++s, row += per_sample * nb) {
         const int32_t slab = share->slab_of[s];
-        if (share->threads > 1 && slab % share->threads != share->thread) continue; /* 1: no division */
+        if (threads > 1 && slab % threads != thread) continue; /* 1: no division */
         ts_table *const table = share->slabs[slab];
-        const uint8_t *row = share->keys + s * share->per_sample * nb;
-        for (int64_t r = 0; r < share->per_sample; ++r, row += nb, ++queued) {
+        const uint8_t *key = row;
+        for (int64_t r = 0; r < per_sample; ++r, key += nb, ++queued) {
             const int64_t at = queued % TS_DENSE_AHEAD;
-            if (queued >= TS_DENSE_AHEAD) failed |= ts_dense8_add_one(owners[at], states[at]);
-            states[at] = (uint32_t)(ts_load_word(row, nb) & mask);
+            if (queued >= TS_DENSE_AHEAD) {
+                if (__builtin_expect(*cells[at] == 255, 0))
+                    failed |= ts_dense8_add(owners[at], (uint32_t)(cells[at] - owners[at]->dense8),
+                                            1) != TS_OK;
+                else
+                    *cells[at] += 1;
+            }
+            cells[at] = table->dense8 + (ts_load_word(key, nb) & mask);
             owners[at] = table;
-            __builtin_prefetch(&table->dense8[states[at]], 1);
+            __builtin_prefetch(cells[at], 1);
         }
     }
     for (int64_t at = 0; at < queued && at < TS_DENSE_AHEAD; ++at)
-        failed |= ts_dense8_add_one(owners[at], states[at]);
+        failed |= ts_dense8_add_one(owners[at], (uint32_t)(cells[at] - owners[at]->dense8))
+                  != TS_OK;
     share->status = failed ? TS_NO_MEMORY : TS_OK;
 }
 
