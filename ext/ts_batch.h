@@ -188,7 +188,7 @@ static ts_status ts_insert_shards(const ts_batch *b, int first, int step)
         ts_table *t = b->tables[s];
         int64_t records = 0;
         for (int p = 0; p < b->threads; ++p) records += ts_part_records(&b->parts[p], s);
-        if (2 * (t->size + records + 1) > t->capacity) {
+        if (ts_table_over(t->size + records + 1, t->capacity)) {
             memcpy(sketch, t->sketch, sizeof(sketch));
             ts_add_parts_sketch(sketch, b, s);
             if (ts_table_reserve(t, ts_sketch_estimate(sketch), 0) != TS_OK) return TS_NO_MEMORY;

@@ -50,7 +50,7 @@ _SHARDS_PER_READ = 16
 # A batch is counted in pieces small enough that the tables cannot outgrow
 # the memory cap before the engine spills (at least this many rows a piece).
 # A new distinct state takes at most 4 slots of 16 bytes in a hash table (load
-# 1/4 just after it doubled) and, when wider than 8 bytes, twice its key and
+# 5/16 just after it doubled) and, when wider than 8 bytes, twice its key and
 # count in the arena.
 _MIN_PIECE_ROWS = 1 << 16
 _SLOT_BYTES_PER_STATE = 4 * 16
