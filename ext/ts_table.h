@@ -410,20 +410,11 @@ static void ts_table_sums(const ts_table *t, ts_sums *s)
 
 /* Adds, for each byte position j of the n keys (n x nb bytes) and each
  * value v, the counts of the keys whose byte j is v to hist[j * 256 + v]:
- * a neuron's firing count is then the sum over the values with its bit set. */
+ * a neuron's firing count is then the sum over the values with its bit set.
+ * Where repeated_only, of the keys counted more than once alone (the others
+ * go to ts_once_firing). */
 #define TS_HISTOGRAM_BLOCK 64
 
-static void ts_byte_histograms_of(const uint8_t *keys, const uint64_t *counts, int64_t n,
-                                  int64_t nb, uint64_t *hist, int repeated_only);
-
-static void ts_byte_histograms(const uint8_t *keys, const uint64_t *counts, int64_t n,
-                               int64_t nb, uint64_t *hist)
-{
-    ts_byte_histograms_of(keys, counts, n, nb, hist, 0);
-}
-
-/* ts_byte_histograms of the keys counted more than once alone, where
- * repeated_only (the others go to ts_once_firing). */
 static void ts_byte_histograms_of(const uint8_t *keys, const uint64_t *counts, int64_t n,
                                   int64_t nb, uint64_t *hist, int repeated_only)
 {
@@ -446,6 +437,13 @@ static void ts_byte_histograms_of(const uint8_t *keys, const uint64_t *counts, i
             for (int64_t i = 0; i < rows; ++i) row[taken[i][j]] += block[i];
         }
     }
+}
+
+/* ts_byte_histograms_of every key. */
+static void ts_byte_histograms(const uint8_t *keys, const uint64_t *counts, int64_t n,
+                               int64_t nb, uint64_t *hist)
+{
+    ts_byte_histograms_of(keys, counts, n, nb, hist, 0);
 }
 
 /* Adds to fired[8 i + b] how many of the n keys (nb bytes each, nb > 8)
