@@ -86,6 +86,46 @@ def test_resnet_with_inplace_and_shared_relu_counts_every_call_site():
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
 
 
+def test_wide_probes_count_each_epoch_exactly_into_the_tables_they_keep():
+    """Epochs of a ResNet with 72- and 40-channel layers (hash tables of wide
+    and of narrow states, split into shards past 16,384 states) and of a
+    Transformer's 96-wide feed-forward layers: after each reset the probes
+    count into the tables of the epoch before, and every epoch's counts and
+    firing rates equal NumPy's on that epoch's activations alone."""
+    torch.manual_seed(4)
+    resnet = ResNet(stem=72, stages=[(72, 1), (40, 2)]).eval()
+    layer = nn.TransformerEncoderLayer(24, 2, dim_feedforward=96, dropout=0.0, batch_first=True)
+    encoder = nn.TransformerEncoder(layer, num_layers=1, enable_nested_tensor=False).eval()
+    cases = [(resnet, ["Conv2d", "BatchNorm2d"], 1,
+              [[torch.randn(n, 3, 24, 24) for _ in range(3)] for n in (12, 4, 16)]),
+             (encoder, ["Linear"], -1,
+              [[torch.randn(n, 40, 24) for _ in range(3)] for n in (30, 10, 40)])]
+    for model, attach_to, axis, epochs in cases:
+        probes = attach_probes(model, attach_to)
+        recorder = Recorder([probe.module for probe in probes])
+        engines = None
+        for batches in epochs:
+            for probe in probes:
+                probe.reset_states()
+            recorder.seen = {key: [] for key in recorder.seen}
+            with torch.no_grad():
+                for batch in batches:
+                    model(batch)
+            measured = [probe for probe in probes if recorder.calls(probe.module)]
+            assert len(measured) >= len(probes) - 1  # the attention's out_proj never runs
+            for probe in measured:
+                seen = recorder.calls(probe.module)
+                assert_counts(probe, seen, axis)
+                rows = np.concatenate([features_last(t, axis) for t in seen])
+                np.testing.assert_array_equal(probe.counter.firing_rates(),
+                                              (rows > 0).mean(axis=0))
+            if engines is not None:  # the same tables, cleared
+                assert [p.counter._engine for p in measured] == engines
+            engines = [p.counter._engine for p in measured]
+        recorder.remove()
+        probes.detach()
+
+
 # -- a GPT/ViT-style MLP and a BERT-shaped block with its own activation class -----------------
 class GELUActivation(nn.Module):  # as the BERT code base names its own GELU
     def forward(self, x):
